@@ -1,0 +1,69 @@
+//! Forward and training-step throughput (images/s) of `mlp` and `cnn`.
+//!
+//!   cargo bench --bench throughput                      # flex (CPU)
+//!   RAMPART_BENCH_DEVICE=wgpu cargo bench --bench throughput
+//!
+//! Divan reports time per iteration and, through the item counter, images per second.
+
+use burn::nn::loss::CrossEntropyLossConfig;
+use burn::optim::{AdamConfig, GradientsParams};
+use burn::tensor::{Distribution, Int, Tensor};
+use divan::{Bencher, counter::ItemsCount};
+use rampart::device::{self, DeviceChoice};
+use rampart::model::{Arch, ModelSpec};
+
+const BATCH: usize = 128;
+
+fn main() {
+    divan::main();
+}
+
+fn chosen() -> burn::tensor::Device {
+    let choice = match std::env::var("RAMPART_BENCH_DEVICE").as_deref() {
+        Ok("wgpu") => DeviceChoice::Wgpu,
+        Ok("auto") => DeviceChoice::Auto,
+        _ => DeviceChoice::Flex,
+    };
+    let c = device::choose(choice).expect("bench device");
+    eprintln!("bench device: {}", c.description);
+    c.device
+}
+
+fn batch(device: &burn::tensor::Device) -> (Tensor<4>, Tensor<1, Int>) {
+    device.seed(0);
+    let x = Tensor::<4>::random([BATCH, 1, 28, 28], Distribution::Uniform(0.0, 1.0), device);
+    let y = Tensor::<1>::random([BATCH], Distribution::Uniform(0.0, 10.0), device).int();
+    (x, y)
+}
+
+#[divan::bench(args = [Arch::Mlp, Arch::Cnn], sample_count = 10, sample_size = 1)]
+fn forward(bencher: Bencher, arch: Arch) {
+    let device = chosen();
+    let model = ModelSpec::fashion_normalised(arch).init(&device);
+    let (x, _) = batch(&device);
+    let _ = model.forward(x.clone()).into_data(); // warm-up (kernel compilation, autotune)
+    bencher
+        .counter(ItemsCount::new(BATCH))
+        .bench_local(|| model.forward(x.clone()).into_data());
+}
+
+#[divan::bench(args = [Arch::Mlp, Arch::Cnn], sample_count = 10, sample_size = 1)]
+fn train_step(bencher: Bencher, arch: Arch) {
+    let device = chosen();
+    let ad = device.clone().autodiff();
+    let mut model = Some(ModelSpec::fashion_normalised(arch).init(&ad));
+    let mut optim = AdamConfig::new().init();
+    let loss_fn = CrossEntropyLossConfig::new().init(&ad);
+    let (x, y) = batch(&device);
+    let (x, y) = (x.autodiff(), y.autodiff());
+    let mut step = || {
+        let m = model.take().expect("model");
+        let loss = loss_fn.forward(m.forward(x.clone()), y.clone());
+        let value = loss.clone().inner().into_data();
+        let grads = GradientsParams::from_grads(loss.backward(), &m);
+        model = Some(optim.step(1e-3, m, grads));
+        value
+    };
+    step(); // warm-up
+    bencher.counter(ItemsCount::new(BATCH)).bench_local(step);
+}

@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Runs Rampart's whole test suite on the CPU: fetches Fashion-MNIST if missing, installs
+# Mesa's software Vulkan driver (lavapipe) so the wgpu tests run the GPU kernels on the CPU,
+# builds in the release profile (tests reuse the release dependencies) and runs every test.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+scripts/fetch-data.sh
+
+if ! ls /usr/share/vulkan/icd.d/lvp_icd*.json >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    echo "test: installing mesa-vulkan-drivers (lavapipe) for the wgpu tests"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get install -y -q mesa-vulkan-drivers libvulkan1 >/dev/null 2>&1 \
+      || { apt-get update -q >/dev/null && apt-get install -y -q mesa-vulkan-drivers libvulkan1 >/dev/null; }
+  else
+    echo "test: no Vulkan driver and not root: the wgpu tests will fail; install mesa-vulkan-drivers" >&2
+  fi
+fi
+
+# Only lavapipe runs here: minimal autotuning keeps the first conv kernels from taking minutes.
+export CUBECL_AUTOTUNE_LEVEL="${CUBECL_AUTOTUNE_LEVEL:-minimal}"
+
+cargo build --release --locked --all-targets
+cargo test --release --locked "$@"

@@ -1,0 +1,89 @@
+//! Choosing the compute device at run time: one binary, `--device flex|wgpu|auto`.
+
+use burn::tensor::{Device, DeviceKind, Tensor};
+use serde::{Deserialize, Serialize};
+
+/// A backend the user can pick.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum DeviceChoice {
+    /// A GPU through wgpu if one is found, else the flex CPU backend.
+    #[default]
+    Auto,
+    /// burn-flex: pure-Rust CPU backend (SIMD, rayon).
+    Flex,
+    /// wgpu: Vulkan/Metal/DX12 GPU (or a software adapter such as lavapipe).
+    Wgpu,
+    /// burn-ndarray: deprecated CPU backend, only with the `ndarray` cargo feature.
+    #[cfg(feature = "ndarray")]
+    Ndarray,
+}
+
+/// A device together with a line for people saying what it is.
+#[derive(Debug, Clone)]
+pub struct Chosen {
+    pub device: Device,
+    pub description: String,
+}
+
+/// The adapter name and whether it is a real GPU, or `None` if no wgpu adapter works.
+/// Opening an adapter can panic inside wgpu when no driver is present; that is caught.
+fn probe_wgpu() -> Option<(Device, String, bool)> {
+    let hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(|_| {}));
+    let probe = std::panic::catch_unwind(|| {
+        let device = Device::wgpu(DeviceKind::DefaultDevice);
+        let _ = Tensor::<1>::zeros([1], &device).into_data();
+        let identity = device.as_dispatch().identity();
+        let name = identity
+            .as_ref()
+            .map(|i| i.name.clone())
+            .unwrap_or_default();
+        let gpu = identity.is_some_and(|i| i.physical.is_some());
+        (device, name, gpu)
+    });
+    std::panic::set_hook(hook);
+    probe.ok()
+}
+
+/// Resolves a choice to a device. `auto` takes a real GPU when wgpu finds one and otherwise
+/// flex (a software adapter such as lavapipe is slower than flex, so auto skips it).
+pub fn choose(choice: DeviceChoice) -> Result<Chosen, String> {
+    match choice {
+        DeviceChoice::Flex => Ok(Chosen {
+            device: Device::flex(),
+            description: "flex (CPU)".into(),
+        }),
+        DeviceChoice::Wgpu => match probe_wgpu() {
+            Some((device, name, gpu)) => Ok(Chosen {
+                device,
+                description: format!(
+                    "wgpu ({name}{})",
+                    if gpu { "" } else { ", software adapter" }
+                ),
+            }),
+            None => Err("--device wgpu: no wgpu adapter could be opened (no GPU driver; for a software Vulkan adapter install mesa-vulkan-drivers)".into()),
+        },
+        DeviceChoice::Auto => match probe_wgpu() {
+            Some((device, name, true)) => Ok(Chosen {
+                device,
+                description: format!("wgpu ({name}) [auto: GPU found]"),
+            }),
+            Some((_, name, false)) => Ok(Chosen {
+                device: Device::flex(),
+                description: format!(
+                    "flex (CPU) [auto: only a software adapter ({name}), no GPU]"
+                ),
+            }),
+            None => Ok(Chosen {
+                device: Device::flex(),
+                description: "flex (CPU) [auto: no GPU adapter]".into(),
+            }),
+        },
+        #[cfg(feature = "ndarray")]
+        DeviceChoice::Ndarray => Ok(Chosen {
+            device: Device::ndarray(),
+            description: "ndarray (CPU, deprecated)".into(),
+        }),
+    }
+}

@@ -1,0 +1,78 @@
+//! Clean accuracy, per-class accuracy and the confusion matrix, counted on the device.
+
+use burn::tensor::{Int, Tensor};
+use serde::Serialize;
+
+use crate::data::ImageSet;
+use crate::model::Classifier;
+
+/// Evaluation of a model on a labelled set.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct EvalReport {
+    pub examples: usize,
+    pub accuracy: f64,
+    /// Accuracy per true class (NaN-free: a class with no examples reports 0).
+    pub per_class_accuracy: Vec<f64>,
+    /// `confusion[true][predicted]` counts.
+    pub confusion: Vec<Vec<u64>>,
+}
+
+/// Predicted classes `[N]` for pixels `[N, 1, 28, 28]`, in batches of `batch`.
+pub fn predict(model: &Classifier, images: Tensor<4>, batch: usize) -> Tensor<1, Int> {
+    let n = images.dims()[0];
+    let parts: Vec<Tensor<1, Int>> = (0..n)
+        .step_by(batch.max(1))
+        .map(|s| {
+            let x = images.clone().narrow(0, s, batch.min(n - s));
+            model.forward(x).argmax(1).squeeze_dim::<1>(1)
+        })
+        .collect();
+    Tensor::cat(parts, 0)
+}
+
+/// Evaluates `model` (use a `valid()` copy) on `data`. The confusion matrix is accumulated on
+/// the device as `onehot(true)^T · onehot(pred)` and read back once.
+pub fn evaluate(model: &Classifier, data: &ImageSet, batch: usize) -> EvalReport {
+    let c = data.num_classes;
+    let n = data.len();
+    let device = data.images.device();
+    let mut confusion = Tensor::<2>::zeros([c, c], &device);
+    for s in (0..n).step_by(batch.max(1)) {
+        let (x, y) = data.range(s, s + batch);
+        let pred = model.forward(x).argmax(1).squeeze_dim::<1>(1);
+        let truth = y.one_hot::<2>(c).float();
+        let pred = pred.one_hot::<2>(c).float();
+        confusion = confusion + truth.transpose().matmul(pred);
+    }
+    let flat = confusion
+        .into_data()
+        .try_to_vec::<f32>()
+        .expect("confusion matrix reads back as f32");
+    let confusion: Vec<Vec<u64>> = flat
+        .chunks(c)
+        .map(|row| row.iter().map(|&v| v.round() as u64).collect())
+        .collect();
+    let correct: u64 = (0..c).map(|i| confusion[i][i]).sum();
+    let per_class_accuracy = confusion
+        .iter()
+        .enumerate()
+        .map(|(i, row)| {
+            let total: u64 = row.iter().sum();
+            if total == 0 {
+                0.0
+            } else {
+                row[i] as f64 / total as f64
+            }
+        })
+        .collect();
+    EvalReport {
+        examples: n,
+        accuracy: if n == 0 {
+            0.0
+        } else {
+            correct as f64 / n as f64
+        },
+        per_class_accuracy,
+        confusion,
+    }
+}

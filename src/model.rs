@@ -1,0 +1,170 @@
+//! Image classifiers: `mlp` and `cnn`.
+//!
+//! Both take pixels in [0, 1], shape `[N, 1, 28, 28]`, and return logits `[N, classes]`. The
+//! optional normalisation `(x - mean) / std` is applied inside `forward`, so attacks and
+//! smoothing noise work in pixel space. Parameter names match a PyTorch module with the same
+//! attribute names (`conv1`, `fc1`, ...); see `scripts/torch_models.py`.
+
+use burn::module::Module;
+use burn::nn::conv::{Conv2d, Conv2dConfig};
+use burn::nn::pool::{MaxPool2d, MaxPool2dConfig};
+use burn::nn::{Linear, LinearConfig, PaddingConfig2d};
+use burn::tensor::activation::relu;
+use burn::tensor::{Device, Tensor};
+use serde::{Deserialize, Serialize};
+
+/// Architectures Rampart builds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Arch {
+    /// fc1 784→256, fc2 256→256, fc3 256→classes, ReLU.
+    Mlp,
+    /// Madry et al. MNIST network: conv 5x5 32, pool, conv 5x5 64, pool, fc 1024, fc classes.
+    Cnn,
+}
+
+impl std::fmt::Display for Arch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Arch::Mlp => "mlp",
+            Arch::Cnn => "cnn",
+        })
+    }
+}
+
+/// Everything needed to rebuild a model's structure; saved in the file's metadata.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct ModelSpec {
+    pub arch: Arch,
+    pub num_classes: usize,
+    /// Normalisation inside the model: `(x - mean) / std`, x in [0, 1]. Identity is (0, 1).
+    pub mean: f32,
+    pub std: f32,
+}
+
+impl ModelSpec {
+    pub fn new(arch: Arch) -> Self {
+        Self {
+            arch,
+            num_classes: 10,
+            mean: 0.0,
+            std: 1.0,
+        }
+    }
+
+    /// Fashion-MNIST training-set pixel mean and standard deviation.
+    pub fn fashion_normalised(arch: Arch) -> Self {
+        Self {
+            mean: 0.2860,
+            std: 0.3530,
+            ..Self::new(arch)
+        }
+    }
+
+    pub fn init(&self, device: &Device) -> Classifier {
+        match self.arch {
+            Arch::Mlp => Classifier::Mlp(Mlp::new(self, device)),
+            Arch::Cnn => Classifier::Cnn(Cnn::new(self, device)),
+        }
+    }
+}
+
+#[derive(Module, Debug)]
+pub struct Mlp {
+    fc1: Linear,
+    fc2: Linear,
+    fc3: Linear,
+    mean: f32,
+    std: f32,
+}
+
+impl Mlp {
+    fn new(spec: &ModelSpec, device: &Device) -> Self {
+        Self {
+            fc1: LinearConfig::new(784, 256).init(device),
+            fc2: LinearConfig::new(256, 256).init(device),
+            fc3: LinearConfig::new(256, spec.num_classes).init(device),
+            mean: spec.mean,
+            std: spec.std,
+        }
+    }
+
+    pub fn forward(&self, x: Tensor<4>) -> Tensor<2> {
+        let x = (x - self.mean) / self.std;
+        let x: Tensor<2> = x.flatten(1, 3);
+        let x = relu(self.fc1.forward(x));
+        let x = relu(self.fc2.forward(x));
+        self.fc3.forward(x)
+    }
+}
+
+#[derive(Module, Debug)]
+pub struct Cnn {
+    conv1: Conv2d,
+    conv2: Conv2d,
+    pool: MaxPool2d,
+    fc1: Linear,
+    fc2: Linear,
+    mean: f32,
+    std: f32,
+}
+
+impl Cnn {
+    fn new(spec: &ModelSpec, device: &Device) -> Self {
+        let conv = |c_in, c_out| {
+            Conv2dConfig::new([c_in, c_out], [5, 5])
+                .with_padding(PaddingConfig2d::Explicit(2, 2, 2, 2))
+                .init(device)
+        };
+        Self {
+            conv1: conv(1, 32),
+            conv2: conv(32, 64),
+            pool: MaxPool2dConfig::new([2, 2]).init(),
+            fc1: LinearConfig::new(64 * 7 * 7, 1024).init(device),
+            fc2: LinearConfig::new(1024, spec.num_classes).init(device),
+            mean: spec.mean,
+            std: spec.std,
+        }
+    }
+
+    pub fn forward(&self, x: Tensor<4>) -> Tensor<2> {
+        let x = (x - self.mean) / self.std;
+        let x = self.pool.forward(relu(self.conv1.forward(x)));
+        let x = self.pool.forward(relu(self.conv2.forward(x)));
+        // [N, 64, 7, 7] flattened in C, H, W order, as torch.flatten(x, 1).
+        let x: Tensor<2> = x.flatten(1, 3);
+        self.fc2.forward(relu(self.fc1.forward(x)))
+    }
+}
+
+/// A single image classifier of any architecture Rampart builds.
+#[derive(Module, Debug)]
+pub enum Classifier {
+    Mlp(Mlp),
+    Cnn(Cnn),
+}
+
+impl Classifier {
+    /// Logits `[N, classes]` for pixels `[N, 1, 28, 28]` in [0, 1].
+    pub fn forward(&self, x: Tensor<4>) -> Tensor<2> {
+        match self {
+            Classifier::Mlp(m) => m.forward(x),
+            Classifier::Cnn(m) => m.forward(x),
+        }
+    }
+
+    /// The id of the first layer's weight (`fc1` or `conv1`), to read its gradient.
+    pub fn first_weight_id(&self) -> burn::module::ParamId {
+        match self {
+            Classifier::Mlp(m) => m.fc1.weight.id,
+            Classifier::Cnn(m) => m.conv1.weight.id,
+        }
+    }
+
+    pub fn arch(&self) -> Arch {
+        match self {
+            Classifier::Mlp(_) => Arch::Mlp,
+            Classifier::Cnn(_) => Arch::Cnn,
+        }
+    }
+}

@@ -1,0 +1,178 @@
+//! The `rampart` binary end to end: train, eval, inspect, and bad input.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use clap::CommandFactory;
+use rampart::cli::Cli;
+use rampart::train::TrainConfig;
+
+fn rampart(args: &[&str], cwd: &Path) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_rampart"))
+        .args(args)
+        .current_dir(cwd)
+        .output()
+        .expect("run rampart")
+}
+
+fn ok(out: &Output) -> String {
+    assert!(
+        out.status.success(),
+        "stdout:\n{}\nstderr:\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout.clone()).unwrap()
+}
+
+fn failed(out: &Output) -> String {
+    assert!(!out.status.success(), "expected failure");
+    String::from_utf8(out.stderr.clone()).unwrap()
+}
+
+#[test]
+fn train_eval_inspect_end_to_end() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("c.toml");
+    std::fs::write(
+        &config,
+        "arch = \"mlp\"\ndataset = \"synthetic\"\nsynthetic_size = 800\nepochs = 5\nout = \"ignored\"\n",
+    )
+    .unwrap();
+    let out = rampart(
+        &[
+            "train", "--config", "c.toml", "--epochs", "2", "--out", "run", "--device", "flex",
+            "--seed", "3",
+        ],
+        dir.path(),
+    );
+    let stdout = ok(&out);
+    assert!(stdout.contains("epoch 2/2"), "{stdout}");
+    assert!(
+        !stdout.contains("epoch 3/"),
+        "flag must override the config's epochs"
+    );
+    let model = dir.path().join("run/model.safetensors");
+    assert!(model.is_file());
+    assert!(!dir.path().join("ignored").exists());
+
+    let eval = ok(&rampart(
+        &[
+            "eval",
+            "--model",
+            "run/model.safetensors",
+            "--dataset",
+            "synthetic",
+            "--device",
+            "flex",
+            "--json",
+        ],
+        dir.path(),
+    ));
+    let v: serde_json::Value = serde_json::from_str(&eval).unwrap();
+    let acc = v["report"]["accuracy"].as_f64().unwrap();
+    assert!(acc > 0.8, "{eval}");
+    assert_eq!(v["report"]["confusion"].as_array().unwrap().len(), 10);
+    let total: u64 = v["report"]["confusion"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|r| r.as_array().unwrap().iter().map(|x| x.as_u64().unwrap()))
+        .sum();
+    assert_eq!(total, v["report"]["examples"].as_u64().unwrap());
+
+    let human = ok(&rampart(
+        &[
+            "eval",
+            "--model",
+            "run/model.safetensors",
+            "--dataset",
+            "synthetic",
+            "--device",
+            "flex",
+        ],
+        dir.path(),
+    ));
+    assert!(
+        human.contains("clean accuracy") && human.contains("confusion matrix"),
+        "{human}"
+    );
+
+    let inspect = ok(&rampart(
+        &["inspect", "--model", "run/model.safetensors", "--json"],
+        dir.path(),
+    ));
+    let v: serde_json::Value = serde_json::from_str(&inspect).unwrap();
+    // 784*256+256 + 256*256+256 + 256*10+10
+    assert_eq!(v["parameters"], 269_322);
+    assert_eq!(v["spec"]["arch"], "mlp");
+    assert_eq!(v["config"]["epochs"], 2);
+    assert_eq!(v["summary"]["epochs"], 2);
+    assert!(
+        v["summary"]["dataset"]
+            .as_str()
+            .unwrap()
+            .contains("SYNTHETIC")
+    );
+}
+
+#[test]
+fn bad_input_gets_clear_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let e = failed(&rampart(
+        &["eval", "--model", "nope.safetensors", "--device", "flex"],
+        dir.path(),
+    ));
+    assert!(e.contains("nope.safetensors: model file not found"), "{e}");
+
+    let e = failed(&rampart(
+        &["train", "--lr", "-0.5", "--dataset", "synthetic"],
+        dir.path(),
+    ));
+    assert!(e.contains("lr must be a positive number"), "{e}");
+
+    let e = failed(&rampart(&["train", "--config", "missing.toml"], dir.path()));
+    assert!(e.contains("missing.toml"), "{e}");
+
+    let e = failed(&rampart(&["train", "--arch", "resnet"], dir.path()));
+    assert!(e.contains("resnet"), "{e}");
+
+    let e = failed(&rampart(
+        &[
+            "train",
+            "--dataset",
+            "fashion-mnist",
+            "--data-dir",
+            "no/such/dir",
+            "--device",
+            "flex",
+        ],
+        dir.path(),
+    ));
+    assert!(
+        e.contains("no/such/dir") && e.contains("fetch-data.sh"),
+        "{e}"
+    );
+}
+
+/// Every key of the training config can be set from the command line.
+#[test]
+fn every_config_key_is_a_flag() {
+    let cmd = Cli::command();
+    let train = cmd.find_subcommand("train").unwrap();
+    let flags: Vec<String> = train
+        .get_arguments()
+        .filter_map(|a| a.get_long().map(str::to_string))
+        .collect();
+    let keys = toml::Table::try_from(TrainConfig {
+        data_dir: Some("x".into()),
+        train_limit: Some(1),
+        eval_limit: Some(1),
+        ..TrainConfig::default()
+    })
+    .unwrap();
+    for key in keys.keys() {
+        let flag = key.replace('_', "-");
+        assert!(flags.contains(&flag), "config key {key} has no --{flag}");
+    }
+}
