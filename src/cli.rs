@@ -38,6 +38,7 @@ pub enum Command {
 }
 
 #[derive(Args, Debug)]
+#[command(allow_negative_numbers = true)]
 pub struct TrainArgs {
     /// TOML experiment config (see configs/); flags override its keys.
     #[arg(long)]
