@@ -42,13 +42,13 @@ fn forward_backward(
     weights: &rampart::model::Classifier,
 ) -> [Vec<f32>; 3] {
     let ad = device.clone().autodiff();
-    let model = weights.clone().to_device(&ad);
+    let model = weights.clone().to_device(device).train();
     let flex = Device::flex();
     flex.seed(11);
     let x = Tensor::<4>::random([4, 1, 28, 28], Distribution::Uniform(0.0, 1.0), &flex);
     let y = Tensor::<1, Int>::from_data(TensorData::new(vec![3i64, 1, 4, 1], [4]), &flex);
-    let x = x.to_device(&ad).require_grad();
-    let y = y.to_device(&ad);
+    let x = x.to_device(device).autodiff().require_grad();
+    let y = y.to_device(device).autodiff();
     let logits = model.forward(x.clone());
     let loss = CrossEntropyLossConfig::new()
         .init(&ad)
