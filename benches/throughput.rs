@@ -25,7 +25,8 @@ fn chosen() -> burn::tensor::Device {
         _ => DeviceChoice::Flex,
     };
     let c = device::choose(choice).expect("bench device");
-    eprintln!("bench device: {}", c.description);
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| eprintln!("bench device: {}", c.description));
     c.device
 }
 

@@ -1,8 +1,11 @@
-"""Loads a Rampart model in PyTorch with load_state_dict (strict) and compares its test-set
-predictions with `rampart eval`'s accuracy. Needs torch, safetensors and numpy.
+"""Loads a Rampart model in PyTorch with load_state_dict (strict), prints PyTorch's test
+accuracy and confusion matrix (compare with `rampart eval --json`), and writes the PyTorch
+state dict back with safetensors.torch.save_file to MODEL.torch.safetensors, for Rampart to
+load. Needs torch, safetensors and numpy.
 
   python3 scripts/check-pytorch.py runs/fmnist-cnn/model.safetensors [data-dir]
 """
+import json
 import gzip
 import os
 import sys
@@ -34,3 +37,15 @@ y = torch.tensor(idx("t10k-labels-idx1-ubyte").astype(np.int64))
 with torch.no_grad():
     pred = torch.cat([model(x[i:i + 1000]).argmax(1) for i in range(0, len(x), 1000)])
 print(f"PyTorch test accuracy: {(pred == y).float().mean().item() * 100:.2f}% on {len(y)} images")
+confusion = torch.zeros(10, 10, dtype=torch.long)
+confusion.index_put_((y, pred), torch.ones_like(y), accumulate=True)
+print("confusion:", json.dumps(confusion.tolist()))
+
+from safetensors import safe_open  # noqa: E402
+from safetensors.torch import save_file  # noqa: E402
+
+with safe_open(path, "pt") as f:
+    spec = (f.metadata() or {}).get("rampart.spec")
+out = path.replace(".safetensors", ".torch.safetensors")
+save_file(model.state_dict(), out, metadata={"rampart.spec": spec} if spec else None)
+print("wrote PyTorch state dict to", out)

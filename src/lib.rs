@@ -8,8 +8,10 @@
 //! - [`store`]: safetensors in PyTorch layout, atomic writes.
 //! - [`train`]: configs and the training loop with checkpoints.
 //! - [`eval`]: accuracy, per-class accuracy, confusion matrix.
+//! - [`certify`]: randomized smoothing, PREDICT and CERTIFY.
 //! - [`device`]: run-time device choice.
 
+pub mod certify;
 pub mod cli;
 pub mod data;
 pub mod device;

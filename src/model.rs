@@ -161,6 +161,15 @@ impl Classifier {
         }
     }
 
+    /// Number of classes (outputs of the last layer).
+    pub fn num_classes(&self) -> usize {
+        // Burn stores Linear weights as [in, out].
+        match self {
+            Classifier::Mlp(m) => m.fc3.weight.dims()[1],
+            Classifier::Cnn(m) => m.fc2.weight.dims()[1],
+        }
+    }
+
     pub fn arch(&self) -> Arch {
         match self {
             Classifier::Mlp(_) => Arch::Mlp,
