@@ -6,12 +6,14 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand};
 use serde::Serialize;
 
+use crate::certify::Smooth;
+use crate::certify::run::{CertifyRun, certify_all};
 use crate::data::{self, FASHION_CLASSES, Split};
 use crate::device::{self, DeviceChoice};
 use crate::eval;
 use crate::model::Arch;
 use crate::store;
-use crate::train::{self, DatasetChoice, OptimizerKind, Schedule, TrainConfig};
+use crate::train::{self, DatasetChoice, OptimizerKind, Schedule, TrainConfig, TrainMode};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -35,6 +37,10 @@ pub enum Command {
     Eval(EvalArgs),
     /// Architecture, parameter count, tensors and metadata of a model file.
     Inspect(InspectArgs),
+    /// Certify test images with randomized smoothing (Cohen et al. 2019 CERTIFY).
+    Certify(CertifyArgs),
+    /// Smoothed predictions with abstain (Cohen et al. 2019 PREDICT).
+    Predict(PredictArgs),
 }
 
 #[derive(Args, Debug)]
@@ -56,6 +62,13 @@ pub struct TrainFlags {
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub arch: Option<Arch>,
+    #[arg(long, value_enum)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mode: Option<TrainMode>,
+    /// Gaussian noise level (pixel units) for --mode gaussian.
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sigma: Option<f64>,
     #[arg(long, value_enum)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub dataset: Option<DatasetChoice>,
@@ -178,12 +191,128 @@ pub struct InspectArgs {
     pub json: bool,
 }
 
+/// Which test images and which model, shared by `certify` and `predict`.
+#[derive(Args, Debug)]
+pub struct SmoothArgs {
+    /// Model file (safetensors, PyTorch layout).
+    #[arg(long)]
+    pub model: PathBuf,
+    /// Architecture, for files without Rampart metadata.
+    #[arg(long)]
+    pub arch: Option<Arch>,
+    /// Noise standard deviation, pixel units (inputs in [0,1]).
+    #[arg(long)]
+    pub sigma: f64,
+    /// Monte Carlo samples per image (estimation).
+    #[arg(long, default_value_t = 100_000)]
+    pub n: usize,
+    /// Failure probability of each certificate / prediction.
+    #[arg(long, default_value_t = 0.001)]
+    pub alpha: f64,
+    /// Noisy inputs per forward pass.
+    #[arg(long, default_value_t = 1024)]
+    pub batch: usize,
+    /// Take every k-th test image (Cohen et al.: 20 on CIFAR-10).
+    #[arg(long, default_value_t = 1)]
+    pub skip: usize,
+    /// At most this many images (after --skip).
+    #[arg(long)]
+    pub limit: Option<usize>,
+    /// Seed of the noise: same seed, same device, same counts.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    #[arg(long, value_enum, default_value_t = DatasetChoice::FashionMnist)]
+    pub dataset: DatasetChoice,
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    #[arg(long, value_enum, default_value_t = DeviceChoice::Auto)]
+    pub device: DeviceChoice,
+    /// Print one JSON object.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct CertifyArgs {
+    #[command(flatten)]
+    pub common: SmoothArgs,
+    /// Samples that select the top class.
+    #[arg(long, default_value_t = 100)]
+    pub n0: usize,
+    /// TSV in the reference layout: idx label predict radius correct time.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+}
+
+#[derive(Args, Debug)]
+pub struct PredictArgs {
+    #[command(flatten)]
+    pub common: SmoothArgs,
+}
+
+impl SmoothArgs {
+    fn check(&self) -> Result<(), String> {
+        if !(self.sigma.is_finite() && self.sigma > 0.0) {
+            return Err(format!(
+                "--sigma must be a positive number, got {}",
+                self.sigma
+            ));
+        }
+        if !(self.alpha > 0.0 && self.alpha < 1.0) {
+            return Err(format!("--alpha must be in (0, 1), got {}", self.alpha));
+        }
+        if self.n == 0 || self.batch == 0 || self.skip == 0 {
+            return Err("--n, --batch and --skip must be at least 1".into());
+        }
+        Ok(())
+    }
+
+    /// The device, the model and the chosen test images with their test-set indices.
+    fn load(
+        &self,
+    ) -> Result<
+        (device::Chosen, store::Loaded, data::ImageSet, Vec<usize>),
+        Box<dyn std::error::Error>,
+    > {
+        self.check()?;
+        let chosen = device::choose(self.device)?;
+        let loaded = store::load_model(&self.model, self.arch, &chosen.device)?;
+        let all = match self.dataset {
+            DatasetChoice::FashionMnist => {
+                let dir = data::resolve_data_dir(self.data_dir.as_deref())?;
+                data::load_split(&dir, Split::Test, &chosen.device)?
+            }
+            DatasetChoice::Synthetic => data::synthetic(500, 0x7e57, &chosen.device),
+        };
+        let ids: Vec<usize> = (0..all.len())
+            .step_by(self.skip)
+            .take(self.limit.unwrap_or(usize::MAX))
+            .collect();
+        let set = all.every(self.skip, self.limit);
+        Ok((chosen, loaded, set, ids))
+    }
+
+    fn smooth<'a>(
+        &self,
+        model: &'a crate::model::Classifier,
+    ) -> Smooth<'a, crate::model::Classifier> {
+        Smooth {
+            base: model,
+            sigma: self.sigma,
+            batch: self.batch,
+            seed: self.seed,
+        }
+    }
+}
+
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Train(a) => run_train(a),
         Command::Eval(a) => run_eval(a),
         Command::Inspect(a) => run_inspect(a),
+        Command::Certify(a) => run_certify(a),
+        Command::Predict(a) => run_predict(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -313,5 +442,118 @@ fn run_inspect(args: InspectArgs) -> CliResult {
             println!("{key}:\n{}", serde_json::to_string_pretty(&v)?);
         }
     }
+    Ok(())
+}
+
+fn run_certify(args: CertifyArgs) -> CliResult {
+    if args.n0 == 0 {
+        return Err("--n0 must be at least 1".into());
+    }
+    let c = &args.common;
+    let (chosen, loaded, set, ids) = c.load()?;
+    eprintln!("device: {}", chosen.description);
+    eprintln!(
+        "certifying {} images of {} (sigma {}, n0 {}, n {}, alpha {}, batch {})",
+        set.len(),
+        set.name,
+        c.sigma,
+        args.n0,
+        c.n,
+        c.alpha,
+        c.batch
+    );
+    let run = CertifyRun {
+        data: &set,
+        ids: &ids,
+        n0: args.n0,
+        n: c.n,
+        alpha: c.alpha,
+    };
+    let (_, summary) = certify_all(&c.smooth(&loaded.model), &run, args.out.as_deref())?;
+    if c.json {
+        let out = serde_json::json!({
+            "model": c.model,
+            "dataset": set.name,
+            "device": chosen.description,
+            "tsv": args.out,
+            "summary": summary,
+        });
+        println!("{}", serde_json::to_string_pretty(&out)?);
+        return Ok(());
+    }
+    println!("certified accuracy (L2 radius in pixel space):");
+    for (r, acc) in &summary.certified_accuracy {
+        println!("  radius {r:.2}: {:6.2}%", 100.0 * acc);
+    }
+    println!("abstain rate: {:.2}%", 100.0 * summary.abstain_rate);
+    println!(
+        "seconds per image: {:.3} ({} images)",
+        summary.seconds_per_image, summary.images
+    );
+    if let Some(out) = &args.out {
+        println!("wrote {}", out.display());
+    }
+    Ok(())
+}
+
+fn run_predict(args: PredictArgs) -> CliResult {
+    let c = &args.common;
+    let (chosen, loaded, set, ids) = c.load()?;
+    eprintln!("device: {}", chosen.description);
+    let smooth = c.smooth(&loaded.model);
+    let labels: Vec<i64> = set
+        .labels
+        .clone()
+        .into_data()
+        .convert::<i64>()
+        .try_to_vec()?;
+    let ids64: Vec<u64> = ids.iter().map(|&i| i as u64).collect();
+    let started = std::time::Instant::now();
+    let group = (c.batch / c.n).clamp(1, 256);
+    let mut predictions = Vec::with_capacity(set.len());
+    for start in (0..set.len()).step_by(group) {
+        let (x, _) = set.range(start, start + group);
+        let end = (start + group).min(set.len());
+        predictions.extend(smooth.predict(&x, &ids64[start..end], c.n, c.alpha));
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    let correct = predictions
+        .iter()
+        .zip(&labels)
+        .filter(|(p, l)| **p == Some(**l as usize))
+        .count();
+    let abstained = predictions.iter().filter(|p| p.is_none()).count();
+    let n = predictions.len().max(1) as f64;
+    if c.json {
+        let out = serde_json::json!({
+            "model": c.model,
+            "dataset": set.name,
+            "device": chosen.description,
+            "sigma": c.sigma, "n": c.n, "alpha": c.alpha,
+            "images": predictions.len(),
+            "accuracy": correct as f64 / n,
+            "abstain_rate": abstained as f64 / n,
+            "seconds_per_image": seconds / n,
+            "predictions": ids.iter().zip(&labels).zip(&predictions).map(|((i, l), p)| {
+                serde_json::json!({"idx": i, "label": l, "predict": p.map_or(-1, |c| c as i64)})
+            }).collect::<Vec<_>>(),
+        });
+        println!("{}", serde_json::to_string_pretty(&out)?);
+        return Ok(());
+    }
+    println!("idx\tlabel\tpredict\tcorrect");
+    for ((i, l), p) in ids.iter().zip(&labels).zip(&predictions) {
+        println!(
+            "{i}\t{l}\t{}\t{}",
+            p.map_or(-1, |c| c as i64),
+            (*p == Some(*l as usize)) as u8
+        );
+    }
+    println!(
+        "smoothed accuracy {:.2}%, abstain rate {:.2}%, {:.3} s per image",
+        100.0 * correct as f64 / n,
+        100.0 * abstained as f64 / n,
+        seconds / n
+    );
     Ok(())
 }

@@ -7,6 +7,8 @@
 //! images' noisy copies share one forward pass, votes are counted on the device, and only the
 //! per-image class counts come back to the host.
 
+pub mod run;
+
 use burn::tensor::{Distribution, Int, Tensor};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -101,8 +103,14 @@ impl<B: BaseClassifier> Smooth<'_, B> {
                 .classify(Tensor::cat(inputs, 0))
                 .one_hot::<2>(k)
                 .float();
-            let owners = Tensor::cat(owners, 0).one_hot::<2>(g).float();
-            *counts = counts.clone() + owners.transpose().matmul(votes);
+            // Votes per image: onehot(owner)^T · onehot(vote); one_hot needs two columns.
+            let per_image = if g == 1 {
+                votes.sum_dim(0)
+            } else {
+                let owners = Tensor::cat(owners, 0).one_hot::<2>(g).float();
+                owners.transpose().matmul(votes)
+            };
+            *counts = counts.clone() + per_image;
         };
         for (i, &id) in ids.iter().enumerate() {
             let image = x.clone().narrow(0, i, 1);

@@ -1,0 +1,196 @@
+//! Certifying or predicting a whole test set: groups of images per device call, a progress
+//! bar, the reference TSV (`idx label predict radius correct time`) and a summary.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use indicatif::{ProgressBar, ProgressStyle};
+use serde::Serialize;
+
+use super::{BaseClassifier, Certificate, Smooth, certified_accuracy};
+use crate::data::ImageSet;
+
+/// Radii at which certified accuracy is reported (L2, pixel space).
+pub const REPORT_RADII: [f64; 5] = [0.0, 0.25, 0.5, 0.75, 1.0];
+
+/// One certified test image.
+#[derive(Debug, Clone, Serialize)]
+pub struct Row {
+    /// Index in the test set.
+    pub idx: usize,
+    pub label: usize,
+    /// Certified class, or -1 for abstain.
+    pub predict: i64,
+    pub radius: f64,
+    pub correct: bool,
+    /// Seconds spent on this image (its share of a batched group).
+    pub time: f64,
+}
+
+/// Certified accuracy at the report radii and the rest of a run's summary.
+#[derive(Debug, Clone, Serialize)]
+pub struct Summary {
+    pub images: usize,
+    pub sigma: f64,
+    pub n0: usize,
+    pub n: usize,
+    pub alpha: f64,
+    /// (radius, certified accuracy).
+    pub certified_accuracy: Vec<(f64, f64)>,
+    pub abstain_rate: f64,
+    pub seconds_per_image: f64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error("{path}: cannot write: {source}")]
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+/// Parameters of a CERTIFY run over a data set.
+pub struct CertifyRun<'a> {
+    pub data: &'a ImageSet,
+    /// Test-set index of each image in `data` (e.g. 0, 20, 40, ... for `--skip 20`).
+    pub ids: &'a [usize],
+    pub n0: usize,
+    pub n: usize,
+    pub alpha: f64,
+}
+
+/// Certifies every image, streaming rows to `out` (written to `out.partial`, renamed when
+/// complete, so an interrupted run never leaves a file that looks finished).
+pub fn certify_all<B: BaseClassifier>(
+    smooth: &Smooth<'_, B>,
+    run: &CertifyRun<'_>,
+    out: Option<&Path>,
+) -> Result<(Vec<Row>, Summary), RunError> {
+    let total = run.data.len();
+    // Images per device call: enough to fill a forward pass when n is small.
+    let group = (smooth.batch / run.n.max(1)).clamp(1, 256);
+    let bar = ProgressBar::new(total as u64);
+    bar.set_style(
+        ProgressStyle::with_template(
+            "certify [{bar:30}] {pos}/{len} images {msg} ({elapsed} < {eta})",
+        )
+        .unwrap()
+        .progress_chars("=> "),
+    );
+    let mut writer = out.map(TsvWriter::create).transpose()?;
+    let labels: Vec<usize> = run
+        .data
+        .labels
+        .clone()
+        .into_data()
+        .convert::<i64>()
+        .try_to_vec::<i64>()
+        .expect("labels read back")
+        .into_iter()
+        .map(|l| l as usize)
+        .collect();
+    let started = Instant::now();
+    let mut rows = Vec::with_capacity(total);
+    let mut results: Vec<(Certificate, usize)> = Vec::with_capacity(total);
+    for start in (0..total).step_by(group) {
+        let t = Instant::now();
+        let (x, _) = run.data.range(start, start + group);
+        let ids: Vec<u64> = run.ids[start..(start + group).min(total)]
+            .iter()
+            .map(|&i| i as u64)
+            .collect();
+        let certs = smooth.certify(&x, &ids, run.n0, run.n, run.alpha);
+        let each = t.elapsed().as_secs_f64() / certs.len() as f64;
+        for (j, cert) in certs.into_iter().enumerate() {
+            let label = labels[start + j];
+            let row = Row {
+                idx: ids[j] as usize,
+                label,
+                predict: cert.class.map_or(-1, |c| c as i64),
+                radius: cert.radius,
+                correct: cert.class == Some(label),
+                time: each,
+            };
+            if let Some(w) = writer.as_mut() {
+                w.row(&row)?;
+            }
+            rows.push(row);
+            results.push((cert, label));
+        }
+        bar.inc(ids.len() as u64);
+        bar.set_message(format!(
+            "certified acc@0 {:.1}%",
+            100.0 * certified_accuracy(&results, 0.0)
+        ));
+    }
+    bar.finish_and_clear();
+    if let Some(w) = writer {
+        w.finish()?;
+    }
+    let summary = Summary {
+        images: total,
+        sigma: smooth.sigma,
+        n0: run.n0,
+        n: run.n,
+        alpha: run.alpha,
+        certified_accuracy: REPORT_RADII
+            .iter()
+            .map(|&r| (r, certified_accuracy(&results, r)))
+            .collect(),
+        abstain_rate: rows.iter().filter(|r| r.predict < 0).count() as f64 / total.max(1) as f64,
+        seconds_per_image: started.elapsed().as_secs_f64() / total.max(1) as f64,
+    };
+    Ok((rows, summary))
+}
+
+/// Writes the reference TSV incrementally into `PATH.partial`, then renames it to `PATH`.
+struct TsvWriter {
+    path: PathBuf,
+    partial: PathBuf,
+    file: std::io::BufWriter<std::fs::File>,
+}
+
+impl TsvWriter {
+    fn create(path: &Path) -> Result<Self, RunError> {
+        let err = |source| RunError::Write {
+            path: path.to_path_buf(),
+            source,
+        };
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(err)?;
+        }
+        let partial = PathBuf::from(format!("{}.partial", path.display()));
+        let mut file = std::io::BufWriter::new(std::fs::File::create(&partial).map_err(err)?);
+        writeln!(file, "idx\tlabel\tpredict\tradius\tcorrect\ttime").map_err(err)?;
+        Ok(Self {
+            path: path.to_path_buf(),
+            partial,
+            file,
+        })
+    }
+
+    fn row(&mut self, r: &Row) -> Result<(), RunError> {
+        writeln!(
+            self.file,
+            "{}\t{}\t{}\t{:.4}\t{}\t{:.4}",
+            r.idx, r.label, r.predict, r.radius, r.correct as u8, r.time
+        )
+        .and_then(|_| self.file.flush())
+        .map_err(|source| RunError::Write {
+            path: self.partial.clone(),
+            source,
+        })
+    }
+
+    fn finish(self) -> Result<(), RunError> {
+        let err = |source| RunError::Write {
+            path: self.path.clone(),
+            source,
+        };
+        let file = self.file.into_inner().map_err(|e| err(e.into_error()))?;
+        file.sync_all().map_err(err)?;
+        std::fs::rename(&self.partial, &self.path).map_err(err)
+    }
+}

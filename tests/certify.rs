@@ -1,0 +1,278 @@
+//! Randomized smoothing: statistics against reference values, soundness and tightness on a
+//! linear classifier whose smoothed version is known in closed form, coverage of the
+//! Clopper-Pearson bound, abstention on a coin flip, and batching that does not change counts.
+
+use burn::tensor::{Device, Int, Tensor, TensorData};
+use rampart::certify::{self, BaseClassifier, Smooth, Stage};
+use rampart::model::{Arch, ModelSpec};
+use statrs::distribution::{Binomial, ContinuousCDF, Discrete, Normal};
+
+/// Burn's random generator is process-global and the noise is keyed by reseeding it: tests
+/// that draw noise take turns.
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// f(x) = 1 if w·x + b > 0 else 0, with w = (1/28, ..., 1/28) (unit norm). For the constant
+/// image 0.5, w·x = 14, so b = margin - 14 puts x at signed L2 distance `margin` from the
+/// boundary, and P(f(x + ε) = 1) = Φ(margin / σ).
+struct Linear {
+    w: Tensor<2>,
+    b: f32,
+}
+
+impl Linear {
+    fn new(margin: f32, device: &Device) -> Self {
+        Self {
+            w: Tensor::full([784, 1], 1.0 / 28.0, device),
+            b: margin - 14.0,
+        }
+    }
+}
+
+impl BaseClassifier for Linear {
+    fn classify(&self, x: Tensor<4>) -> Tensor<1, Int> {
+        let z: Tensor<2> = x.flatten::<2>(1, 3).matmul(self.w.clone()) + self.b;
+        z.squeeze_dim::<1>(1).greater_elem(0.0).int()
+    }
+
+    fn num_classes(&self) -> usize {
+        2
+    }
+}
+
+fn halves(count: usize, device: &Device) -> Tensor<4> {
+    Tensor::full([count, 1, 28, 28], 0.5, device)
+}
+
+fn phi(z: f64) -> f64 {
+    Normal::new(0.0, 1.0).unwrap().cdf(z)
+}
+
+#[test]
+fn statistics_match_scipy() {
+    // scipy.stats.beta.ppf(alpha, k, n - k + 1)
+    let cp = [
+        (990, 1000, 0.001, 0.9760361871553114),
+        (100, 100, 0.001, 0.933254300796991),
+        (50, 100, 0.05, 0.41362171463091174),
+        (1, 10, 0.01, 0.0010045287082499491),
+        (99990, 100000, 0.001, 0.9997586773435911),
+    ];
+    for (k, n, a, want) in cp {
+        let got = certify::lower_confidence_bound(k, n, a);
+        assert!(
+            (got - want).abs() < 1e-9,
+            "CP({k}, {n}, {a}) = {got}, scipy {want}"
+        );
+    }
+    assert_eq!(certify::lower_confidence_bound(0, 50, 0.001), 0.0);
+    // scipy.stats.binomtest(k, n, 0.5).pvalue
+    let binom = [
+        (60, 100, 0.05688793364098089),
+        (58, 100, 0.13321061920721358),
+        (5, 10, 1.0),
+        (10, 10, 0.001953125),
+        (30, 45, 0.035697803555194696),
+        (0, 7, 0.015625),
+    ];
+    for (k, n, want) in binom {
+        let got = certify::binomial_test_half(k, n);
+        assert!(
+            (got - want).abs() < 1e-9,
+            "binomtest({k}, {n}) = {got}, scipy {want}"
+        );
+    }
+}
+
+/// The exact coverage of the one-sided Clopper-Pearson bound: P(bound > p) <= alpha for any p.
+#[test]
+fn clopper_pearson_coverage_is_exact_at_least_one_minus_alpha() {
+    for n in [20u64, 100, 400] {
+        for p in [0.3, 0.5, 0.8, 0.95, 0.99] {
+            let b = Binomial::new(p, n).unwrap();
+            let fail: f64 = (0..=n)
+                .filter(|&k| certify::lower_confidence_bound(k, n, 0.05) > p)
+                .map(|k| b.pmf(k))
+                .sum();
+            assert!(
+                fail <= 0.05 + 1e-12,
+                "n {n} p {p}: failure probability {fail}"
+            );
+        }
+    }
+}
+
+#[test]
+fn linear_classifier_radius_is_sound_and_tightens_with_n() {
+    let _turn = serial();
+    let d = Device::flex();
+    let sigma = 0.5;
+    for margin in [0.1f32, 0.3, 0.6, -0.4] {
+        let f = Linear::new(margin, &d);
+        let smooth = Smooth {
+            base: &f,
+            sigma,
+            batch: 4096,
+            seed: 1,
+        };
+        let x = halves(1, &d);
+        let coarse = smooth.certify(&x, &[0], 100, 500, 0.001)[0];
+        let fine = smooth.certify(&x, &[0], 100, 20_000, 0.001)[0];
+        let distance = margin.abs() as f64;
+        let class = if margin > 0.0 { 1 } else { 0 };
+        for c in [coarse, fine] {
+            // The certificate never claims more than the true distance to the boundary.
+            assert!(
+                c.radius <= distance,
+                "margin {margin}: radius {} > {distance}",
+                c.radius
+            );
+            if let Some(k) = c.class {
+                assert_eq!(k, class);
+            }
+        }
+        assert_eq!(fine.class, Some(class), "margin {margin}");
+        assert!(
+            fine.radius > coarse.radius,
+            "margin {margin}: more samples, larger radius"
+        );
+        // Closed form: pA = Φ(|margin| / σ); with 20k samples the bound is within a few %.
+        assert!(
+            fine.radius > 0.8 * distance,
+            "margin {margin}: radius {}",
+            fine.radius
+        );
+        let p_a = phi(distance / sigma);
+        assert!(fine.p_a_lower < p_a && fine.p_a_lower > p_a - 0.02);
+    }
+}
+
+/// Many independent certifications of one input (distinct ids: fresh noise each) in one
+/// batched call: the bound exceeds the true pA in at most about an alpha fraction.
+#[test]
+fn clopper_pearson_bound_fails_at_most_alpha_in_simulation() {
+    let _turn = serial();
+    let d = Device::flex();
+    let (sigma, margin, alpha, runs, n) = (0.5, 0.42f32, 0.05, 400usize, 100usize);
+    let f = Linear::new(margin, &d);
+    let p1 = phi(margin as f64 / sigma);
+    let smooth = Smooth {
+        base: &f,
+        sigma,
+        batch: 8192,
+        seed: 2,
+    };
+    let ids: Vec<u64> = (0..runs as u64).collect();
+    // n0 = 100 selects class 1 (true probability 0.8) except with probability ~1e-10, so each
+    // bound is a bound on p1.
+    let certs = smooth.certify(&halves(runs, &d), &ids, 100, n, alpha);
+    let failures = certs.iter().filter(|c| c.p_a_lower > p1).count() as f64;
+    let rate = failures / runs as f64;
+    let slack = 3.0 * (alpha * (1.0 - alpha) / runs as f64).sqrt();
+    assert!(rate <= alpha + slack, "bound failed in {rate} of runs");
+    // The vote fractions really vary around pA (the runs are independent, not copies).
+    let fractions: std::collections::HashSet<u64> = certs.iter().map(|c| c.n_a).collect();
+    assert!(fractions.len() > 5);
+}
+
+#[test]
+fn coin_flip_classifier_abstains() {
+    let _turn = serial();
+    let d = Device::flex();
+    let f = Linear::new(0.0, &d); // on the boundary: each class with probability 1/2
+    let smooth = Smooth {
+        base: &f,
+        sigma: 0.25,
+        batch: 8192,
+        seed: 3,
+    };
+    let runs = 200;
+    let ids: Vec<u64> = (0..runs as u64).collect();
+    let x = halves(runs, &d);
+    let predictions = smooth.predict(&x, &ids, 1000, 0.01);
+    let abstained = predictions.iter().filter(|p| p.is_none()).count() as f64 / runs as f64;
+    assert!(
+        abstained >= 0.96,
+        "PREDICT abstained on only {abstained} of coin flips"
+    );
+    let certs = smooth.certify(&x, &ids, 100, 1000, 0.01);
+    let abstained = certs.iter().filter(|c| c.class.is_none()).count() as f64 / runs as f64;
+    assert!(
+        abstained >= 0.96,
+        "CERTIFY abstained on only {abstained} of coin flips"
+    );
+    assert!(
+        certs
+            .iter()
+            .filter(|c| c.class.is_none())
+            .all(|c| c.radius == 0.0)
+    );
+}
+
+#[test]
+fn batched_and_one_at_a_time_give_the_same_counts() {
+    let _turn = serial();
+    let d = Device::flex();
+    d.seed(9);
+    let model = ModelSpec::fashion_normalised(Arch::Cnn).init(&d);
+    let images = rampart::data::synthetic(3, 5, &d).images;
+    let ids = [5u64, 9, 11];
+    let smooth = |batch| Smooth {
+        base: &model,
+        sigma: 0.5,
+        batch,
+        seed: 4,
+    };
+    let together = smooth(512).sample_noise(&images, &ids, 300, Stage::Estimation);
+    for (i, id) in ids.iter().enumerate() {
+        let alone = smooth(512).sample_noise(
+            &images.clone().narrow(0, i, 1),
+            &[*id],
+            300,
+            Stage::Estimation,
+        );
+        assert_eq!(alone[0], together[i], "image {id}");
+    }
+    assert_eq!(
+        smooth(128).sample_noise(&images, &ids, 300, Stage::Estimation),
+        together
+    );
+    for counts in &together {
+        assert_eq!(counts.iter().sum::<u64>(), 300);
+    }
+    // Another seed or stage draws other noise; a random cnn's votes then differ somewhere.
+    let other = Smooth {
+        seed: 5,
+        ..smooth(512)
+    }
+    .sample_noise(&images, &ids, 300, Stage::Estimation);
+    assert_ne!(other, together);
+}
+
+#[test]
+fn seeds_repeat_and_counts_live_on_the_right_image() {
+    let _turn = serial();
+    let d = Device::flex();
+    // Two images on opposite sides of a linear boundary, far from it: all votes are certain.
+    let f = Linear::new(0.0, &d);
+    let x = Tensor::<4>::from_data(
+        TensorData::new(
+            [vec![0.9f32; 784], vec![0.1f32; 784]].concat(),
+            [2, 1, 28, 28],
+        ),
+        &d,
+    );
+    let smooth = Smooth {
+        base: &f,
+        sigma: 0.1,
+        batch: 256,
+        seed: 6,
+    };
+    let counts = smooth.sample_noise(&x, &[0, 1], 500, Stage::Selection);
+    assert_eq!(counts, vec![vec![0, 500], vec![500, 0]]);
+    let again = smooth.sample_noise(&x, &[0, 1], 500, Stage::Selection);
+    assert_eq!(counts, again);
+}
