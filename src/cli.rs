@@ -242,6 +242,9 @@ pub struct CertifyArgs {
     /// TSV in the reference layout: idx label predict radius correct time.
     #[arg(long)]
     pub out: Option<PathBuf>,
+    /// PNG plot of certified accuracy against radius (default: the --out path with .png).
+    #[arg(long)]
+    pub plot: Option<PathBuf>,
 }
 
 #[derive(Args, Debug)]
@@ -469,13 +472,33 @@ fn run_certify(args: CertifyArgs) -> CliResult {
         n: c.n,
         alpha: c.alpha,
     };
-    let (_, summary) = certify_all(&c.smooth(&loaded.model), &run, args.out.as_deref())?;
+    let (rows, summary) = certify_all(&c.smooth(&loaded.model), &run, args.out.as_deref())?;
+    let plot = args
+        .plot
+        .clone()
+        .or_else(|| args.out.as_ref().map(|o| o.with_extension("png")));
+    if let Some(plot) = &plot {
+        let title = format!(
+            "{} (sigma {}, n {}, {} images)",
+            set.name,
+            c.sigma,
+            c.n,
+            rows.len()
+        );
+        if !crate::certify::plot::certified_accuracy_png(&rows, &title, plot)? {
+            eprintln!(
+                "note: no DejaVu font found (fonts-dejavu-core): {} has no axis labels",
+                plot.display()
+            );
+        }
+    }
     if c.json {
         let out = serde_json::json!({
             "model": c.model,
             "dataset": set.name,
             "device": chosen.description,
             "tsv": args.out,
+            "plot": plot,
             "summary": summary,
         });
         println!("{}", serde_json::to_string_pretty(&out)?);
@@ -490,8 +513,8 @@ fn run_certify(args: CertifyArgs) -> CliResult {
         "seconds per image: {:.3} ({} images)",
         summary.seconds_per_image, summary.images
     );
-    if let Some(out) = &args.out {
-        println!("wrote {}", out.display());
+    for path in args.out.iter().chain(&plot) {
+        println!("wrote {}", path.display());
     }
     Ok(())
 }

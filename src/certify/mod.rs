@@ -7,6 +7,7 @@
 //! images' noisy copies share one forward pass, votes are counted on the device, and only the
 //! per-image class counts come back to the host.
 
+pub mod plot;
 pub mod run;
 
 use burn::tensor::{Distribution, Int, Tensor};

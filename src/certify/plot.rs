@@ -1,0 +1,81 @@
+//! A PNG plot of certified accuracy against L2 radius, as in Cohen et al.'s figures.
+
+use std::path::Path;
+use std::sync::OnceLock;
+
+use plotters::prelude::*;
+
+use super::run::Row;
+
+/// Fonts tried for the axis labels (Debian's fonts-dejavu-core); without one the plot is
+/// drawn without text and the caller is told.
+const FONT_PATHS: [&str; 2] = [
+    "/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf",
+    "/usr/share/fonts/dejavu/DejaVuSans.ttf",
+];
+
+fn font_registered() -> bool {
+    static FONT: OnceLock<bool> = OnceLock::new();
+    *FONT.get_or_init(|| {
+        FONT_PATHS.iter().any(|p| {
+            std::fs::read(p).ok().is_some_and(|bytes| {
+                let bytes: &'static [u8] = Box::leak(bytes.into_boxed_slice());
+                plotters::style::register_font("sans-serif", FontStyle::Normal, bytes).is_ok()
+            })
+        })
+    })
+}
+
+/// Certified accuracy at radius r: correct and certified with radius >= r.
+fn accuracy_at(rows: &[Row], r: f64) -> f64 {
+    rows.iter().filter(|x| x.correct && x.radius >= r).count() as f64 / rows.len().max(1) as f64
+}
+
+/// Draws certified accuracy for radii 0..max into `path` (PNG, 800x500). Returns whether axis
+/// labels could be drawn (a font was found).
+pub fn certified_accuracy_png(rows: &[Row], title: &str, path: &Path) -> Result<bool, String> {
+    let with_text = font_registered();
+    let max_r = rows.iter().map(|r| r.radius).fold(1.0f64, f64::max) * 1.05;
+    let curve: Vec<(f64, f64)> = (0..=400)
+        .map(|i| {
+            let r = max_r * i as f64 / 400.0;
+            (r, accuracy_at(rows, r))
+        })
+        .collect();
+    // The encoder picks the format from the extension: the temporary file keeps ".png".
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy())
+        .unwrap_or_default();
+    let tmp = path.with_file_name(format!(".{name}.partial.png"));
+    {
+        let root = BitMapBackend::new(&tmp, (800, 500)).into_drawing_area();
+        let err = |e: &dyn std::fmt::Display| format!("{}: {e}", path.display());
+        root.fill(&WHITE).map_err(|e| err(&e))?;
+        let mut builder = ChartBuilder::on(&root);
+        builder.margin(20);
+        if with_text {
+            builder
+                .caption(title, ("sans-serif", 20))
+                .x_label_area_size(40)
+                .y_label_area_size(50);
+        }
+        let mut chart = builder
+            .build_cartesian_2d(0.0..max_r, 0.0..1.0)
+            .map_err(|e| err(&e))?;
+        let mut mesh = chart.configure_mesh();
+        if with_text {
+            mesh.x_desc("L2 radius (pixel space)")
+                .y_desc("certified accuracy");
+        } else {
+            mesh.disable_x_axis().disable_y_axis();
+        }
+        mesh.draw().map_err(|e| err(&e))?;
+        chart
+            .draw_series(LineSeries::new(curve, BLUE.stroke_width(2)))
+            .map_err(|e| err(&e))?;
+        root.present().map_err(|e| err(&e))?;
+    }
+    std::fs::rename(&tmp, path).map_err(|e| format!("{}: {e}", path.display()))?;
+    Ok(with_text)
+}
