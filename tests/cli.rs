@@ -176,3 +176,105 @@ fn every_config_key_is_a_flag() {
         assert!(flags.contains(&flag), "config key {key} has no --{flag}");
     }
 }
+
+#[test]
+fn certify_and_predict_end_to_end() {
+    let dir = tempfile::tempdir().unwrap();
+    ok(&rampart(
+        &[
+            "train",
+            "--arch",
+            "mlp",
+            "--dataset",
+            "synthetic",
+            "--synthetic-size",
+            "800",
+            "--epochs",
+            "2",
+            "--mode",
+            "gaussian",
+            "--sigma",
+            "0.25",
+            "--out",
+            "run",
+            "--device",
+            "flex",
+        ],
+        dir.path(),
+    ));
+    let common = [
+        "--model",
+        "run/model.safetensors",
+        "--dataset",
+        "synthetic",
+        "--device",
+        "flex",
+        "--sigma",
+        "0.25",
+        "--limit",
+        "6",
+        "--skip",
+        "3",
+        "--batch",
+        "256",
+    ];
+    let mut args = vec![
+        "certify", "--n0", "50", "--n", "400", "--alpha", "0.01", "--out", "cert.tsv", "--json",
+    ];
+    args.extend(common);
+    let v: serde_json::Value = serde_json::from_str(&ok(&rampart(&args, dir.path()))).unwrap();
+    let tsv = std::fs::read_to_string(dir.path().join("cert.tsv")).unwrap();
+    let lines: Vec<&str> = tsv.lines().collect();
+    assert_eq!(lines[0], "idx\tlabel\tpredict\tradius\tcorrect\ttime");
+    assert_eq!(lines.len(), 7);
+    let idx: Vec<&str> = lines[1..]
+        .iter()
+        .map(|l| l.split('\t').next().unwrap())
+        .collect();
+    assert_eq!(idx, ["0", "3", "6", "9", "12", "15"]);
+    assert!(dir.path().join("cert.png").is_file());
+    assert!(!dir.path().join("cert.tsv.partial").exists());
+    let acc = &v["summary"]["certified_accuracy"];
+    assert_eq!(acc.as_array().unwrap().len(), 5);
+    // Certified accuracy can only fall as the radius grows; a noise-trained model on this easy
+    // set certifies most images at radius 0.
+    let at: Vec<f64> = acc
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p[1].as_f64().unwrap())
+        .collect();
+    assert!(at.windows(2).all(|w| w[0] >= w[1]), "{at:?}");
+    assert!(at[0] >= 0.5, "{at:?}");
+
+    let mut args = vec!["predict", "--n", "200", "--alpha", "0.01", "--json"];
+    args.extend(common);
+    let v: serde_json::Value = serde_json::from_str(&ok(&rampart(&args, dir.path()))).unwrap();
+    assert_eq!(v["predictions"].as_array().unwrap().len(), 6);
+    assert!(v["accuracy"].as_f64().unwrap() >= 0.5, "{v}");
+
+    let e = failed(&rampart(
+        &[
+            "certify",
+            "--model",
+            "run/model.safetensors",
+            "--sigma",
+            "-1",
+        ],
+        dir.path(),
+    ));
+    assert!(e.contains("--sigma must be a positive number"), "{e}");
+    let e = failed(&rampart(
+        &[
+            "certify",
+            "--model",
+            "run/model.safetensors",
+            "--sigma",
+            "0.25",
+            "--alpha",
+            "2",
+        ],
+        dir.path(),
+    ));
+    assert!(e.contains("--alpha must be in (0, 1)"), "{e}");
+}
