@@ -233,6 +233,7 @@ pub struct SmoothArgs {
 }
 
 #[derive(Args, Debug)]
+#[command(allow_negative_numbers = true)]
 pub struct CertifyArgs {
     #[command(flatten)]
     pub common: SmoothArgs,
@@ -248,6 +249,7 @@ pub struct CertifyArgs {
 }
 
 #[derive(Args, Debug)]
+#[command(allow_negative_numbers = true)]
 pub struct PredictArgs {
     #[command(flatten)]
     pub common: SmoothArgs,
