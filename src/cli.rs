@@ -200,9 +200,10 @@ pub struct SmoothArgs {
     /// Architecture, for files without Rampart metadata.
     #[arg(long)]
     pub arch: Option<Arch>,
-    /// Noise standard deviation, pixel units (inputs in [0,1]).
+    /// Noise standard deviation, pixel units (inputs in [0,1]). Default: the sigma the model
+    /// was trained with (`--mode gaussian`), read from its metadata.
     #[arg(long)]
-    pub sigma: f64,
+    pub sigma: Option<f64>,
     /// Monte Carlo samples per image (estimation).
     #[arg(long, default_value_t = 100_000)]
     pub n: usize,
@@ -255,13 +256,21 @@ pub struct PredictArgs {
     pub common: SmoothArgs,
 }
 
+/// What `certify` and `predict` work on: device, model, noise level, images and their ids.
+struct SmoothJob {
+    chosen: device::Chosen,
+    loaded: store::Loaded,
+    /// Noise standard deviation, pixel units.
+    sigma: f64,
+    set: data::ImageSet,
+    /// Test-set index of each image in `set`.
+    ids: Vec<usize>,
+}
+
 impl SmoothArgs {
     fn check(&self) -> Result<(), String> {
-        if !(self.sigma.is_finite() && self.sigma > 0.0) {
-            return Err(format!(
-                "--sigma must be a positive number, got {}",
-                self.sigma
-            ));
+        if let Some(sigma) = self.sigma.filter(|s| !(s.is_finite() && *s > 0.0)) {
+            return Err(format!("--sigma must be a positive number, got {sigma}"));
         }
         if !(self.alpha > 0.0 && self.alpha < 1.0) {
             return Err(format!("--alpha must be in (0, 1), got {}", self.alpha));
@@ -272,16 +281,22 @@ impl SmoothArgs {
         Ok(())
     }
 
-    /// The device, the model and the chosen test images with their test-set indices.
-    fn load(
-        &self,
-    ) -> Result<
-        (device::Chosen, store::Loaded, data::ImageSet, Vec<usize>),
-        Box<dyn std::error::Error>,
-    > {
+    fn load(&self) -> Result<SmoothJob, Box<dyn std::error::Error>> {
         self.check()?;
         let chosen = device::choose(self.device)?;
         let loaded = store::load_model(&self.model, self.arch, &chosen.device)?;
+        let trained_sigma = loaded
+            .metadata
+            .get("rampart.config")
+            .and_then(|c| serde_json::from_str::<TrainConfig>(c).ok())
+            .filter(|c| c.mode == TrainMode::Gaussian)
+            .map(|c| c.sigma);
+        let sigma = self.sigma.or(trained_sigma).ok_or_else(|| {
+            format!(
+                "{}: not trained with --mode gaussian, so there is no sigma to default to; pass --sigma",
+                self.model.display()
+            )
+        })?;
         let all = match self.dataset {
             DatasetChoice::FashionMnist => {
                 let dir = data::resolve_data_dir(self.data_dir.as_deref())?;
@@ -294,18 +309,23 @@ impl SmoothArgs {
             .take(self.limit.unwrap_or(usize::MAX))
             .collect();
         let set = all.every(self.skip, self.limit);
-        Ok((chosen, loaded, set, ids))
+        Ok(SmoothJob {
+            chosen,
+            loaded,
+            sigma,
+            set,
+            ids,
+        })
     }
+}
 
-    fn smooth<'a>(
-        &self,
-        model: &'a crate::model::Classifier,
-    ) -> Smooth<'a, crate::model::Classifier> {
+impl SmoothJob {
+    fn smooth(&self, args: &SmoothArgs) -> Smooth<'_, crate::model::Classifier> {
         Smooth {
-            base: model,
+            base: &self.loaded.model,
             sigma: self.sigma,
-            batch: self.batch,
-            seed: self.seed,
+            batch: args.batch,
+            seed: args.seed,
         }
     }
 }
@@ -455,26 +475,27 @@ fn run_certify(args: CertifyArgs) -> CliResult {
         return Err("--n0 must be at least 1".into());
     }
     let c = &args.common;
-    let (chosen, loaded, set, ids) = c.load()?;
+    let job = c.load()?;
+    let (chosen, sigma, set, ids) = (&job.chosen, job.sigma, &job.set, &job.ids);
     eprintln!("device: {}", chosen.description);
     eprintln!(
         "certifying {} images of {} (sigma {}, n0 {}, n {}, alpha {}, batch {})",
         set.len(),
         set.name,
-        c.sigma,
+        sigma,
         args.n0,
         c.n,
         c.alpha,
         c.batch
     );
     let run = CertifyRun {
-        data: &set,
-        ids: &ids,
+        data: set,
+        ids,
         n0: args.n0,
         n: c.n,
         alpha: c.alpha,
     };
-    let (rows, summary) = certify_all(&c.smooth(&loaded.model), &run, args.out.as_deref())?;
+    let (rows, summary) = certify_all(&job.smooth(c), &run, args.out.as_deref())?;
     let plot = args
         .plot
         .clone()
@@ -483,7 +504,7 @@ fn run_certify(args: CertifyArgs) -> CliResult {
         let title = format!(
             "{} (sigma {}, n {}, {} images)",
             set.name,
-            c.sigma,
+            sigma,
             c.n,
             rows.len()
         );
@@ -523,9 +544,10 @@ fn run_certify(args: CertifyArgs) -> CliResult {
 
 fn run_predict(args: PredictArgs) -> CliResult {
     let c = &args.common;
-    let (chosen, loaded, set, ids) = c.load()?;
+    let job = c.load()?;
+    let (chosen, sigma, set, ids) = (&job.chosen, job.sigma, &job.set, &job.ids);
     eprintln!("device: {}", chosen.description);
-    let smooth = c.smooth(&loaded.model);
+    let smooth = job.smooth(c);
     let labels: Vec<i64> = set
         .labels
         .clone()
@@ -554,7 +576,7 @@ fn run_predict(args: PredictArgs) -> CliResult {
             "model": c.model,
             "dataset": set.name,
             "device": chosen.description,
-            "sigma": c.sigma, "n": c.n, "alpha": c.alpha,
+            "sigma": sigma, "n": c.n, "alpha": c.alpha,
             "images": predictions.len(),
             "accuracy": correct as f64 / n,
             "abstain_rate": abstained as f64 / n,
