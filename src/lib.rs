@@ -8,9 +8,11 @@
 //! - [`store`]: safetensors in PyTorch layout, atomic writes.
 //! - [`train`]: configs and the training loop with checkpoints.
 //! - [`eval`]: accuracy, per-class accuracy, confusion matrix.
+//! - [`attack`]: FGSM and PGD (L∞, L2), restarts, per-example worst case.
 //! - [`certify`]: randomized smoothing, PREDICT and CERTIFY.
 //! - [`device`]: run-time device choice.
 
+pub mod attack;
 pub mod certify;
 pub mod cli;
 pub mod data;

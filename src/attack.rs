@@ -1,0 +1,240 @@
+//! Evasion attacks that measure empirical robustness: FGSM and PGD (Madry et al. 2018) under
+//! the L∞ and L2 norms, with random starts, restarts, targeted or untargeted, with the
+//! cross-entropy or the margin (Carlini-Wagner) loss.
+//!
+//! Inputs are pixels in [0, 1]; epsilon and the step size are in the same units (L∞: per
+//! pixel; L2: Euclidean norm of the whole perturbation). Every adversarial example stays in
+//! the epsilon ball around its clean image and in [0, 1]. The input gradient of a whole batch
+//! comes from one backward pass per step; the model is evaluated as given (pass a `valid()`
+//! copy: no dropout, frozen batch-norm statistics) and is not modified.
+
+use burn::tensor::activation::log_softmax;
+use burn::tensor::{Bool, Distribution, IndexingUpdateOp, Int, Tensor, TensorData};
+use serde::{Deserialize, Serialize};
+
+use crate::model::Classifier;
+
+/// A model attacks can differentiate: logits `[N, classes]` for pixels `[N, 1, 28, 28]`.
+pub trait Logits {
+    fn logits(&self, x: Tensor<4>) -> Tensor<2>;
+}
+
+impl Logits for Classifier {
+    fn logits(&self, x: Tensor<4>) -> Tensor<2> {
+        self.forward(x)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Norm {
+    Linf,
+    L2,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum AttackLoss {
+    /// Cross-entropy of the true (untargeted) or target (targeted) class.
+    Ce,
+    /// Margin loss of Carlini & Wagner: the best other logit minus the true one (untargeted),
+    /// or the target logit minus the best other one (targeted).
+    Margin,
+}
+
+/// Projected gradient descent; FGSM is one step of size epsilon without random start.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Pgd {
+    pub norm: Norm,
+    /// Radius of the threat model, pixel units.
+    pub epsilon: f64,
+    /// Step size, pixel units.
+    pub alpha: f64,
+    pub steps: usize,
+    /// Start from a random point of the ball (L∞: uniform; L2: random direction and radius).
+    pub random_start: bool,
+    pub loss: AttackLoss,
+}
+
+impl Pgd {
+    /// The fast gradient sign method (Goodfellow et al. 2015): x + epsilon · sign(∇x loss).
+    pub fn fgsm(epsilon: f64) -> Self {
+        Self {
+            norm: Norm::Linf,
+            epsilon,
+            alpha: epsilon,
+            steps: 1,
+            random_start: false,
+            loss: AttackLoss::Ce,
+        }
+    }
+
+    /// Adversarial examples for `x` with labels `y`. Untargeted when `target` is `None`
+    /// (move away from `y`), else move towards `target`.
+    pub fn perturb<M: Logits>(
+        &self,
+        model: &M,
+        x: &Tensor<4>,
+        y: &Tensor<1, Int>,
+        target: Option<&Tensor<1, Int>>,
+    ) -> Tensor<4> {
+        let mut x_adv = if self.random_start {
+            self.project(x, x.clone() + self.random_delta(x))
+        } else {
+            x.clone()
+        };
+        for _ in 0..self.steps {
+            let xa = x_adv.clone().autodiff().require_grad();
+            let logits = model.logits(xa.clone());
+            let loss = match target {
+                None => objective(self.loss, logits, y, false),
+                Some(t) => objective(self.loss, logits, &t.clone().autodiff(), true),
+            };
+            let grad = xa.grad(&loss.backward()).expect("input gradient").inner();
+            let step = match self.norm {
+                Norm::Linf => grad.sign() * self.alpha,
+                Norm::L2 => grad.clone() / (l2_norms(&grad) + 1e-12) * self.alpha,
+            };
+            x_adv = self.project(x, x_adv + step);
+        }
+        x_adv
+    }
+
+    /// Projects `x_adv` onto the epsilon ball around `x`, then onto [0, 1].
+    pub fn project(&self, x: &Tensor<4>, x_adv: Tensor<4>) -> Tensor<4> {
+        let delta = x_adv - x.clone();
+        let delta = match self.norm {
+            Norm::Linf => delta.clamp(-self.epsilon, self.epsilon),
+            Norm::L2 => {
+                let scale = (l2_norms(&delta).recip() * self.epsilon).clamp_max(1.0);
+                delta * scale
+            }
+        };
+        (x.clone() + delta).clamp(0.0, 1.0)
+    }
+
+    fn random_delta(&self, x: &Tensor<4>) -> Tensor<4> {
+        let e = self.epsilon;
+        match self.norm {
+            Norm::Linf => x.random_like(Distribution::Uniform(-e, e)),
+            Norm::L2 => {
+                let direction = x.random_like(Distribution::Normal(0.0, 1.0));
+                let [n, ..] = x.dims();
+                let radius =
+                    Tensor::<4>::random([n, 1, 1, 1], Distribution::Uniform(0.0, e), &x.device());
+                direction.clone() / (l2_norms(&direction) + 1e-12) * radius
+            }
+        }
+    }
+}
+
+/// Per-example L2 norms of `t`, shape `[N, 1, 1, 1]`.
+fn l2_norms(t: &Tensor<4>) -> Tensor<4> {
+    t.clone().powf_scalar(2.0).sum_dims(&[1, 2, 3]).sqrt()
+}
+
+/// The scalar the attacker ascends (summed over the batch, so each example's gradient is its
+/// own).
+fn objective(
+    loss: AttackLoss,
+    logits: Tensor<2>,
+    labels: &Tensor<1, Int>,
+    targeted: bool,
+) -> Tensor<1> {
+    let [_, k] = logits.dims();
+    let onehot = labels.clone().one_hot::<2>(k).float();
+    let sign = if targeted { -1.0 } else { 1.0 };
+    match loss {
+        AttackLoss::Ce => {
+            let nll = -(log_softmax(logits, 1) * onehot).sum_dim(1);
+            nll.sum() * sign
+        }
+        AttackLoss::Margin => {
+            let own = (logits.clone() * onehot.clone()).sum_dim(1);
+            let others = logits - onehot * 1e9;
+            let best_other = others.max_dim(1);
+            ((best_other - own) * sign).sum()
+        }
+    }
+}
+
+/// Result of attacking a set: per example, whether it survived every attack, and the
+/// adversarial example that fooled the model (the clean image where none did).
+pub struct AttackOutcome {
+    /// Correct on the clean image.
+    pub clean_correct: Tensor<1, Bool>,
+    /// Correct on the clean image and on every attack and restart run.
+    pub robust: Tensor<1, Bool>,
+    /// The first successful adversarial example per image, else the clean image.
+    pub adversarial: Tensor<4>,
+}
+
+/// Runs each attack `restarts` times on a batch and keeps the per-example worst case: an
+/// example counts as robust only if it survived every run. Examples already fooled are not
+/// attacked again (they are carried, not recomputed).
+pub fn worst_case<M: Logits>(
+    model: &M,
+    x: &Tensor<4>,
+    y: &Tensor<1, Int>,
+    attacks: &[Pgd],
+    restarts: usize,
+    target: Option<&Tensor<1, Int>>,
+) -> AttackOutcome {
+    let predict = |x: Tensor<4>| model.logits(x).argmax(1).squeeze_dim::<1>(1);
+    let clean_correct = predict(x.clone()).equal(y.clone());
+    let mut robust = clean_correct.clone();
+    let mut adversarial = x.clone();
+    for attack in attacks {
+        for _ in 0..restarts.max(1) {
+            let keep: Vec<bool> = robust
+                .clone()
+                .into_data()
+                .convert::<bool>()
+                .try_to_vec()
+                .expect("mask");
+            let idx: Vec<i64> = keep
+                .iter()
+                .enumerate()
+                .filter(|(_, k)| **k)
+                .map(|(i, _)| i as i64)
+                .collect();
+            if idx.is_empty() {
+                break;
+            }
+            let idx =
+                Tensor::<1, Int>::from_data(TensorData::new(idx.clone(), [idx.len()]), &x.device());
+            let (xs, ys) = (
+                x.clone().select(0, idx.clone()),
+                y.clone().select(0, idx.clone()),
+            );
+            let ts = target.map(|t| t.clone().select(0, idx.clone()));
+            let adv = attack.perturb(model, &xs, &ys, ts.as_ref());
+            let fooled = match &ts {
+                None => predict(adv.clone()).not_equal(ys),
+                Some(t) => predict(adv.clone()).equal(t.clone()),
+            };
+            // Back to full-batch positions (index-add of differences): fooled examples lose
+            // their robust flag and keep this adversarial example.
+            let [n, ..] = x.dims();
+            let device = x.device();
+            let fooled = fooled.float();
+            let hit = Tensor::<1>::zeros([n], &device).select_assign(
+                0,
+                idx.clone(),
+                fooled.clone(),
+                IndexingUpdateOp::Add,
+            );
+            robust = robust.bool_and(hit.clone().lower_elem(0.5));
+            let m = fooled.reshape([idx.dims()[0], 1, 1, 1]);
+            let chosen = adv * m.clone() + xs * (m.neg() + 1.0);
+            let current = adversarial.clone().select(0, idx.clone());
+            adversarial =
+                adversarial.select_assign(0, idx, chosen - current, IndexingUpdateOp::Add);
+        }
+    }
+    AttackOutcome {
+        clean_correct,
+        robust,
+        adversarial,
+    }
+}
