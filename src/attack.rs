@@ -238,3 +238,91 @@ pub fn worst_case<M: Logits>(
         adversarial,
     }
 }
+
+/// Writes `examples.safetensors` (tensors `clean`, `adversarial` `[N, 1, 28, 28]` f32,
+/// `labels` i64, `robust` u8) and `grid.png` (rows: the first 8 images; columns: clean,
+/// adversarial, perturbation with grey = 0) into `dir`, each atomically.
+pub fn save_examples(
+    dir: &std::path::Path,
+    batches: Vec<(Tensor<4>, Tensor<4>, Tensor<1, Int>, Tensor<1, Bool>)>,
+) -> Result<(), String> {
+    let err = |e: &dyn std::fmt::Display| format!("{}: {e}", dir.display());
+    let (mut clean, mut adv, mut labels, mut robust) = (vec![], vec![], vec![], vec![]);
+    for (x, a, y, r) in batches {
+        clean.extend(
+            x.into_data()
+                .try_to_vec::<f32>()
+                .map_err(|e| err(&format!("{e:?}")))?,
+        );
+        adv.extend(
+            a.into_data()
+                .try_to_vec::<f32>()
+                .map_err(|e| err(&format!("{e:?}")))?,
+        );
+        labels.extend(
+            y.into_data()
+                .convert::<i64>()
+                .try_to_vec::<i64>()
+                .map_err(|e| err(&format!("{e:?}")))?,
+        );
+        robust.extend(
+            r.into_data()
+                .convert::<bool>()
+                .try_to_vec::<bool>()
+                .map_err(|e| err(&format!("{e:?}")))?
+                .into_iter()
+                .map(u8::from),
+        );
+    }
+    let n = labels.len();
+    let f32_bytes = |v: &[f32]| v.iter().flat_map(|f| f.to_le_bytes()).collect::<Vec<u8>>();
+    let (cb, ab) = (f32_bytes(&clean), f32_bytes(&adv));
+    let lb: Vec<u8> = labels.iter().flat_map(|l| l.to_le_bytes()).collect();
+    use safetensors::{Dtype, tensor::TensorView};
+    fn view(dtype: Dtype, shape: Vec<usize>, bytes: &[u8]) -> Result<TensorView<'_>, String> {
+        TensorView::new(dtype, shape, bytes).map_err(|e| e.to_string())
+    }
+    let tensors = vec![
+        ("clean", view(Dtype::F32, vec![n, 1, 28, 28], &cb)?),
+        ("adversarial", view(Dtype::F32, vec![n, 1, 28, 28], &ab)?),
+        ("labels", view(Dtype::I64, vec![n], &lb)?),
+        ("robust", view(Dtype::U8, vec![n], &robust)?),
+    ];
+    let bytes = safetensors::serialize(tensors, None).map_err(|e| err(&e))?;
+    crate::store::write_atomic(&dir.join("examples.safetensors"), &bytes).map_err(|e| err(&e))?;
+
+    const SCALE: u32 = 4;
+    let rows = n.min(8) as u32;
+    let side = 28 * SCALE;
+    let mut grid =
+        image::GrayImage::from_pixel(3 * side + 8, rows * (side + 4), image::Luma([255]));
+    for r in 0..rows as usize {
+        let img = &clean[r * 784..(r + 1) * 784];
+        let a = &adv[r * 784..(r + 1) * 784];
+        let delta: Vec<f32> = a.iter().zip(img).map(|(p, q)| p - q).collect();
+        let scale = delta.iter().fold(1e-6f32, |m, v| m.max(v.abs()));
+        let columns: [Vec<f32>; 3] = [
+            img.to_vec(),
+            a.to_vec(),
+            delta.iter().map(|d| 0.5 + 0.5 * d / scale).collect(),
+        ];
+        for (c, col) in columns.iter().enumerate() {
+            for (i, v) in col.iter().enumerate() {
+                let (px, py) = ((i % 28) as u32, (i / 28) as u32);
+                for dy in 0..SCALE {
+                    for dx in 0..SCALE {
+                        grid.put_pixel(
+                            c as u32 * (side + 4) + px * SCALE + dx,
+                            r as u32 * (side + 4) + py * SCALE + dy,
+                            image::Luma([(v.clamp(0.0, 1.0) * 255.0) as u8]),
+                        );
+                    }
+                }
+            }
+        }
+    }
+    let mut png = std::io::Cursor::new(Vec::new());
+    grid.write_to(&mut png, image::ImageFormat::Png)
+        .map_err(|e| err(&e))?;
+    crate::store::write_atomic(&dir.join("grid.png"), png.get_ref()).map_err(|e| err(&e))
+}

@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand};
 use serde::Serialize;
 
+use crate::attack::{AttackLoss, Norm, Pgd};
 use crate::certify::Smooth;
 use crate::certify::run::{CertifyRun, certify_all};
 use crate::data::{self, FASHION_CLASSES, Split};
@@ -37,6 +38,8 @@ pub enum Command {
     Eval(EvalArgs),
     /// Architecture, parameter count, tensors and metadata of a model file.
     Inspect(InspectArgs),
+    /// Attack a model (FGSM, PGD) and report the per-example worst-case robust accuracy.
+    Attack(AttackArgs),
     /// Certify test images with randomized smoothing (Cohen et al. 2019 CERTIFY).
     Certify(CertifyArgs),
     /// Smoothed predictions with abstain (Cohen et al. 2019 PREDICT).
@@ -191,6 +194,65 @@ pub struct InspectArgs {
     pub json: bool,
 }
 
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum AttackKind {
+    Fgsm,
+    Pgd,
+}
+
+#[derive(Args, Debug)]
+#[command(allow_negative_numbers = true)]
+pub struct AttackArgs {
+    /// Model file (safetensors, PyTorch layout).
+    #[arg(long)]
+    pub model: PathBuf,
+    #[arg(long)]
+    pub arch: Option<Arch>,
+    /// Attacks to run, comma-separated; robust means surviving all of them.
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "pgd")]
+    pub attack: Vec<AttackKind>,
+    #[arg(long, value_enum, default_value_t = Norm::Linf)]
+    pub norm: Norm,
+    /// Radius of the threat model, pixel units (inputs in [0,1]).
+    #[arg(long)]
+    pub eps: f64,
+    /// PGD step size, pixel units (default 2.5 · eps / steps).
+    #[arg(long)]
+    pub alpha: Option<f64>,
+    #[arg(long, default_value_t = 40)]
+    pub steps: usize,
+    /// Runs of each attack; every PGD run starts at a fresh random point.
+    #[arg(long, default_value_t = 1)]
+    pub restarts: usize,
+    /// PGD without a random start (the first run starts at the clean image).
+    #[arg(long)]
+    pub no_random_start: bool,
+    #[arg(long, value_enum, default_value_t = AttackLoss::Ce)]
+    pub loss: AttackLoss,
+    /// Targeted attack towards this class for every image.
+    #[arg(long)]
+    pub target: Option<usize>,
+    /// Attack the first N test images.
+    #[arg(long)]
+    pub limit: Option<usize>,
+    #[arg(long, default_value_t = 256)]
+    pub batch: usize,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    #[arg(long, value_enum, default_value_t = DatasetChoice::FashionMnist)]
+    pub dataset: DatasetChoice,
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    #[arg(long, value_enum, default_value_t = DeviceChoice::Auto)]
+    pub device: DeviceChoice,
+    /// Write the adversarial images (safetensors: clean, adversarial, labels, robust) and a
+    /// PNG grid of clean / adversarial / perturbation for the first 8 into this directory.
+    #[arg(long)]
+    pub save_examples: Option<PathBuf>,
+    #[arg(long)]
+    pub json: bool,
+}
+
 /// Which test images and which model, shared by `certify` and `predict`.
 #[derive(Args, Debug)]
 pub struct SmoothArgs {
@@ -336,6 +398,7 @@ pub fn main() -> ExitCode {
         Command::Train(a) => run_train(a),
         Command::Eval(a) => run_eval(a),
         Command::Inspect(a) => run_inspect(a),
+        Command::Attack(a) => run_attack(a),
         Command::Certify(a) => run_certify(a),
         Command::Predict(a) => run_predict(a),
     };
@@ -602,5 +665,133 @@ fn run_predict(args: PredictArgs) -> CliResult {
         100.0 * abstained as f64 / n,
         seconds / n
     );
+    Ok(())
+}
+
+fn run_attack(args: AttackArgs) -> CliResult {
+    if !(args.eps.is_finite() && args.eps > 0.0) {
+        return Err(format!("--eps must be a positive number, got {}", args.eps).into());
+    }
+    if args.steps == 0 || args.batch == 0 || args.restarts == 0 {
+        return Err("--steps, --batch and --restarts must be at least 1".into());
+    }
+    let alpha = args.alpha.unwrap_or(2.5 * args.eps / args.steps as f64);
+    if !(alpha.is_finite() && alpha > 0.0) {
+        return Err(format!("--alpha must be a positive number, got {alpha}").into());
+    }
+    let chosen = device::choose(args.device)?;
+    let loaded = store::load_model(&args.model, args.arch, &chosen.device)?;
+    let classes = loaded.spec.num_classes;
+    if let Some(t) = args.target.filter(|t| *t >= classes) {
+        return Err(format!("--target {t}: the model has {classes} classes").into());
+    }
+    if args.norm == Norm::L2 && args.attack.contains(&AttackKind::Fgsm) {
+        return Err("--attack fgsm is an L-infinity attack; use pgd with --norm l2".into());
+    }
+    let data = match args.dataset {
+        DatasetChoice::FashionMnist => {
+            let dir = data::resolve_data_dir(args.data_dir.as_deref())?;
+            data::load_split(&dir, Split::Test, &chosen.device)?
+        }
+        DatasetChoice::Synthetic => data::synthetic(500, 0x7e57, &chosen.device),
+    }
+    .take(args.limit);
+    let attacks: Vec<Pgd> = args
+        .attack
+        .iter()
+        .map(|k| match k {
+            AttackKind::Fgsm => Pgd {
+                loss: args.loss,
+                ..Pgd::fgsm(args.eps)
+            },
+            AttackKind::Pgd => Pgd {
+                norm: args.norm,
+                epsilon: args.eps,
+                alpha,
+                steps: args.steps,
+                random_start: !args.no_random_start,
+                loss: args.loss,
+            },
+        })
+        .collect();
+    eprintln!("device: {}", chosen.description);
+    chosen.device.seed(args.seed);
+    let model = burn::module::Module::valid(&loaded.model);
+    let started = std::time::Instant::now();
+    let (mut clean, mut robust) = (0i64, 0i64);
+    let mut saved: Vec<(
+        burn::tensor::Tensor<4>,
+        burn::tensor::Tensor<4>,
+        burn::tensor::Tensor<1, burn::tensor::Int>,
+        burn::tensor::Tensor<1, burn::tensor::Bool>,
+    )> = Vec::new();
+    for start in (0..data.len()).step_by(args.batch) {
+        let (x, y) = data.range(start, start + args.batch);
+        let target = args.target.map(|t| {
+            burn::tensor::Tensor::<1, burn::tensor::Int>::full(
+                [y.dims()[0]],
+                t as i64,
+                &chosen.device,
+            )
+        });
+        let out =
+            crate::attack::worst_case(&model, &x, &y, &attacks, args.restarts, target.as_ref());
+        clean += out.clean_correct.clone().int().sum().into_scalar::<i64>();
+        robust += out.robust.clone().int().sum().into_scalar::<i64>();
+        if args.save_examples.is_some() {
+            saved.push((x, out.adversarial, y, out.robust));
+        }
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    let n = data.len();
+    if let Some(dir) = &args.save_examples {
+        crate::attack::save_examples(dir, saved)?;
+    }
+    let report = serde_json::json!({
+        "model": args.model,
+        "dataset": data.name,
+        "device": chosen.description,
+        "attacks": attacks,
+        "restarts": args.restarts,
+        "target": args.target,
+        "images": n,
+        "clean_accuracy": clean as f64 / n as f64,
+        "robust_accuracy": robust as f64 / n as f64,
+        "images_per_sec": n as f64 / seconds,
+        "seconds": seconds,
+        "examples": args.save_examples,
+    });
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+        return Ok(());
+    }
+    let names: Vec<String> = args
+        .attack
+        .iter()
+        .map(|a| format!("{a:?}").to_lowercase())
+        .collect();
+    println!(
+        "{} on {} ({} images): {} {:?} eps {} (alpha {alpha:.4}, {} steps, {} restarts{})",
+        args.model.display(),
+        data.name,
+        n,
+        names.join("+"),
+        args.norm,
+        args.eps,
+        args.steps,
+        args.restarts,
+        args.target
+            .map(|t| format!(", target {t}"))
+            .unwrap_or_default()
+    );
+    println!("clean accuracy:  {:.2}%", 100.0 * clean as f64 / n as f64);
+    println!(
+        "robust accuracy: {:.2}% (worst case over every run)",
+        100.0 * robust as f64 / n as f64
+    );
+    println!("{:.1} images/s, {seconds:.1} s", n as f64 / seconds);
+    if let Some(dir) = &args.save_examples {
+        println!("examples in {}", dir.display());
+    }
     Ok(())
 }

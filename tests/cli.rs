@@ -278,3 +278,68 @@ fn certify_and_predict_end_to_end() {
     ));
     assert!(e.contains("--alpha must be in (0, 1)"), "{e}");
 }
+
+#[test]
+fn attack_end_to_end() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = Path::new(env!("CARGO_MANIFEST_DIR")).join("models/fmnist-cnn.safetensors");
+    let model = model.to_str().unwrap();
+    let out = ok(&rampart(
+        &[
+            "attack",
+            "--model",
+            model,
+            "--attack",
+            "fgsm,pgd",
+            "--eps",
+            "0.1",
+            "--steps",
+            "5",
+            "--restarts",
+            "2",
+            "--limit",
+            "40",
+            "--device",
+            "flex",
+            "--save-examples",
+            "adv",
+            "--json",
+        ],
+        dir.path(),
+    ));
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let (clean, robust) = (
+        v["clean_accuracy"].as_f64().unwrap(),
+        v["robust_accuracy"].as_f64().unwrap(),
+    );
+    assert!(
+        clean > 0.8 && robust < clean,
+        "clean {clean} robust {robust}"
+    );
+    assert_eq!(v["images"], 40);
+    assert!(dir.path().join("adv/grid.png").is_file());
+    let bytes = std::fs::read(dir.path().join("adv/examples.safetensors")).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    assert_eq!(st.tensor("adversarial").unwrap().shape(), &[40, 1, 28, 28]);
+    let robust_flags = st
+        .tensor("robust")
+        .unwrap()
+        .data()
+        .iter()
+        .filter(|b| **b == 1)
+        .count();
+    assert_eq!(robust_flags as f64 / 40.0, robust);
+
+    let e = failed(&rampart(
+        &["attack", "--model", model, "--eps", "-0.1"],
+        dir.path(),
+    ));
+    assert!(e.contains("--eps must be a positive number"), "{e}");
+    let e = failed(&rampart(
+        &[
+            "attack", "--model", model, "--eps", "0.1", "--target", "12", "--device", "flex",
+        ],
+        dir.path(),
+    ));
+    assert!(e.contains("--target 12"), "{e}");
+}
