@@ -128,6 +128,45 @@ impl Pgd {
     }
 }
 
+/// Kullback-Leibler divergence KL(softmax(clean) ‖ softmax(adv)) per example, `[N, 1]`;
+/// `clean` logits are treated as constants by the caller (detach them).
+pub fn kl_divergence(clean: Tensor<2>, adv: Tensor<2>) -> Tensor<2> {
+    let log_p = log_softmax(clean, 1);
+    let log_q = log_softmax(adv, 1);
+    (log_p.clone().exp() * (log_p - log_q)).sum_dim(1)
+}
+
+/// TRADES' inner maximisation (Zhang et al. 2019): L∞ PGD from a small random start that
+/// ascends KL(f(x) ‖ f(x')) instead of a loss against the label.
+pub fn trades_perturb<M: Logits>(
+    model: &M,
+    x: &Tensor<4>,
+    epsilon: f64,
+    alpha: f64,
+    steps: usize,
+) -> Tensor<4> {
+    let ball = Pgd {
+        norm: Norm::Linf,
+        epsilon,
+        alpha,
+        steps,
+        random_start: false,
+        loss: AttackLoss::Ce,
+    };
+    let clean = model.logits(x.clone());
+    let mut x_adv = ball.project(
+        x,
+        x.clone() + x.random_like(Distribution::Normal(0.0, 0.001)),
+    );
+    for _ in 0..steps {
+        let xa = x_adv.clone().autodiff().require_grad();
+        let kl = kl_divergence(clean.clone().autodiff(), model.logits(xa.clone())).sum();
+        let grad = xa.grad(&kl.backward()).expect("input gradient").inner();
+        x_adv = ball.project(x, x_adv + grad.sign() * alpha);
+    }
+    x_adv
+}
+
 /// Per-example L2 norms of `t`, shape `[N, 1, 1, 1]`.
 fn l2_norms(t: &Tensor<4>) -> Tensor<4> {
     t.clone().powf_scalar(2.0).sum_dims(&[1, 2, 3]).sqrt()

@@ -72,6 +72,26 @@ pub struct TrainFlags {
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub sigma: Option<f64>,
+    /// L-infinity radius for adversarial modes (pixel units).
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub epsilon: Option<f64>,
+    /// PGD / TRADES steps per training batch.
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub attack_steps: Option<usize>,
+    /// Attack step size (default 1.25·epsilon for fgsm-rs, 2.5·epsilon/steps otherwise).
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub attack_alpha: Option<f64>,
+    /// TRADES weight of the KL term.
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub trades_beta: Option<f64>,
+    /// Adversarial modes: PGD-10 robust accuracy on this many evaluation images per epoch.
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub robust_eval_size: Option<usize>,
     #[arg(long, value_enum)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub dataset: Option<DatasetChoice>,

@@ -23,6 +23,7 @@ use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use serde::{Deserialize, Serialize};
 
+use crate::attack::{self, AttackLoss, Norm, Pgd};
 use crate::data::{self, DataError, ImageSet, Split};
 use crate::device::{self, DeviceChoice};
 use crate::eval;
@@ -80,6 +81,19 @@ pub enum TrainMode {
     /// Gaussian noise augmentation N(0, sigma²) in pixel space, fresh per batch (Cohen et al.
     /// 2019): the base classifier randomized smoothing needs.
     Gaussian,
+    /// Wong, Rice & Kolter 2020 ("Fast is better than free"): FGSM from a uniform random start
+    /// in the L∞ ball, step 1.25·epsilon.
+    FgsmRs,
+    /// Madry et al. 2018: train on L∞ PGD examples (random start, `attack_steps` steps).
+    Pgd,
+    /// Zhang et al. 2019: cross-entropy on clean images + trades_beta · KL(clean ‖ adversarial).
+    Trades,
+}
+
+impl TrainMode {
+    pub fn adversarial(self) -> bool {
+        matches!(self, TrainMode::FgsmRs | TrainMode::Pgd | TrainMode::Trades)
+    }
 }
 
 /// Learning-rate schedule over the whole run.
@@ -101,6 +115,16 @@ pub struct TrainConfig {
     pub mode: TrainMode,
     /// Noise level for `mode = "gaussian"`: standard deviation in pixel units (inputs in [0,1]).
     pub sigma: f64,
+    /// L∞ radius for adversarial modes, pixel units.
+    pub epsilon: f64,
+    /// PGD / TRADES steps per batch.
+    pub attack_steps: usize,
+    /// Attack step size; unset: 1.25·epsilon for fgsm-rs, 2.5·epsilon/attack_steps otherwise.
+    pub attack_alpha: Option<f64>,
+    /// TRADES weight of the KL term.
+    pub trades_beta: f64,
+    /// Adversarial modes: PGD-10 robust accuracy on this many evaluation images each epoch.
+    pub robust_eval_size: usize,
     pub dataset: DatasetChoice,
     /// Fashion-MNIST directory; unset: $RAMPART_DATA, datasets/fashion-mnist, Debian's path.
     pub data_dir: Option<PathBuf>,
@@ -138,6 +162,11 @@ impl Default for TrainConfig {
             arch: Arch::Cnn,
             mode: TrainMode::Standard,
             sigma: 0.25,
+            epsilon: 0.1,
+            attack_steps: 7,
+            attack_alpha: None,
+            trades_beta: 6.0,
+            robust_eval_size: 500,
             dataset: DatasetChoice::FashionMnist,
             data_dir: None,
             train_limit: None,
@@ -197,6 +226,19 @@ impl TrainConfig {
         if self.mode == TrainMode::Gaussian {
             positive("sigma", self.sigma)?;
         }
+        if self.mode.adversarial() {
+            positive("epsilon", self.epsilon)?;
+            positive("attack_alpha", self.attack_alpha())?;
+            if self.attack_steps == 0 {
+                return Err("attack_steps must be at least 1".into());
+            }
+            if !(self.trades_beta.is_finite() && self.trades_beta >= 0.0) {
+                return Err(format!(
+                    "trades_beta must be >= 0, got {}",
+                    self.trades_beta
+                ));
+            }
+        }
         if self.batch_size == 0 {
             return Err("batch_size must be at least 1".into());
         }
@@ -219,6 +261,31 @@ impl TrainConfig {
             }
         }
         Ok(())
+    }
+
+    /// The attack step size in effect.
+    pub fn attack_alpha(&self) -> f64 {
+        self.attack_alpha.unwrap_or(match self.mode {
+            TrainMode::FgsmRs => 1.25 * self.epsilon,
+            _ => 2.5 * self.epsilon / self.attack_steps as f64,
+        })
+    }
+
+    /// The attack that makes training examples, for adversarial modes but TRADES.
+    fn training_attack(&self) -> Option<Pgd> {
+        let pgd = Pgd {
+            norm: Norm::Linf,
+            epsilon: self.epsilon,
+            alpha: self.attack_alpha(),
+            steps: self.attack_steps,
+            random_start: true,
+            loss: AttackLoss::Ce,
+        };
+        match self.mode {
+            TrainMode::FgsmRs => Some(Pgd { steps: 1, ..pgd }),
+            TrainMode::Pgd => Some(pgd),
+            _ => None,
+        }
     }
 
     /// Learning rate at `epoch` (0-based) after `progress` in [0, 1) of the whole run.
@@ -263,6 +330,15 @@ pub struct EpochMetrics {
     pub eval_examples: usize,
     pub images_per_sec: f64,
     pub seconds: f64,
+    /// Adversarial modes: the training attack's radius and name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub epsilon: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub attack: Option<String>,
+    /// Adversarial modes: L∞ PGD-10 robust accuracy at `epsilon` on the first
+    /// `robust_eval_size` evaluation images.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub robust_accuracy: Option<f64>,
 }
 
 /// What `checkpoint/state.json` records.
@@ -379,23 +455,43 @@ pub fn train(cfg: &TrainConfig, resume: bool) -> Result<TrainReport, TrainError>
         for (b, idx) in order.chunks(cfg.batch_size).enumerate() {
             lr = cfg.lr_at(epoch, (epoch * batches + b) as f64 / total_steps);
             let (x, y) = train_set.gather(idx);
-            let x = match cfg.mode {
-                TrainMode::Standard => x,
-                TrainMode::Gaussian => {
-                    let noise = x.random_like(Distribution::Normal(0.0, cfg.sigma));
-                    x + noise
+            let (logits, loss) = match cfg.mode {
+                TrainMode::Trades => {
+                    let alpha = cfg.attack_alpha();
+                    let x_adv = attack::trades_perturb(
+                        &model.valid(),
+                        &x,
+                        cfg.epsilon,
+                        alpha,
+                        cfg.attack_steps,
+                    );
+                    let clean = model.forward(x.autodiff());
+                    let adv = model.forward(x_adv.autodiff());
+                    let kl = attack::kl_divergence(clean.clone(), adv).mean() * cfg.trades_beta;
+                    let loss = loss_fn.forward(clean.clone(), y.clone().autodiff()) + kl;
+                    (clean, loss)
+                }
+                mode => {
+                    let x = match (mode, cfg.training_attack()) {
+                        (TrainMode::Gaussian, _) => {
+                            let noise = x.random_like(Distribution::Normal(0.0, cfg.sigma));
+                            x + noise
+                        }
+                        (_, Some(attack)) => attack.perturb(&model.valid(), &x, &y, None),
+                        _ => x,
+                    };
+                    let logits = model.forward(x.autodiff());
+                    let loss = loss_fn.forward(logits.clone(), y.clone().autodiff());
+                    (logits, loss)
                 }
             };
-            let (x, y) = (x.autodiff(), y.autodiff());
-            let logits = model.forward(x);
-            let loss = loss_fn.forward(logits.clone(), y.clone());
             loss_sum = loss_sum + loss.clone().inner() * idx.len() as f32;
             correct = correct
                 + logits
                     .inner()
                     .argmax(1)
                     .squeeze_dim::<1>(1)
-                    .equal(y.inner())
+                    .equal(y.clone())
                     .float()
                     .sum();
             let grads = GradientsParams::from_grads(loss.backward(), &model);
@@ -421,6 +517,8 @@ pub fn train(cfg: &TrainConfig, resume: bool) -> Result<TrainReport, TrainError>
             });
         }
         let report = eval::evaluate(&model.valid(), &eval_set, 512);
+        let robust_accuracy = (cfg.mode.adversarial() && cfg.robust_eval_size > 0)
+            .then(|| robust_accuracy(&model.valid(), &eval_set, cfg.robust_eval_size, cfg.epsilon));
         let m = EpochMetrics {
             epoch: epoch + 1,
             lr,
@@ -430,6 +528,13 @@ pub fn train(cfg: &TrainConfig, resume: bool) -> Result<TrainReport, TrainError>
             eval_examples: report.examples,
             images_per_sec: n as f64 / train_seconds,
             seconds: started.elapsed().as_secs_f64(),
+            epsilon: cfg.mode.adversarial().then_some(cfg.epsilon),
+            attack: cfg.mode.adversarial().then(|| match cfg.mode {
+                TrainMode::FgsmRs => "fgsm-rs".to_string(),
+                TrainMode::Trades => format!("trades-kl-pgd{}", cfg.attack_steps),
+                _ => format!("pgd{}", cfg.attack_steps),
+            }),
+            robust_accuracy,
         };
         println!(
             "epoch {}/{}: loss {:.4}  train acc {:.2}%  eval acc {:.2}% ({} images)  {:.0} img/s  {:.1}s",
@@ -442,6 +547,14 @@ pub fn train(cfg: &TrainConfig, resume: bool) -> Result<TrainReport, TrainError>
             m.images_per_sec,
             m.seconds
         );
+        if let Some(r) = m.robust_accuracy {
+            println!(
+                "          PGD-10 robust accuracy {:.2}% at epsilon {} ({} images)",
+                100.0 * r,
+                cfg.epsilon,
+                cfg.robust_eval_size.min(eval_set.len())
+            );
+        }
         history.push(m);
         write_checkpoint(&ckpt, &model, &optim, cfg, &history)?;
         rewrite_metrics(&cfg.metrics_path(), &history)?;
@@ -468,6 +581,26 @@ pub fn train(cfg: &TrainConfig, resume: bool) -> Result<TrainReport, TrainError>
         train_examples: n,
         dataset: train_set.name,
     })
+}
+
+/// L∞ PGD-10 (random start, step epsilon/4) robust accuracy on the first `size` images.
+fn robust_accuracy(model: &Classifier, data: &ImageSet, size: usize, epsilon: f64) -> f64 {
+    let pgd = Pgd {
+        norm: Norm::Linf,
+        epsilon,
+        alpha: epsilon / 4.0,
+        steps: 10,
+        random_start: true,
+        loss: AttackLoss::Ce,
+    };
+    let n = size.min(data.len());
+    let mut robust = 0i64;
+    for start in (0..n).step_by(256) {
+        let (x, y) = data.range(start, (start + 256).min(n));
+        let out = attack::worst_case(model, &x, &y, &[pgd], 1, None);
+        robust += out.robust.int().sum().into_scalar::<i64>();
+    }
+    robust as f64 / n.max(1) as f64
 }
 
 fn progress_bar(len: u64, epoch: usize, epochs: usize) -> ProgressBar {

@@ -168,6 +168,7 @@ fn every_config_key_is_a_flag() {
         data_dir: Some("x".into()),
         train_limit: Some(1),
         eval_limit: Some(1),
+        attack_alpha: Some(0.01),
         ..TrainConfig::default()
     })
     .unwrap();
