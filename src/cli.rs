@@ -92,6 +92,14 @@ pub struct TrainFlags {
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub robust_eval_size: Option<usize>,
+    /// Adaptive mode: epochs over which epsilon ramps up to its target.
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ramp_epochs: Option<usize>,
+    /// Catastrophic-overfitting guard threshold (0 disables).
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub guard_ratio: Option<f64>,
     #[arg(long, value_enum)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub dataset: Option<DatasetChoice>,

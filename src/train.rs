@@ -88,11 +88,65 @@ pub enum TrainMode {
     Pgd,
     /// Zhang et al. 2019: cross-entropy on clean images + trades_beta · KL(clean ‖ adversarial).
     Trades,
+    /// Epsilon ramps from 0 to `epsilon` over `ramp_epochs`; after each epoch FGSM-RS and
+    /// PGD-k are measured on held-out images and the next epoch trains against the one that
+    /// breaks the model most.
+    Adaptive,
+}
+
+/// The attack that makes an epoch's training examples.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum EpochAttack {
+    FgsmRs,
+    Pgd,
+}
+
+impl EpochAttack {
+    fn name(self, cfg: &TrainConfig) -> String {
+        match self {
+            EpochAttack::FgsmRs => "fgsm-rs".into(),
+            EpochAttack::Pgd => format!("pgd{}", cfg.attack_steps),
+        }
+    }
+
+    fn parse(name: &str) -> Option<Self> {
+        if name == "fgsm-rs" {
+            Some(EpochAttack::FgsmRs)
+        } else if name.starts_with("pgd") {
+            Some(EpochAttack::Pgd)
+        } else {
+            None
+        }
+    }
+
+    /// The attack at radius `epsilon`; step sizes scale with it.
+    fn at(self, cfg: &TrainConfig, epsilon: f64) -> Pgd {
+        let scale = epsilon / cfg.epsilon;
+        let pgd = Pgd {
+            norm: Norm::Linf,
+            epsilon,
+            alpha: cfg.attack_alpha() * scale,
+            steps: cfg.attack_steps,
+            random_start: true,
+            loss: AttackLoss::Ce,
+        };
+        match self {
+            EpochAttack::FgsmRs => Pgd {
+                steps: 1,
+                alpha: cfg.attack_alpha.map_or(1.25 * epsilon, |a| a * scale),
+                ..pgd
+            },
+            EpochAttack::Pgd => pgd,
+        }
+    }
 }
 
 impl TrainMode {
     pub fn adversarial(self) -> bool {
-        matches!(self, TrainMode::FgsmRs | TrainMode::Pgd | TrainMode::Trades)
+        matches!(
+            self,
+            TrainMode::FgsmRs | TrainMode::Pgd | TrainMode::Trades | TrainMode::Adaptive
+        )
     }
 }
 
@@ -125,6 +179,13 @@ pub struct TrainConfig {
     pub trades_beta: f64,
     /// Adversarial modes: PGD-10 robust accuracy on this many evaluation images each epoch.
     pub robust_eval_size: usize,
+    /// Adaptive mode: epochs over which epsilon ramps up to its target.
+    pub ramp_epochs: usize,
+    /// Single-step epochs (fgsm-rs, adaptive on FGSM): if PGD robust accuracy falls below
+    /// guard_ratio × its best so far while FGSM accuracy stays 10 points above it
+    /// (catastrophic overfitting), roll back to the last checkpoint and continue with PGD.
+    /// 0 disables the guard.
+    pub guard_ratio: f64,
     pub dataset: DatasetChoice,
     /// Fashion-MNIST directory; unset: $RAMPART_DATA, datasets/fashion-mnist, Debian's path.
     pub data_dir: Option<PathBuf>,
@@ -167,6 +228,8 @@ impl Default for TrainConfig {
             attack_alpha: None,
             trades_beta: 6.0,
             robust_eval_size: 500,
+            ramp_epochs: 3,
+            guard_ratio: 0.5,
             dataset: DatasetChoice::FashionMnist,
             data_dir: None,
             train_limit: None,
@@ -232,6 +295,15 @@ impl TrainConfig {
             if self.attack_steps == 0 {
                 return Err("attack_steps must be at least 1".into());
             }
+            if self.mode == TrainMode::Adaptive && self.ramp_epochs == 0 {
+                return Err("ramp_epochs must be at least 1".into());
+            }
+            if !(self.guard_ratio.is_finite() && self.guard_ratio >= 0.0) {
+                return Err(format!(
+                    "guard_ratio must be >= 0, got {}",
+                    self.guard_ratio
+                ));
+            }
             if !(self.trades_beta.is_finite() && self.trades_beta >= 0.0) {
                 return Err(format!(
                     "trades_beta must be >= 0, got {}",
@@ -271,20 +343,13 @@ impl TrainConfig {
         })
     }
 
-    /// The attack that makes training examples, for adversarial modes but TRADES.
-    fn training_attack(&self) -> Option<Pgd> {
-        let pgd = Pgd {
-            norm: Norm::Linf,
-            epsilon: self.epsilon,
-            alpha: self.attack_alpha(),
-            steps: self.attack_steps,
-            random_start: true,
-            loss: AttackLoss::Ce,
-        };
+    /// Epsilon of epoch `epoch` (0-based): ramped in adaptive mode, else constant.
+    fn epsilon_at(&self, epoch: usize) -> f64 {
         match self.mode {
-            TrainMode::FgsmRs => Some(Pgd { steps: 1, ..pgd }),
-            TrainMode::Pgd => Some(pgd),
-            _ => None,
+            TrainMode::Adaptive => {
+                self.epsilon * ((epoch + 1) as f64 / self.ramp_epochs as f64).min(1.0)
+            }
+            _ => self.epsilon,
         }
     }
 
@@ -339,6 +404,15 @@ pub struct EpochMetrics {
     /// `robust_eval_size` evaluation images.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub robust_accuracy: Option<f64>,
+    /// Adaptive mode: robust accuracy under each candidate attack at the next epoch's epsilon.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub candidates: Option<BTreeMap<String, f64>>,
+    /// The attack the next epoch trains against.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_attack: Option<String>,
+    /// Something the run did on its own, such as the overfitting guard's rollback.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub event: Option<String>,
 }
 
 /// What `checkpoint/state.json` records.
@@ -442,7 +516,20 @@ pub fn train(cfg: &TrainConfig, resume: bool) -> Result<TrainReport, TrainError>
     let n = train_set.len();
     let batches = n.div_ceil(cfg.batch_size);
     let total_steps = (cfg.epochs * batches) as f64;
-    for epoch in history.len()..cfg.epochs {
+    // The attack of the next epoch: what the last finished epoch chose, else the mode's own.
+    let mut attack = history
+        .last()
+        .and_then(|m| m.next_attack.as_deref())
+        .and_then(EpochAttack::parse)
+        .or(match cfg.mode {
+            TrainMode::FgsmRs | TrainMode::Adaptive => Some(EpochAttack::FgsmRs),
+            TrainMode::Pgd => Some(EpochAttack::Pgd),
+            _ => None,
+        });
+    let mut event = None;
+    while history.len() < cfg.epochs {
+        let epoch = history.len();
+        let epsilon = cfg.epsilon_at(epoch);
         let started = Instant::now();
         // Every epoch draws from its own seed: a resumed run replays exactly.
         device.seed(cfg.seed.wrapping_add(1 + epoch as u64));
@@ -452,6 +539,7 @@ pub fn train(cfg: &TrainConfig, resume: bool) -> Result<TrainReport, TrainError>
         let mut loss_sum = Tensor::<1>::zeros([1], &device);
         let mut correct = Tensor::<1>::zeros([1], &device);
         let mut lr = cfg.lr;
+        let training_attack = attack.map(|a| a.at(cfg, epsilon));
         for (b, idx) in order.chunks(cfg.batch_size).enumerate() {
             lr = cfg.lr_at(epoch, (epoch * batches + b) as f64 / total_steps);
             let (x, y) = train_set.gather(idx);
@@ -461,7 +549,7 @@ pub fn train(cfg: &TrainConfig, resume: bool) -> Result<TrainReport, TrainError>
                     let x_adv = attack::trades_perturb(
                         &model.valid(),
                         &x,
-                        cfg.epsilon,
+                        epsilon,
                         alpha,
                         cfg.attack_steps,
                     );
@@ -472,12 +560,12 @@ pub fn train(cfg: &TrainConfig, resume: bool) -> Result<TrainReport, TrainError>
                     (clean, loss)
                 }
                 mode => {
-                    let x = match (mode, cfg.training_attack()) {
+                    let x = match (mode, &training_attack) {
                         (TrainMode::Gaussian, _) => {
                             let noise = x.random_like(Distribution::Normal(0.0, cfg.sigma));
                             x + noise
                         }
-                        (_, Some(attack)) => attack.perturb(&model.valid(), &x, &y, None),
+                        (_, Some(a)) => a.perturb(&model.valid(), &x, &y, None),
                         _ => x,
                     };
                     let logits = model.forward(x.autodiff());
@@ -516,9 +604,64 @@ pub fn train(cfg: &TrainConfig, resume: bool) -> Result<TrainReport, TrainError>
                 checkpoint: ckpt,
             });
         }
-        let report = eval::evaluate(&model.valid(), &eval_set, 512);
-        let robust_accuracy = (cfg.mode.adversarial() && cfg.robust_eval_size > 0)
-            .then(|| robust_accuracy(&model.valid(), &eval_set, cfg.robust_eval_size, cfg.epsilon));
+        let valid = model.valid();
+        let report = eval::evaluate(&valid, &eval_set, 512);
+        let held_out = cfg.robust_eval_size.min(eval_set.len());
+        let measure = |a: Pgd| robust_accuracy(&valid, &eval_set, held_out, a);
+        let robust = (cfg.mode.adversarial() && held_out > 0).then(|| measure(pgd10(epsilon)));
+
+        // Catastrophic overfitting: single-step training whose PGD accuracy collapses while
+        // FGSM accuracy stays up. Roll back and redo the epoch against PGD.
+        if let (Some(EpochAttack::FgsmRs), Some(pgd_acc)) = (attack, robust) {
+            let best = history
+                .iter()
+                .filter_map(|m| m.robust_accuracy)
+                .fold(0.0, f64::max);
+            let fgsm_acc = measure(EpochAttack::FgsmRs.at(cfg, epsilon));
+            if cfg.guard_ratio > 0.0
+                && best > 0.0
+                && pgd_acc < cfg.guard_ratio * best
+                && fgsm_acc > pgd_acc + 0.1
+            {
+                let note = format!(
+                    "overfitting guard: epoch {} PGD accuracy {:.1}% (best {:.1}%) with FGSM accuracy {:.1}%; rolled back to epoch {} and continuing with {}",
+                    epoch + 1,
+                    100.0 * pgd_acc,
+                    100.0 * best,
+                    100.0 * fgsm_acc,
+                    epoch,
+                    EpochAttack::Pgd.name(cfg)
+                );
+                eprintln!("{note}");
+                model = load_checkpoint_model(spec.init(&ad), &ckpt)?;
+                optim = build_optimizer(cfg)
+                    .load(ckpt.join("optim.bpk"))
+                    .map_err(|e| ckpt_err(&ckpt.join("optim.bpk"), e))?;
+                attack = Some(EpochAttack::Pgd);
+                event = Some(note);
+                continue;
+            }
+        }
+        // Adaptive: the candidate that leaves the lowest robust accuracy at the next epsilon.
+        let candidates = (cfg.mode == TrainMode::Adaptive && held_out > 0).then(|| {
+            let next = cfg.epsilon_at(epoch + 1);
+            [EpochAttack::FgsmRs, EpochAttack::Pgd]
+                .into_iter()
+                .map(|a| (a.name(cfg), measure(a.at(cfg, next))))
+                .collect::<BTreeMap<String, f64>>()
+        });
+        let this_attack = attack;
+        if let Some(c) = &candidates {
+            // Ties go to the cheaper single-step attack (first in name order is fgsm-rs).
+            let (name, _) = c
+                .iter()
+                .fold(None::<(&String, f64)>, |best, (k, v)| match best {
+                    Some((_, b)) if b <= *v => best,
+                    _ => Some((k, *v)),
+                })
+                .expect("two candidates");
+            attack = EpochAttack::parse(name);
+        }
         let m = EpochMetrics {
             epoch: epoch + 1,
             lr,
@@ -528,13 +671,15 @@ pub fn train(cfg: &TrainConfig, resume: bool) -> Result<TrainReport, TrainError>
             eval_examples: report.examples,
             images_per_sec: n as f64 / train_seconds,
             seconds: started.elapsed().as_secs_f64(),
-            epsilon: cfg.mode.adversarial().then_some(cfg.epsilon),
-            attack: cfg.mode.adversarial().then(|| match cfg.mode {
-                TrainMode::FgsmRs => "fgsm-rs".to_string(),
-                TrainMode::Trades => format!("trades-kl-pgd{}", cfg.attack_steps),
-                _ => format!("pgd{}", cfg.attack_steps),
-            }),
-            robust_accuracy,
+            epsilon: cfg.mode.adversarial().then_some(epsilon),
+            attack: match cfg.mode {
+                TrainMode::Trades => Some(format!("trades-kl-pgd{}", cfg.attack_steps)),
+                _ => this_attack.map(|a| a.name(cfg)),
+            },
+            robust_accuracy: robust,
+            candidates,
+            next_attack: attack.map(|a| a.name(cfg)),
+            event: event.take(),
         };
         println!(
             "epoch {}/{}: loss {:.4}  train acc {:.2}%  eval acc {:.2}% ({} images)  {:.0} img/s  {:.1}s",
@@ -549,10 +694,16 @@ pub fn train(cfg: &TrainConfig, resume: bool) -> Result<TrainReport, TrainError>
         );
         if let Some(r) = m.robust_accuracy {
             println!(
-                "          PGD-10 robust accuracy {:.2}% at epsilon {} ({} images)",
+                "          {}: epsilon {epsilon:.4}, PGD-10 robust accuracy {:.2}% ({held_out} images){}",
+                m.attack.as_deref().unwrap_or(""),
                 100.0 * r,
-                cfg.epsilon,
-                cfg.robust_eval_size.min(eval_set.len())
+                m.candidates
+                    .as_ref()
+                    .map(|c| format!(
+                        "; next epoch: {} ({c:?})",
+                        m.next_attack.as_deref().unwrap_or("")
+                    ))
+                    .unwrap_or_default()
             );
         }
         history.push(m);
@@ -583,21 +734,25 @@ pub fn train(cfg: &TrainConfig, resume: bool) -> Result<TrainReport, TrainError>
     })
 }
 
-/// L∞ PGD-10 (random start, step epsilon/4) robust accuracy on the first `size` images.
-fn robust_accuracy(model: &Classifier, data: &ImageSet, size: usize, epsilon: f64) -> f64 {
-    let pgd = Pgd {
+/// L∞ PGD-10 with random start and step epsilon/4: the per-epoch robustness check.
+fn pgd10(epsilon: f64) -> Pgd {
+    Pgd {
         norm: Norm::Linf,
         epsilon,
         alpha: epsilon / 4.0,
         steps: 10,
         random_start: true,
         loss: AttackLoss::Ce,
-    };
+    }
+}
+
+/// Accuracy under `attack` on the first `size` images.
+fn robust_accuracy(model: &Classifier, data: &ImageSet, size: usize, attack: Pgd) -> f64 {
     let n = size.min(data.len());
     let mut robust = 0i64;
     for start in (0..n).step_by(256) {
         let (x, y) = data.range(start, (start + 256).min(n));
-        let out = attack::worst_case(model, &x, &y, &[pgd], 1, None);
+        let out = attack::worst_case(model, &x, &y, &[attack], 1, None);
         robust += out.robust.int().sum().into_scalar::<i64>();
     }
     robust as f64 / n.max(1) as f64
