@@ -1,0 +1,86 @@
+//! PGD step throughput (images·steps/s) and adversarial-training step throughput (images/s)
+//! for the `cnn` at batch 256.
+//!
+//!   cargo bench --bench attack
+//!   RAMPART_BENCH_DEVICE=wgpu cargo bench --bench attack
+
+use burn::nn::loss::CrossEntropyLossConfig;
+use burn::optim::{AdamConfig, GradientsParams};
+use burn::tensor::{Device, Distribution, Int, Tensor};
+use divan::{Bencher, counter::ItemsCount};
+use rampart::attack::{AttackLoss, Norm, Pgd};
+use rampart::device::{self, DeviceChoice};
+use rampart::model::{Arch, ModelSpec};
+
+const BATCH: usize = 256;
+const STEPS: usize = 5;
+
+fn main() {
+    divan::main();
+}
+
+fn chosen() -> Device {
+    let choice = match std::env::var("RAMPART_BENCH_DEVICE").as_deref() {
+        Ok("wgpu") => DeviceChoice::Wgpu,
+        Ok("auto") => DeviceChoice::Auto,
+        _ => DeviceChoice::Flex,
+    };
+    let c = device::choose(choice).expect("bench device");
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| eprintln!("bench device: {}", c.description));
+    c.device
+}
+
+fn batch(device: &Device) -> (Tensor<4>, Tensor<1, Int>) {
+    device.seed(0);
+    let x = Tensor::<4>::random([BATCH, 1, 28, 28], Distribution::Uniform(0.0, 1.0), device);
+    let y = Tensor::<1>::random([BATCH], Distribution::Uniform(0.0, 10.0), device).int();
+    (x, y)
+}
+
+fn pgd(steps: usize) -> Pgd {
+    Pgd {
+        norm: Norm::Linf,
+        epsilon: 0.1,
+        alpha: 0.025,
+        steps,
+        random_start: true,
+        loss: AttackLoss::Ce,
+    }
+}
+
+/// One PGD run of STEPS steps on a batch: counter is images × steps.
+#[divan::bench(sample_count = 5, sample_size = 1)]
+fn pgd_steps(bencher: Bencher) {
+    let device = chosen();
+    let model = ModelSpec::fashion_normalised(Arch::Cnn).init(&device);
+    let (x, y) = batch(&device);
+    let attack = pgd(STEPS);
+    let _ = attack.perturb(&model, &x, &y, None).into_data();
+    bencher
+        .counter(ItemsCount::new(BATCH * STEPS))
+        .bench_local(|| attack.perturb(&model, &x, &y, None).into_data());
+}
+
+/// One training step on PGD-`K` examples (K = 1: FGSM-RS cost, K = 7: Madry et al.).
+#[divan::bench(consts = [1, 7], sample_count = 3, sample_size = 1)]
+fn adversarial_train_step<const K: usize>(bencher: Bencher) {
+    let device = chosen();
+    let ad = device.clone().autodiff();
+    let mut model = Some(ModelSpec::fashion_normalised(Arch::Cnn).init(&ad));
+    let mut optim = AdamConfig::new().init();
+    let loss_fn = CrossEntropyLossConfig::new().init(&ad);
+    let (x, y) = batch(&device);
+    let attack = pgd(K);
+    let mut step = || {
+        let m = model.take().expect("model");
+        let x_adv = attack.perturb(&burn::module::Module::valid(&m), &x, &y, None);
+        let loss = loss_fn.forward(m.forward(x_adv.autodiff()), y.clone().autodiff());
+        let value = loss.clone().inner().into_data();
+        let grads = GradientsParams::from_grads(loss.backward(), &m);
+        model = Some(optim.step(1e-3, m, grads));
+        value
+    };
+    step();
+    bencher.counter(ItemsCount::new(BATCH)).bench_local(step);
+}
