@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Rampart's main job on a fresh machine: fetch Fashion-MNIST if needed, build, train a small
-# model (with Gaussian noise), evaluate it, certify test images with randomized smoothing and
-# print the report. Pass a config to train something else:
+# model (with Gaussian noise), evaluate it, attack it with PGD, certify test images with
+# randomized smoothing and print the report. Pass a config to train something else:
 #   scripts/quickstart.sh configs/fmnist-cnn.toml
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -19,6 +19,9 @@ echo "== inspect"
 $bin inspect --model "$run/model.safetensors"
 echo "== evaluate"
 $bin eval --model "$run/model.safetensors"
+echo "== attack (L-infinity PGD-10, epsilon 0.1, 500 test images)"
+$bin attack --model "$run/model.safetensors" --attack pgd --eps 0.1 --steps 10 --limit 500 \
+  --save-examples "$run/adversarial"
 echo "== certify (randomized smoothing at the training sigma; a short protocol: n 2000, 50 images)"
 # A model trained with --mode gaussian carries its sigma; any other is certified at 0.25.
 sigma=(); grep -Eq '^mode *= *"gaussian"' "$config" || sigma=(--sigma 0.25)
@@ -27,5 +30,6 @@ $bin certify --model "$run/model.safetensors" "${sigma[@]}" --n0 100 --n 2000 --
 echo "== report"
 echo "model:         $run/model.safetensors (safetensors, PyTorch layout)"
 echo "metrics:       $run/metrics.jsonl"
+echo "adversarial:   $run/adversarial/ (examples.safetensors, grid.png)"
 echo "certificates:  $run/cert.tsv, plot $run/cert.png"
 cat "$run/metrics.jsonl"
