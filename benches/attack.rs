@@ -9,7 +9,7 @@ use burn::optim::{AdamConfig, GradientsParams};
 use burn::tensor::{Device, Distribution, Int, Tensor};
 use divan::{Bencher, counter::ItemsCount};
 use rampart::attack::{AttackLoss, Norm, Pgd};
-use rampart::device::{self, DeviceChoice};
+use rampart::device;
 use rampart::model::{Arch, ModelSpec};
 
 const BATCH: usize = 256;
@@ -19,16 +19,8 @@ fn main() {
     divan::main();
 }
 
-fn chosen() -> Device {
-    let choice = match std::env::var("RAMPART_BENCH_DEVICE").as_deref() {
-        Ok("wgpu") => DeviceChoice::Wgpu,
-        Ok("auto") => DeviceChoice::Auto,
-        _ => DeviceChoice::Flex,
-    };
-    let c = device::choose(choice).expect("bench device");
-    static ONCE: std::sync::Once = std::sync::Once::new();
-    ONCE.call_once(|| eprintln!("bench device: {}", c.description));
-    c.device
+fn chosen() -> burn::tensor::Device {
+    device::from_env("RAMPART_BENCH_DEVICE")
 }
 
 fn batch(device: &Device) -> (Tensor<4>, Tensor<1, Int>) {

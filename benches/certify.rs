@@ -4,26 +4,18 @@
 //!   cargo bench --bench certify
 //!   RAMPART_BENCH_DEVICE=wgpu cargo bench --bench certify
 
-use burn::tensor::{Device, Distribution, Tensor};
+use burn::tensor::{Distribution, Tensor};
 use divan::{Bencher, counter::ItemsCount};
 use rampart::certify::{Smooth, Stage};
-use rampart::device::{self, DeviceChoice};
+use rampart::device;
 use rampart::model::{Arch, ModelSpec};
 
 fn main() {
     divan::main();
 }
 
-fn chosen() -> Device {
-    let choice = match std::env::var("RAMPART_BENCH_DEVICE").as_deref() {
-        Ok("wgpu") => DeviceChoice::Wgpu,
-        Ok("auto") => DeviceChoice::Auto,
-        _ => DeviceChoice::Flex,
-    };
-    let c = device::choose(choice).expect("bench device");
-    static ONCE: std::sync::Once = std::sync::Once::new();
-    ONCE.call_once(|| eprintln!("bench device: {}", c.description));
-    c.device
+fn chosen() -> burn::tensor::Device {
+    device::from_env("RAMPART_BENCH_DEVICE")
 }
 
 /// One image, `BATCH` noisy copies: exactly one forward pass of `BATCH` inputs.

@@ -387,13 +387,7 @@ impl SmoothArgs {
                 self.model.display()
             )
         })?;
-        let all = match self.dataset {
-            DatasetChoice::FashionMnist => {
-                let dir = data::resolve_data_dir(self.data_dir.as_deref())?;
-                data::load_split(&dir, Split::Test, &chosen.device)?
-            }
-            DatasetChoice::Synthetic => data::synthetic(500, 0x7e57, &chosen.device),
-        };
+        let all = test_set(self.dataset, self.data_dir.as_deref(), &chosen.device)?;
         let ids: Vec<usize> = (0..all.len())
             .step_by(self.skip)
             .take(self.limit.unwrap_or(usize::MAX))
@@ -461,14 +455,7 @@ fn run_eval(args: EvalArgs) -> CliResult {
     }
     let chosen = device::choose(args.device)?;
     let loaded = store::load_model(&args.model, args.arch, &chosen.device)?;
-    let data = match args.dataset {
-        DatasetChoice::FashionMnist => {
-            let dir = data::resolve_data_dir(args.data_dir.as_deref())?;
-            data::load_split(&dir, Split::Test, &chosen.device)?
-        }
-        DatasetChoice::Synthetic => data::synthetic(500, 0x7e57, &chosen.device),
-    }
-    .take(args.limit);
+    let data = test_set(args.dataset, args.data_dir.as_deref(), &chosen.device)?.take(args.limit);
     let report = eval::evaluate(&loaded.model, &data, args.batch);
     if args.json {
         let out = serde_json::json!({
@@ -511,6 +498,21 @@ fn run_eval(args: EvalArgs) -> CliResult {
         println!();
     }
     Ok(())
+}
+
+/// The test split of the chosen dataset on `device`.
+fn test_set(
+    dataset: DatasetChoice,
+    data_dir: Option<&std::path::Path>,
+    device: &burn::tensor::Device,
+) -> Result<data::ImageSet, data::DataError> {
+    Ok(match dataset {
+        DatasetChoice::FashionMnist => {
+            let dir = data::resolve_data_dir(data_dir)?;
+            data::load_split(&dir, Split::Test, device)?
+        }
+        DatasetChoice::Synthetic => data::synthetic(500, 0x7e57, device),
+    })
 }
 
 fn class_name(i: usize) -> &'static str {
@@ -716,14 +718,7 @@ fn run_attack(args: AttackArgs) -> CliResult {
     if args.norm == Norm::L2 && args.attack.contains(&AttackKind::Fgsm) {
         return Err("--attack fgsm is an L-infinity attack; use pgd with --norm l2".into());
     }
-    let data = match args.dataset {
-        DatasetChoice::FashionMnist => {
-            let dir = data::resolve_data_dir(args.data_dir.as_deref())?;
-            data::load_split(&dir, Split::Test, &chosen.device)?
-        }
-        DatasetChoice::Synthetic => data::synthetic(500, 0x7e57, &chosen.device),
-    }
-    .take(args.limit);
+    let data = test_set(args.dataset, args.data_dir.as_deref(), &chosen.device)?.take(args.limit);
     let attacks: Vec<Pgd> = args
         .attack
         .iter()

@@ -87,3 +87,17 @@ pub fn choose(choice: DeviceChoice) -> Result<Chosen, String> {
         }),
     }
 }
+
+/// The device named by environment variable `var` (`flex`, `wgpu` or `auto`; unset or anything
+/// else: flex), printed once to stderr. For benchmarks: `RAMPART_BENCH_DEVICE=wgpu cargo bench`.
+pub fn from_env(var: &str) -> Device {
+    let choice = match std::env::var(var).as_deref() {
+        Ok("wgpu") => DeviceChoice::Wgpu,
+        Ok("auto") => DeviceChoice::Auto,
+        _ => DeviceChoice::Flex,
+    };
+    let chosen = choose(choice).unwrap_or_else(|e| panic!("{var}: {e}"));
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| eprintln!("device: {}", chosen.description));
+    chosen.device
+}
