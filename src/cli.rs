@@ -8,7 +8,7 @@ use serde::Serialize;
 
 use crate::attack::{AttackLoss, Norm, Pgd};
 use crate::certify::Smooth;
-use crate::certify::run::{CertifyRun, certify_all};
+use crate::certify::run::{CertifyRun, certify_all, predict_all};
 use crate::data::{self, FASHION_CLASSES, Split};
 use crate::device::{self, DeviceChoice};
 use crate::eval;
@@ -188,25 +188,63 @@ impl TrainArgs {
     }
 }
 
+/// A model and the test set it is run on: shared by `eval`, `attack`, `certify`, `predict`.
 #[derive(Args, Debug)]
-pub struct EvalArgs {
+pub struct ModelArgs {
     /// Model file (safetensors, PyTorch layout).
     #[arg(long)]
     pub model: PathBuf,
     /// Architecture, for files without Rampart metadata (e.g. saved by PyTorch).
     #[arg(long)]
     pub arch: Option<Arch>,
+    /// Test set to run on.
     #[arg(long, value_enum, default_value_t = DatasetChoice::FashionMnist)]
     pub dataset: DatasetChoice,
+    /// Fashion-MNIST directory (unset: $RAMPART_DATA, datasets/fashion-mnist, then
+    /// /usr/share/datasets/fashion-mnist).
     #[arg(long)]
     pub data_dir: Option<PathBuf>,
+    /// Compute device.
+    #[arg(long, value_enum, default_value_t = DeviceChoice::Auto)]
+    pub device: DeviceChoice,
+}
+
+/// What [`ModelArgs`] name, opened.
+struct Opened {
+    chosen: device::Chosen,
+    loaded: store::Loaded,
+    /// The whole test split.
+    test: data::ImageSet,
+}
+
+impl ModelArgs {
+    fn open(&self) -> Result<Opened, Box<dyn std::error::Error>> {
+        let chosen = device::choose(self.device)?;
+        let loaded = store::load_model(&self.model, self.arch, &chosen.device)?;
+        let test = match self.dataset {
+            DatasetChoice::FashionMnist => {
+                let dir = data::resolve_data_dir(self.data_dir.as_deref())?;
+                data::load_split(&dir, Split::Test, &chosen.device)?
+            }
+            DatasetChoice::Synthetic => data::synthetic(500, 0x7e57, &chosen.device),
+        };
+        Ok(Opened {
+            chosen,
+            loaded,
+            test,
+        })
+    }
+}
+
+#[derive(Args, Debug)]
+pub struct EvalArgs {
+    #[command(flatten)]
+    pub on: ModelArgs,
     /// Evaluate the first N test images.
     #[arg(long)]
     pub limit: Option<usize>,
     #[arg(long, default_value_t = 512)]
     pub batch: usize,
-    #[arg(long, value_enum, default_value_t = DeviceChoice::Auto)]
-    pub device: DeviceChoice,
     /// Print one JSON object instead of tables.
     #[arg(long)]
     pub json: bool,
@@ -231,11 +269,8 @@ pub enum AttackKind {
 #[derive(Args, Debug)]
 #[command(allow_negative_numbers = true)]
 pub struct AttackArgs {
-    /// Model file (safetensors, PyTorch layout).
-    #[arg(long)]
-    pub model: PathBuf,
-    #[arg(long)]
-    pub arch: Option<Arch>,
+    #[command(flatten)]
+    pub on: ModelArgs,
     /// Attacks to run, comma-separated; robust means surviving all of them.
     #[arg(long, value_enum, value_delimiter = ',', default_value = "pgd")]
     pub attack: Vec<AttackKind>,
@@ -267,12 +302,6 @@ pub struct AttackArgs {
     pub batch: usize,
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
-    #[arg(long, value_enum, default_value_t = DatasetChoice::FashionMnist)]
-    pub dataset: DatasetChoice,
-    #[arg(long)]
-    pub data_dir: Option<PathBuf>,
-    #[arg(long, value_enum, default_value_t = DeviceChoice::Auto)]
-    pub device: DeviceChoice,
     /// Write the adversarial images (safetensors: clean, adversarial, labels, robust) and a
     /// PNG grid of clean / adversarial / perturbation for the first 8 into this directory.
     #[arg(long)]
@@ -284,12 +313,8 @@ pub struct AttackArgs {
 /// Which test images and which model, shared by `certify` and `predict`.
 #[derive(Args, Debug)]
 pub struct SmoothArgs {
-    /// Model file (safetensors, PyTorch layout).
-    #[arg(long)]
-    pub model: PathBuf,
-    /// Architecture, for files without Rampart metadata.
-    #[arg(long)]
-    pub arch: Option<Arch>,
+    #[command(flatten)]
+    pub on: ModelArgs,
     /// Noise standard deviation, pixel units (inputs in [0,1]). Default: the sigma the model
     /// was trained with (`--mode gaussian`), read from its metadata.
     #[arg(long)]
@@ -312,12 +337,6 @@ pub struct SmoothArgs {
     /// Seed of the noise: same seed, same device, same counts.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
-    #[arg(long, value_enum, default_value_t = DatasetChoice::FashionMnist)]
-    pub dataset: DatasetChoice,
-    #[arg(long)]
-    pub data_dir: Option<PathBuf>,
-    #[arg(long, value_enum, default_value_t = DeviceChoice::Auto)]
-    pub device: DeviceChoice,
     /// Print one JSON object.
     #[arg(long)]
     pub json: bool,
@@ -373,8 +392,11 @@ impl SmoothArgs {
 
     fn load(&self) -> Result<SmoothJob, Box<dyn std::error::Error>> {
         self.check()?;
-        let chosen = device::choose(self.device)?;
-        let loaded = store::load_model(&self.model, self.arch, &chosen.device)?;
+        let Opened {
+            chosen,
+            loaded,
+            test: all,
+        } = self.on.open()?;
         let trained_sigma = loaded
             .metadata
             .get("rampart.config")
@@ -384,10 +406,9 @@ impl SmoothArgs {
         let sigma = self.sigma.or(trained_sigma).ok_or_else(|| {
             format!(
                 "{}: not trained with --mode gaussian, so there is no sigma to default to; pass --sigma",
-                self.model.display()
+                self.on.model.display()
             )
         })?;
-        let all = test_set(self.dataset, self.data_dir.as_deref(), &chosen.device)?;
         let ids: Vec<usize> = (0..all.len())
             .step_by(self.skip)
             .take(self.limit.unwrap_or(usize::MAX))
@@ -453,13 +474,16 @@ fn run_eval(args: EvalArgs) -> CliResult {
     if args.batch == 0 {
         return Err("--batch must be at least 1".into());
     }
-    let chosen = device::choose(args.device)?;
-    let loaded = store::load_model(&args.model, args.arch, &chosen.device)?;
-    let data = test_set(args.dataset, args.data_dir.as_deref(), &chosen.device)?.take(args.limit);
+    let Opened {
+        chosen,
+        loaded,
+        test,
+    } = args.on.open()?;
+    let data = test.take(args.limit);
     let report = eval::evaluate(&loaded.model, &data, args.batch);
     if args.json {
         let out = serde_json::json!({
-            "model": args.model,
+            "model": args.on.model,
             "arch": loaded.spec.arch,
             "dataset": data.name,
             "device": chosen.description,
@@ -471,7 +495,7 @@ fn run_eval(args: EvalArgs) -> CliResult {
     eprintln!("device: {}", chosen.description);
     println!(
         "{}: {} on {}",
-        args.model.display(),
+        args.on.model.display(),
         loaded.spec.arch,
         data.name
     );
@@ -498,21 +522,6 @@ fn run_eval(args: EvalArgs) -> CliResult {
         println!();
     }
     Ok(())
-}
-
-/// The test split of the chosen dataset on `device`.
-fn test_set(
-    dataset: DatasetChoice,
-    data_dir: Option<&std::path::Path>,
-    device: &burn::tensor::Device,
-) -> Result<data::ImageSet, data::DataError> {
-    Ok(match dataset {
-        DatasetChoice::FashionMnist => {
-            let dir = data::resolve_data_dir(data_dir)?;
-            data::load_split(&dir, Split::Test, device)?
-        }
-        DatasetChoice::Synthetic => data::synthetic(500, 0x7e57, device),
-    })
 }
 
 fn class_name(i: usize) -> &'static str {
@@ -610,7 +619,7 @@ fn run_certify(args: CertifyArgs) -> CliResult {
     }
     if c.json {
         let out = serde_json::json!({
-            "model": c.model,
+            "model": c.on.model,
             "dataset": set.name,
             "device": chosen.description,
             "tsv": args.out,
@@ -640,33 +649,20 @@ fn run_predict(args: PredictArgs) -> CliResult {
     let job = c.load()?;
     let (chosen, sigma, set, ids) = (&job.chosen, job.sigma, &job.set, &job.ids);
     eprintln!("device: {}", chosen.description);
-    let smooth = job.smooth(c);
-    let labels: Vec<i64> = set
-        .labels
-        .clone()
-        .into_data()
-        .convert::<i64>()
-        .try_to_vec()?;
-    let ids64: Vec<u64> = ids.iter().map(|&i| i as u64).collect();
+    let labels = set.host_labels();
     let started = std::time::Instant::now();
-    let group = (c.batch / c.n).clamp(1, 256);
-    let mut predictions = Vec::with_capacity(set.len());
-    for start in (0..set.len()).step_by(group) {
-        let (x, _) = set.range(start, start + group);
-        let end = (start + group).min(set.len());
-        predictions.extend(smooth.predict(&x, &ids64[start..end], c.n, c.alpha));
-    }
+    let predictions = predict_all(&job.smooth(c), set, ids, c.n, c.alpha);
     let seconds = started.elapsed().as_secs_f64();
     let correct = predictions
         .iter()
         .zip(&labels)
-        .filter(|(p, l)| **p == Some(**l as usize))
+        .filter(|(p, l)| **p == Some(**l))
         .count();
     let abstained = predictions.iter().filter(|p| p.is_none()).count();
     let n = predictions.len().max(1) as f64;
     if c.json {
         let out = serde_json::json!({
-            "model": c.model,
+            "model": c.on.model,
             "dataset": set.name,
             "device": chosen.description,
             "sigma": sigma, "n": c.n, "alpha": c.alpha,
@@ -686,7 +682,7 @@ fn run_predict(args: PredictArgs) -> CliResult {
         println!(
             "{i}\t{l}\t{}\t{}",
             p.map_or(-1, |c| c as i64),
-            (*p == Some(*l as usize)) as u8
+            (*p == Some(*l)) as u8
         );
     }
     println!(
@@ -709,8 +705,11 @@ fn run_attack(args: AttackArgs) -> CliResult {
     if !(alpha.is_finite() && alpha > 0.0) {
         return Err(format!("--alpha must be a positive number, got {alpha}").into());
     }
-    let chosen = device::choose(args.device)?;
-    let loaded = store::load_model(&args.model, args.arch, &chosen.device)?;
+    let Opened {
+        chosen,
+        loaded,
+        test,
+    } = args.on.open()?;
     let classes = loaded.spec.num_classes;
     if let Some(t) = args.target.filter(|t| *t >= classes) {
         return Err(format!("--target {t}: the model has {classes} classes").into());
@@ -718,7 +717,7 @@ fn run_attack(args: AttackArgs) -> CliResult {
     if args.norm == Norm::L2 && args.attack.contains(&AttackKind::Fgsm) {
         return Err("--attack fgsm is an L-infinity attack; use pgd with --norm l2".into());
     }
-    let data = test_set(args.dataset, args.data_dir.as_deref(), &chosen.device)?.take(args.limit);
+    let data = test.take(args.limit);
     let attacks: Vec<Pgd> = args
         .attack
         .iter()
@@ -771,7 +770,7 @@ fn run_attack(args: AttackArgs) -> CliResult {
         crate::attack::save_examples(dir, saved)?;
     }
     let report = serde_json::json!({
-        "model": args.model,
+        "model": args.on.model,
         "dataset": data.name,
         "device": chosen.description,
         "attacks": attacks,
@@ -795,7 +794,7 @@ fn run_attack(args: AttackArgs) -> CliResult {
         .collect();
     println!(
         "{} on {} ({} images): {} {:?} eps {} (alpha {alpha:.4}, {} steps, {} restarts{})",
-        args.model.display(),
+        args.on.model.display(),
         data.name,
         n,
         names.join("+"),

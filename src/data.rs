@@ -182,12 +182,17 @@ impl ImageSet {
         }
     }
 
-    pub fn to_device(self, device: &Device) -> ImageSet {
-        ImageSet {
-            images: self.images.to_device(device),
-            labels: self.labels.to_device(device),
-            ..self
-        }
+    /// The labels, read back to the host once.
+    pub fn host_labels(&self) -> Vec<usize> {
+        self.labels
+            .clone()
+            .into_data()
+            .convert::<i64>()
+            .try_to_vec::<i64>()
+            .expect("labels read back as i64")
+            .into_iter()
+            .map(|l| l as usize)
+            .collect()
     }
 }
 

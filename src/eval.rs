@@ -1,6 +1,6 @@
 //! Clean accuracy, per-class accuracy and the confusion matrix, counted on the device.
 
-use burn::tensor::{Int, Tensor};
+use burn::tensor::Tensor;
 use serde::Serialize;
 
 use crate::data::ImageSet;
@@ -15,19 +15,6 @@ pub struct EvalReport {
     pub per_class_accuracy: Vec<f64>,
     /// `confusion[true][predicted]` counts.
     pub confusion: Vec<Vec<u64>>,
-}
-
-/// Predicted classes `[N]` for pixels `[N, 1, 28, 28]`, in batches of `batch`.
-pub fn predict(model: &Classifier, images: Tensor<4>, batch: usize) -> Tensor<1, Int> {
-    let n = images.dims()[0];
-    let parts: Vec<Tensor<1, Int>> = (0..n)
-        .step_by(batch.max(1))
-        .map(|s| {
-            let x = images.clone().narrow(0, s, batch.min(n - s));
-            model.forward(x).argmax(1).squeeze_dim::<1>(1)
-        })
-        .collect();
-    Tensor::cat(parts, 0)
 }
 
 /// Evaluates `model` (use a `valid()` copy) on `data`. The confusion matrix is accumulated on

@@ -69,8 +69,7 @@ pub fn certify_all<B: BaseClassifier>(
     out: Option<&Path>,
 ) -> Result<(Vec<Row>, Summary), RunError> {
     let total = run.data.len();
-    // Images per device call: enough to fill a forward pass when n is small.
-    let group = (smooth.batch / run.n.max(1)).clamp(1, 256);
+    let group = group_size(smooth.batch, run.n);
     let bar = ProgressBar::new(total as u64);
     bar.set_style(
         ProgressStyle::with_template(
@@ -80,20 +79,11 @@ pub fn certify_all<B: BaseClassifier>(
         .progress_chars("=> "),
     );
     let mut writer = out.map(TsvWriter::create).transpose()?;
-    let labels: Vec<usize> = run
-        .data
-        .labels
-        .clone()
-        .into_data()
-        .convert::<i64>()
-        .try_to_vec::<i64>()
-        .expect("labels read back")
-        .into_iter()
-        .map(|l| l as usize)
-        .collect();
+    let labels = run.data.host_labels();
     let started = Instant::now();
     let mut rows = Vec::with_capacity(total);
     let mut results: Vec<(Certificate, usize)> = Vec::with_capacity(total);
+    let mut certified_correct = 0usize;
     for start in (0..total).step_by(group) {
         let t = Instant::now();
         let (x, _) = run.data.range(start, start + group);
@@ -116,13 +106,14 @@ pub fn certify_all<B: BaseClassifier>(
             if let Some(w) = writer.as_mut() {
                 w.row(&row)?;
             }
+            certified_correct += row.correct as usize;
             rows.push(row);
             results.push((cert, label));
         }
         bar.inc(ids.len() as u64);
         bar.set_message(format!(
             "certified acc@0 {:.1}%",
-            100.0 * certified_accuracy(&results, 0.0)
+            100.0 * certified_correct as f64 / rows.len() as f64
         ));
     }
     bar.finish_and_clear();
@@ -143,6 +134,31 @@ pub fn certify_all<B: BaseClassifier>(
         seconds_per_image: started.elapsed().as_secs_f64() / total.max(1) as f64,
     };
     Ok((rows, summary))
+}
+
+/// Images per device call: enough that their `n` noisy copies fill a forward pass of `batch`.
+fn group_size(batch: usize, n: usize) -> usize {
+    (batch / n.max(1)).clamp(1, 256)
+}
+
+/// PREDICT for every image of `data` (`ids`: their test-set indices), grouped per device call.
+pub fn predict_all<B: BaseClassifier>(
+    smooth: &Smooth<'_, B>,
+    data: &ImageSet,
+    ids: &[usize],
+    n: usize,
+    alpha: f64,
+) -> Vec<Option<usize>> {
+    let group = group_size(smooth.batch, n);
+    let ids: Vec<u64> = ids.iter().map(|&i| i as u64).collect();
+    (0..data.len())
+        .step_by(group)
+        .flat_map(|start| {
+            let (x, _) = data.range(start, start + group);
+            let end = (start + group).min(data.len());
+            smooth.predict(&x, &ids[start..end], n, alpha)
+        })
+        .collect()
 }
 
 /// Writes the reference TSV incrementally into `PATH.partial`, then renames it to `PATH`.
