@@ -8,7 +8,8 @@
 # Published anchor for a comparable network (Song, Shokri & Mittal 2019): PGD training
 # 90.9% clean / 68.1% PGD-20, TRADES 72.4% PGD-20.
 # PGD-7 training costs about 8 training steps per batch: hours on 2 CPU cores. Shrink with
-#   EPOCHS=2 LIMIT=1000 scripts/reproduce-fmnist-at.sh     (and say so with the figures)
+#   EPOCHS=3 TRAIN_LIMIT=12000 LIMIT=500 RAMP=2 scripts/reproduce-fmnist-at.sh
+# (and say so with the figures). BIN=path runs an already built binary instead of building.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -16,12 +17,16 @@ MODES=${MODES:-"standard fgsm-rs pgd trades adaptive"}
 EPS=${EPS:-0.1}
 EPOCHS=${EPOCHS:-10}
 LIMIT=${LIMIT:-10000}
+TRAIN_LIMIT=${TRAIN_LIMIT:-60000}
+RAMP=${RAMP:-3}
 DEVICE=${DEVICE:-auto}
 OUT=${OUT:-runs/repro-at}
 
 scripts/fetch-data.sh
-cargo build --release --locked
-bin=target/release/rampart
+if [ -z "${BIN:-}" ]; then
+  cargo build --release --locked
+fi
+bin=${BIN:-target/release/rampart}
 mkdir -p "$OUT"
 
 for mode in $MODES; do
@@ -30,7 +35,7 @@ for mode in $MODES; do
     resume=(); [ -d "$run/checkpoint" ] && resume=(--resume)
     echo "== train $mode (epsilon $EPS, $EPOCHS epochs)"
     $bin train --config configs/fmnist-cnn.toml --mode "$mode" --epsilon "$EPS" --attack-steps 7 \
-      --epochs "$EPOCHS" --ramp-epochs 3 --device "$DEVICE" --out "$run" "${resume[@]}"
+      --epochs "$EPOCHS" --ramp-epochs "$RAMP" --train-limit "$TRAIN_LIMIT" --device "$DEVICE" --out "$run" "${resume[@]}"
   fi
   for steps in 20 100; do
     echo "== $mode: PGD-$steps, 5 restarts, $LIMIT test images"

@@ -14,12 +14,38 @@ use serde::{Deserialize, Serialize};
 
 use crate::model::Classifier;
 
-/// A model attacks can differentiate: logits `[N, classes]` for pixels `[N, 1, 28, 28]`.
-pub trait Logits {
-    fn logits(&self, x: Tensor<4>) -> Tensor<2>;
+/// A model attacks can differentiate, on inputs of rank `D` (`[N, 1, 28, 28]` pixels for the
+/// image classifiers, `[N, F]` network features for the fusion model's network view).
+pub trait Logits<const D: usize> {
+    /// Differentiable scores `[N, classes]` the attacker ascends; for an ensemble, its
+    /// surrogate (mean logits or log of the mean probabilities).
+    fn logits(&self, x: Tensor<D>) -> Tensor<2>;
+
+    /// The decision that robustness is judged on, `[N]`: a class below `classes`, or, for a
+    /// model that can refuse (a unanimous ensemble), `classes` meaning "no decision", which is
+    /// never correct. Default: argmax of the logits.
+    fn decide(&self, x: Tensor<D>) -> Tensor<1, Int> {
+        self.logits(x).argmax(1).squeeze_dim::<1>(1)
+    }
+
+    /// The box every input lives in, `(low, high)` per coordinate; `None` for unbounded inputs
+    /// (embeddings). Default: pixels in [0, 1].
+    fn input_box(&self) -> Option<(f64, f64)> {
+        Some((0.0, 1.0))
+    }
+
+    /// The model restricted to the examples at `rows` of the batch, for models whose other
+    /// inputs are fixed per example (the fusion model's views over one modality); `None`
+    /// (the default) for models that see only `x`.
+    fn restrict(&self, _rows: &Tensor<1, Int>) -> Option<Self>
+    where
+        Self: Sized,
+    {
+        None
+    }
 }
 
-impl Logits for Classifier {
+impl Logits<4> for Classifier {
     fn logits(&self, x: Tensor<4>) -> Tensor<2> {
         self.forward(x)
     }
@@ -71,15 +97,16 @@ impl Pgd {
 
     /// Adversarial examples for `x` with labels `y`. Untargeted when `target` is `None`
     /// (move away from `y`), else move towards `target`.
-    pub fn perturb<M: Logits>(
+    pub fn perturb<const D: usize, M: Logits<D>>(
         &self,
         model: &M,
-        x: &Tensor<4>,
+        x: &Tensor<D>,
         y: &Tensor<1, Int>,
         target: Option<&Tensor<1, Int>>,
-    ) -> Tensor<4> {
+    ) -> Tensor<D> {
+        let bounds = model.input_box();
         let mut x_adv = if self.random_start {
-            self.project(x, x.clone() + self.random_delta(x))
+            self.project_within(x, x.clone() + self.random_delta(x), bounds)
         } else {
             x.clone()
         };
@@ -95,13 +122,24 @@ impl Pgd {
                 Norm::Linf => grad.sign() * self.alpha,
                 Norm::L2 => grad.clone() / (l2_norms(&grad) + 1e-12) * self.alpha,
             };
-            x_adv = self.project(x, x_adv + step);
+            x_adv = self.project_within(x, x_adv + step, bounds);
         }
         x_adv
     }
 
     /// Projects `x_adv` onto the epsilon ball around `x`, then onto [0, 1].
-    pub fn project(&self, x: &Tensor<4>, x_adv: Tensor<4>) -> Tensor<4> {
+    pub fn project<const D: usize>(&self, x: &Tensor<D>, x_adv: Tensor<D>) -> Tensor<D> {
+        self.project_within(x, x_adv, Some((0.0, 1.0)))
+    }
+
+    /// Projects `x_adv` onto the epsilon ball around `x`, then onto the box `bounds`
+    /// (`None`: no box).
+    pub fn project_within<const D: usize>(
+        &self,
+        x: &Tensor<D>,
+        x_adv: Tensor<D>,
+        bounds: Option<(f64, f64)>,
+    ) -> Tensor<D> {
         let delta = x_adv - x.clone();
         let delta = match self.norm {
             Norm::Linf => delta.clamp(-self.epsilon, self.epsilon),
@@ -110,18 +148,20 @@ impl Pgd {
                 delta * scale
             }
         };
-        (x.clone() + delta).clamp(0.0, 1.0)
+        match bounds {
+            Some((low, high)) => (x.clone() + delta).clamp(low, high),
+            None => x.clone() + delta,
+        }
     }
 
-    fn random_delta(&self, x: &Tensor<4>) -> Tensor<4> {
+    fn random_delta<const D: usize>(&self, x: &Tensor<D>) -> Tensor<D> {
         let e = self.epsilon;
         match self.norm {
             Norm::Linf => x.random_like(Distribution::Uniform(-e, e)),
             Norm::L2 => {
                 let direction = x.random_like(Distribution::Normal(0.0, 1.0));
-                let [n, ..] = x.dims();
                 let radius =
-                    Tensor::<4>::random([n, 1, 1, 1], Distribution::Uniform(0.0, e), &x.device());
+                    Tensor::<D>::random(per_example(x), Distribution::Uniform(0.0, e), &x.device());
                 direction.clone() / (l2_norms(&direction) + 1e-12) * radius
             }
         }
@@ -138,13 +178,13 @@ pub fn kl_divergence(clean: Tensor<2>, adv: Tensor<2>) -> Tensor<2> {
 
 /// TRADES' inner maximisation (Zhang et al. 2019): L∞ PGD from a small random start that
 /// ascends KL(f(x) ‖ f(x')) instead of a loss against the label.
-pub fn trades_perturb<M: Logits>(
+pub fn trades_perturb<const D: usize, M: Logits<D>>(
     model: &M,
-    x: &Tensor<4>,
+    x: &Tensor<D>,
     epsilon: f64,
     alpha: f64,
     steps: usize,
-) -> Tensor<4> {
+) -> Tensor<D> {
     let ball = Pgd {
         norm: Norm::Linf,
         epsilon,
@@ -153,23 +193,37 @@ pub fn trades_perturb<M: Logits>(
         random_start: false,
         loss: AttackLoss::Ce,
     };
+    let bounds = model.input_box();
     let clean = model.logits(x.clone());
-    let mut x_adv = ball.project(
+    let mut x_adv = ball.project_within(
         x,
         x.clone() + x.random_like(Distribution::Normal(0.0, 0.001)),
+        bounds,
     );
     for _ in 0..steps {
         let xa = x_adv.clone().autodiff().require_grad();
         let kl = kl_divergence(clean.clone().autodiff(), model.logits(xa.clone())).sum();
         let grad = xa.grad(&kl.backward()).expect("input gradient").inner();
-        x_adv = ball.project(x, x_adv + grad.sign() * alpha);
+        x_adv = ball.project_within(x, x_adv + grad.sign() * alpha, bounds);
     }
     x_adv
 }
 
-/// Per-example L2 norms of `t`, shape `[N, 1, 1, 1]`.
-fn l2_norms(t: &Tensor<4>) -> Tensor<4> {
-    t.clone().powf_scalar(2.0).sum_dims(&[1, 2, 3]).sqrt()
+/// Per-example L2 norms of `t` (`D` ≥ 2), shape `[N, 1, ..., 1]`.
+fn l2_norms<const D: usize>(t: &Tensor<D>) -> Tensor<D> {
+    t.clone()
+        .flatten::<2>(1, D - 1)
+        .powf_scalar(2.0)
+        .sum_dim(1)
+        .sqrt()
+        .reshape(per_example(t))
+}
+
+/// The shape `[N, 1, ..., 1]` of a per-example scalar broadcast against `t`.
+fn per_example<const D: usize>(t: &Tensor<D>) -> [usize; D] {
+    let mut shape = [1; D];
+    shape[0] = t.dims()[0];
+    shape
 }
 
 /// The scalar the attacker ascends (summed over the batch, so each example's gradient is its
@@ -199,27 +253,28 @@ fn objective(
 
 /// Result of attacking a set: per example, whether it survived every attack, and the
 /// adversarial example that fooled the model (the clean image where none did).
-pub struct AttackOutcome {
+pub struct AttackOutcome<const D: usize> {
     /// Correct on the clean image.
     pub clean_correct: Tensor<1, Bool>,
     /// Correct on the clean image and on every attack and restart run.
     pub robust: Tensor<1, Bool>,
     /// The first successful adversarial example per image, else the clean image.
-    pub adversarial: Tensor<4>,
+    pub adversarial: Tensor<D>,
 }
 
 /// Runs each attack `restarts` times on a batch and keeps the per-example worst case: an
 /// example counts as robust only if it survived every run. Examples already fooled are not
-/// attacked again (they are carried, not recomputed).
-pub fn worst_case<M: Logits>(
+/// attacked again (they are carried, not recomputed). Gradients come from `model.logits`;
+/// success is judged on `model.decide`, the model's real decision rule.
+pub fn worst_case<const D: usize, M: Logits<D>>(
     model: &M,
-    x: &Tensor<4>,
+    x: &Tensor<D>,
     y: &Tensor<1, Int>,
     attacks: &[Pgd],
     restarts: usize,
     target: Option<&Tensor<1, Int>>,
-) -> AttackOutcome {
-    let predict = |x: Tensor<4>| model.logits(x).argmax(1).squeeze_dim::<1>(1);
+) -> AttackOutcome<D> {
+    let predict = |x: Tensor<D>| model.decide(x);
     let clean_correct = predict(x.clone()).equal(y.clone());
     let mut robust = clean_correct.clone();
     let mut adversarial = x.clone();
@@ -247,14 +302,17 @@ pub fn worst_case<M: Logits>(
                 y.clone().select(0, idx.clone()),
             );
             let ts = target.map(|t| t.clone().select(0, idx.clone()));
-            let adv = attack.perturb(model, &xs, &ys, ts.as_ref());
+            let restricted = model.restrict(&idx);
+            let sub = restricted.as_ref().unwrap_or(model);
+            let adv = attack.perturb(sub, &xs, &ys, ts.as_ref());
+            let decision = sub.decide(adv.clone());
             let fooled = match &ts {
-                None => predict(adv.clone()).not_equal(ys),
-                Some(t) => predict(adv.clone()).equal(t.clone()),
+                None => decision.not_equal(ys),
+                Some(t) => decision.equal(t.clone()),
             };
             // Back to full-batch positions (index-add of differences): fooled examples lose
             // their robust flag and keep this adversarial example.
-            let [n, ..] = x.dims();
+            let n = x.dims()[0];
             let device = x.device();
             let fooled = fooled.float();
             let hit = Tensor::<1>::zeros([n], &device).select_assign(
@@ -264,7 +322,7 @@ pub fn worst_case<M: Logits>(
                 IndexingUpdateOp::Add,
             );
             robust = robust.bool_and(hit.clone().lower_elem(0.5));
-            let m = fooled.reshape([idx.dims()[0], 1, 1, 1]);
+            let m = fooled.reshape(per_example(&xs));
             let chosen = adv * m.clone() + xs * (m.neg() + 1.0);
             let current = adversarial.clone().select(0, idx.clone());
             adversarial =

@@ -11,6 +11,9 @@ use crate::certify::Smooth;
 use crate::certify::run::{CertifyRun, certify_all, predict_all};
 use crate::data::{self, FASHION_CLASSES, Split};
 use crate::device::{self, DeviceChoice};
+use crate::ensemble::{ImageModel, ValidModel};
+
+mod fusion;
 use crate::eval;
 use crate::model::Arch;
 use crate::store;
@@ -44,6 +47,86 @@ pub enum Command {
     Certify(CertifyArgs),
     /// Smoothed predictions with abstain (Cohen et al. 2019 PREDICT).
     Predict(PredictArgs),
+    /// Ensembles of models that vote: create a manifest from model files, or train members.
+    #[command(subcommand)]
+    Ensemble(EnsembleCommand),
+    /// Data tools: the SYNTHETIC multimodal security set.
+    #[command(subcommand)]
+    Data(DataCommand),
+}
+
+#[derive(Subcommand, Debug)]
+pub enum DataCommand {
+    /// Write a seeded SYNTHETIC security task (benign / phishing / malware / exfiltration)
+    /// as JSONL records with text, bytes_b64 and network fields; each modality alone is only
+    /// partly informative.
+    SynthSecurity(SynthArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct SynthArgs {
+    /// Records to write.
+    #[arg(long, default_value_t = 4000)]
+    pub n: usize,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Fraction of records whose text (and, independently, bytes) points to the wrong pair
+    /// of classes.
+    #[arg(long, default_value_t = 0.15)]
+    pub flip: f64,
+    /// Probability that each modality is missing from a record (never all three).
+    #[arg(long, default_value_t = 0.1)]
+    pub missing: f64,
+    #[arg(long)]
+    pub out: PathBuf,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum EnsembleCommand {
+    /// Write a manifest (TOML, or JSON for a .json path) for existing model files, with each
+    /// file's sha256; `eval`, `attack`, `certify` and `predict` accept it as --model.
+    Create(EnsembleCreateArgs),
+    /// Train several members (different modes and/or seeds) from one config, fit their
+    /// weights on a held-out validation split and write OUT/ensemble.toml.
+    Train(EnsembleTrainArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct EnsembleCreateArgs {
+    /// Member model files (safetensors; Rampart's or PyTorch's).
+    #[arg(required = true)]
+    pub models: Vec<PathBuf>,
+    #[arg(long, value_enum)]
+    pub strategy: crate::ensemble::Strategy,
+    /// Manifest to write (.toml or .json).
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Weights by hand, one per model, comma-separated (default: equal).
+    #[arg(long, value_delimiter = ',', conflicts_with = "fit_weights")]
+    pub weights: Option<Vec<f64>>,
+    /// Weights proportional to each member's accuracy on a validation split: the last
+    /// --validation-size Fashion-MNIST training images (or fresh synthetic images).
+    #[arg(long)]
+    pub fit_weights: bool,
+    #[arg(long, default_value_t = 5000)]
+    pub validation_size: usize,
+    /// Architecture of members without Rampart metadata (PyTorch-saved files).
+    #[arg(long)]
+    pub arch: Option<Arch>,
+    #[arg(long, value_enum, default_value_t = DatasetChoice::FashionMnist)]
+    pub dataset: DatasetChoice,
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    #[arg(long, value_enum, default_value_t = DeviceChoice::Auto)]
+    pub device: DeviceChoice,
+}
+
+#[derive(Args, Debug)]
+pub struct EnsembleTrainArgs {
+    /// Ensemble config (see configs/fmnist-ensemble.toml): strategy, out, [base] training
+    /// keys shared by all members, one [[member]] table of keys per member.
+    #[arg(long)]
+    pub config: PathBuf,
 }
 
 #[derive(Args, Debug)]
@@ -165,11 +248,56 @@ pub struct TrainFlags {
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub out: Option<PathBuf>,
+    /// Fusion configs: JSONL training records.
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub train_records: Option<PathBuf>,
+    /// Fusion configs: JSONL evaluation records.
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub test_records: Option<PathBuf>,
+    /// Fusion configs: encoders to build, comma-separated (e.g. text for a text-only model).
+    #[arg(long, value_enum, value_delimiter = ',')]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub modalities: Option<Vec<crate::multimodal::model::Modality>>,
+    /// Fusion configs: how modality embeddings are combined.
+    #[arg(long, value_enum)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fusion: Option<crate::multimodal::model::Fusion>,
+    /// Fusion configs: width of each modality embedding.
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub dim: Option<usize>,
 }
 
 impl TrainArgs {
     /// The config file (or the defaults) with the flags laid over it.
     pub fn resolve(&self) -> Result<TrainConfig, String> {
+        let table = self.table()?;
+        TrainConfig::from_toml_table(table).map_err(|e| self.in_config(e))
+    }
+
+    fn in_config(&self, e: String) -> String {
+        match &self.config {
+            Some(p) => format!("config {} (with flags): {e}", p.display()),
+            None => e,
+        }
+    }
+
+    /// Whether the config selects the multimodal fusion trainer (`arch = "fusion"`).
+    pub fn is_fusion(&self) -> Result<bool, String> {
+        Ok(self.config.is_some()
+            && self.table()?.get("arch").and_then(|a| a.as_str()) == Some("fusion"))
+    }
+
+    /// The fusion config with the flags laid over it.
+    pub fn resolve_fusion(&self) -> Result<crate::multimodal::train::FusionTrainConfig, String> {
+        crate::multimodal::train::FusionTrainConfig::from_toml_table(self.table()?)
+            .map_err(|e| self.in_config(e))
+    }
+
+    /// The config file's table with the set flags laid over it.
+    fn table(&self) -> Result<toml::Table, String> {
         let mut table = match &self.config {
             Some(path) => {
                 let text = std::fs::read_to_string(path)
@@ -179,19 +307,24 @@ impl TrainArgs {
             }
             None => toml::Table::new(),
         };
-        let flags = toml::Table::try_from(&self.set).map_err(|e| e.to_string())?;
+        let mut flags = toml::Table::try_from(&self.set).map_err(|e| e.to_string())?;
+        // `--arch` is an image architecture; a fusion config keeps its own.
+        if table.get("arch").and_then(|a| a.as_str()) == Some("fusion") {
+            if let Some(a) = flags.remove("arch") {
+                return Err(format!(
+                    "--arch {a} does not apply to a fusion config (arch = \"fusion\")"
+                ));
+            }
+        }
         table.extend(flags);
-        TrainConfig::from_toml_table(table).map_err(|e| match &self.config {
-            Some(p) => format!("config {} (with flags): {e}", p.display()),
-            None => e,
-        })
+        Ok(table)
     }
 }
 
 /// A model and the test set it is run on: shared by `eval`, `attack`, `certify`, `predict`.
 #[derive(Args, Debug)]
 pub struct ModelArgs {
-    /// Model file (safetensors, PyTorch layout).
+    /// Model file (safetensors, PyTorch layout), or an ensemble manifest (.toml/.json).
     #[arg(long)]
     pub model: PathBuf,
     /// Architecture, for files without Rampart metadata (e.g. saved by PyTorch).
@@ -207,20 +340,59 @@ pub struct ModelArgs {
     /// Compute device.
     #[arg(long, value_enum, default_value_t = DeviceChoice::Auto)]
     pub device: DeviceChoice,
+    /// JSONL records to run a multimodal fusion model on (instead of --dataset).
+    #[arg(long)]
+    pub records: Option<PathBuf>,
+}
+
+/// A fusion model and the records it is run on.
+struct OpenedFusion {
+    chosen: device::Chosen,
+    loaded: crate::multimodal::LoadedFusion,
+    records: crate::multimodal::data::SecuritySet,
 }
 
 /// What [`ModelArgs`] name, opened.
 struct Opened {
     chosen: device::Chosen,
-    loaded: store::Loaded,
+    loaded: ImageModel,
     /// The whole test split.
     test: data::ImageSet,
 }
 
 impl ModelArgs {
-    fn open(&self) -> Result<Opened, Box<dyn std::error::Error>> {
+    /// Whether --model is a multimodal fusion model.
+    fn is_fusion(&self) -> bool {
+        !crate::ensemble::is_manifest(&self.model) && crate::multimodal::is_fusion_file(&self.model)
+    }
+
+    fn open_fusion(&self) -> Result<OpenedFusion, Box<dyn std::error::Error>> {
+        let path = self.records.as_ref().ok_or_else(|| {
+            format!(
+                "{} is a multimodal fusion model: pass its JSONL records with --records",
+                self.model.display()
+            )
+        })?;
         let chosen = device::choose(self.device)?;
-        let loaded = store::load_model(&self.model, self.arch, &chosen.device)?;
+        let loaded = crate::multimodal::load(&self.model, &chosen.device)?;
+        let records = crate::multimodal::data::load(path, &loaded.spec.schema(), &chosen.device)?;
+        Ok(OpenedFusion {
+            chosen,
+            loaded,
+            records,
+        })
+    }
+
+    fn open(&self) -> Result<Opened, Box<dyn std::error::Error>> {
+        if self.records.is_some() {
+            return Err(format!(
+                "--records is for multimodal fusion models; {} is an image model (use --dataset)",
+                self.model.display()
+            )
+            .into());
+        }
+        let chosen = device::choose(self.device)?;
+        let loaded = ImageModel::open(&self.model, self.arch, &chosen.device)?;
         let test = match self.dataset {
             DatasetChoice::FashionMnist => {
                 let dir = data::resolve_data_dir(self.data_dir.as_deref())?;
@@ -292,6 +464,10 @@ pub struct AttackArgs {
     pub no_random_start: bool,
     #[arg(long, value_enum, default_value_t = AttackLoss::Ce)]
     pub loss: AttackLoss,
+    /// Fusion models: which input to perturb (network features in their box, or the text or
+    /// byte embeddings). Default: network.
+    #[arg(long, value_enum)]
+    pub modality: Option<crate::multimodal::model::Modality>,
     /// Targeted attack towards this class for every image.
     #[arg(long)]
     pub target: Option<usize>,
@@ -368,7 +544,7 @@ pub struct PredictArgs {
 /// What `certify` and `predict` work on: device, model, noise level, images and their ids.
 struct SmoothJob {
     chosen: device::Chosen,
-    loaded: store::Loaded,
+    model: ValidModel,
     /// Noise standard deviation, pixel units.
     sigma: f64,
     set: data::ImageSet,
@@ -397,15 +573,10 @@ impl SmoothArgs {
             loaded,
             test: all,
         } = self.on.open()?;
-        let trained_sigma = loaded
-            .metadata
-            .get("rampart.config")
-            .and_then(|c| serde_json::from_str::<TrainConfig>(c).ok())
-            .filter(|c| c.mode == TrainMode::Gaussian)
-            .map(|c| c.sigma);
+        let trained_sigma = loaded.training_sigma(&self.on.model);
         let sigma = self.sigma.or(trained_sigma).ok_or_else(|| {
             format!(
-                "{}: not trained with --mode gaussian, so there is no sigma to default to; pass --sigma",
+                "{}: not trained with --mode gaussian (every member, for an ensemble, with one sigma), so there is no sigma to default to; pass --sigma",
                 self.on.model.display()
             )
         })?;
@@ -416,7 +587,7 @@ impl SmoothArgs {
         let set = all.every(self.skip, self.limit);
         Ok(SmoothJob {
             chosen,
-            loaded,
+            model: loaded.valid(),
             sigma,
             set,
             ids,
@@ -425,9 +596,9 @@ impl SmoothArgs {
 }
 
 impl SmoothJob {
-    fn smooth(&self, args: &SmoothArgs) -> Smooth<'_, crate::model::Classifier> {
+    fn smooth(&self, args: &SmoothArgs) -> Smooth<'_, ValidModel, 4> {
         Smooth {
-            base: &self.loaded.model,
+            base: &self.model,
             sigma: self.sigma,
             batch: args.batch,
             seed: args.seed,
@@ -444,6 +615,9 @@ pub fn main() -> ExitCode {
         Command::Attack(a) => run_attack(a),
         Command::Certify(a) => run_certify(a),
         Command::Predict(a) => run_predict(a),
+        Command::Ensemble(EnsembleCommand::Create(a)) => run_ensemble_create(a),
+        Command::Ensemble(EnsembleCommand::Train(a)) => run_ensemble_train(a),
+        Command::Data(DataCommand::SynthSecurity(a)) => run_synth(a),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -457,6 +631,21 @@ pub fn main() -> ExitCode {
 type CliResult = Result<(), Box<dyn std::error::Error>>;
 
 fn run_train(args: TrainArgs) -> CliResult {
+    if args.is_fusion()? {
+        if args.resume {
+            return Err("--resume: fusion runs keep the model of the last finished epoch in OUT/model.safetensors but have no optimiser checkpoint; start a new run".into());
+        }
+        let cfg = args.resolve_fusion()?;
+        let history = crate::multimodal::train::train(&cfg)?;
+        let last = history.last().expect("at least one epoch");
+        println!(
+            "saved {} ({} epochs, eval accuracy {:.2}%)",
+            cfg.model_path().display(),
+            history.len(),
+            100.0 * last.eval_accuracy
+        );
+        return Ok(());
+    }
     let cfg = args.resolve()?;
     let report = train::train(&cfg, args.resume)?;
     let last = report.history.last().expect("at least one epoch");
@@ -474,17 +663,20 @@ fn run_eval(args: EvalArgs) -> CliResult {
     if args.batch == 0 {
         return Err("--batch must be at least 1".into());
     }
+    if args.on.is_fusion() {
+        return fusion::eval(&args);
+    }
     let Opened {
         chosen,
         loaded,
         test,
     } = args.on.open()?;
     let data = test.take(args.limit);
-    let report = eval::evaluate(&loaded.model, &data, args.batch);
+    let report = eval::evaluate(&loaded.valid(), &data, args.batch);
     if args.json {
         let out = serde_json::json!({
             "model": args.on.model,
-            "arch": loaded.spec.arch,
+            "arch": loaded.describe(),
             "dataset": data.name,
             "device": chosen.description,
             "report": report,
@@ -496,7 +688,7 @@ fn run_eval(args: EvalArgs) -> CliResult {
     println!(
         "{}: {} on {}",
         args.on.model.display(),
-        loaded.spec.arch,
+        loaded.describe(),
         data.name
     );
     println!(
@@ -504,6 +696,12 @@ fn run_eval(args: EvalArgs) -> CliResult {
         100.0 * report.accuracy,
         report.examples
     );
+    if report.no_decision > 0 {
+        println!(
+            "no decision (members disagree): {} images, counted as errors",
+            report.no_decision
+        );
+    }
     println!("\nper-class accuracy:");
     for (i, acc) in report.per_class_accuracy.iter().enumerate() {
         println!("  {i} {:<12} {:6.2}%", class_name(i), 100.0 * acc);
@@ -572,32 +770,67 @@ fn run_inspect(args: InspectArgs) -> CliResult {
     Ok(())
 }
 
-fn run_certify(args: CertifyArgs) -> CliResult {
-    if args.n0 == 0 {
-        return Err("--n0 must be at least 1".into());
-    }
+/// A finished CERTIFY run, whatever the model.
+struct Certified {
+    device: String,
+    /// The data set's name (SYNTHETIC sets say so).
+    name: String,
+    sigma: f64,
+    rows: Vec<crate::certify::run::Row>,
+    summary: crate::certify::run::Summary,
+}
+
+fn announce(what: &str, count: usize, name: &str, sigma: f64, args: &CertifyArgs) {
+    let c = &args.common;
+    eprintln!(
+        "certifying {count} {what} of {name} (sigma {sigma}, n0 {}, n {}, alpha {}, batch {})",
+        args.n0, c.n, c.alpha, c.batch
+    );
+}
+
+fn certify_images(args: &CertifyArgs) -> Result<Certified, Box<dyn std::error::Error>> {
     let c = &args.common;
     let job = c.load()?;
     let (chosen, sigma, set, ids) = (&job.chosen, job.sigma, &job.set, &job.ids);
     eprintln!("device: {}", chosen.description);
-    eprintln!(
-        "certifying {} images of {} (sigma {}, n0 {}, n {}, alpha {}, batch {})",
-        set.len(),
-        set.name,
-        sigma,
-        args.n0,
-        c.n,
-        c.alpha,
-        c.batch
-    );
+    announce("images", set.len(), &set.name, sigma, args);
+    let labels = set.host_labels();
     let run = CertifyRun {
-        data: set,
+        inputs: &set.images,
+        labels: &labels,
         ids,
         n0: args.n0,
         n: c.n,
         alpha: c.alpha,
     };
     let (rows, summary) = certify_all(&job.smooth(c), &run, args.out.as_deref())?;
+    Ok(Certified {
+        device: chosen.description.clone(),
+        name: set.name.clone(),
+        sigma,
+        rows,
+        summary,
+    })
+}
+
+fn run_certify(args: CertifyArgs) -> CliResult {
+    if args.n0 == 0 {
+        return Err("--n0 must be at least 1".into());
+    }
+    let c = &args.common;
+    c.check()?;
+    let Certified {
+        device,
+        name,
+        sigma,
+        rows,
+        summary,
+    } = if c.on.is_fusion() {
+        fusion::certify(&args)?
+    } else {
+        certify_images(&args)?
+    };
+    let set_name = &name;
     let plot = args
         .plot
         .clone()
@@ -605,7 +838,7 @@ fn run_certify(args: CertifyArgs) -> CliResult {
     if let Some(plot) = &plot {
         let title = format!(
             "{} (sigma {}, n {}, {} images)",
-            set.name,
+            set_name,
             sigma,
             c.n,
             rows.len()
@@ -620,8 +853,8 @@ fn run_certify(args: CertifyArgs) -> CliResult {
     if c.json {
         let out = serde_json::json!({
             "model": c.on.model,
-            "dataset": set.name,
-            "device": chosen.description,
+            "dataset": set_name,
+            "device": device,
             "tsv": args.out,
             "plot": plot,
             "summary": summary,
@@ -646,16 +879,42 @@ fn run_certify(args: CertifyArgs) -> CliResult {
 
 fn run_predict(args: PredictArgs) -> CliResult {
     let c = &args.common;
+    if c.on.is_fusion() {
+        return fusion::predict(&args);
+    }
     let job = c.load()?;
     let (chosen, sigma, set, ids) = (&job.chosen, job.sigma, &job.set, &job.ids);
-    eprintln!("device: {}", chosen.description);
     let labels = set.host_labels();
     let started = std::time::Instant::now();
-    let predictions = predict_all(&job.smooth(c), set, ids, c.n, c.alpha);
-    let seconds = started.elapsed().as_secs_f64();
+    let predictions = predict_all(&job.smooth(c), &set.images, ids, c.n, c.alpha);
+    print_predictions(
+        c,
+        &chosen.description,
+        &set.name,
+        sigma,
+        ids,
+        &labels,
+        &predictions,
+        started.elapsed().as_secs_f64(),
+    )
+}
+
+/// Prints PREDICT's results (a table, or JSON with --json).
+#[allow(clippy::too_many_arguments)]
+fn print_predictions(
+    c: &SmoothArgs,
+    device: &str,
+    set_name: &str,
+    sigma: f64,
+    ids: &[usize],
+    labels: &[usize],
+    predictions: &[Option<usize>],
+    seconds: f64,
+) -> CliResult {
+    eprintln!("device: {device}");
     let correct = predictions
         .iter()
-        .zip(&labels)
+        .zip(labels)
         .filter(|(p, l)| **p == Some(**l))
         .count();
     let abstained = predictions.iter().filter(|p| p.is_none()).count();
@@ -663,14 +922,14 @@ fn run_predict(args: PredictArgs) -> CliResult {
     if c.json {
         let out = serde_json::json!({
             "model": c.on.model,
-            "dataset": set.name,
-            "device": chosen.description,
+            "dataset": set_name,
+            "device": device,
             "sigma": sigma, "n": c.n, "alpha": c.alpha,
             "images": predictions.len(),
             "accuracy": correct as f64 / n,
             "abstain_rate": abstained as f64 / n,
             "seconds_per_image": seconds / n,
-            "predictions": ids.iter().zip(&labels).zip(&predictions).map(|((i, l), p)| {
+            "predictions": ids.iter().zip(labels).zip(predictions).map(|((i, l), p)| {
                 serde_json::json!({"idx": i, "label": l, "predict": p.map_or(-1, |c| c as i64)})
             }).collect::<Vec<_>>(),
         });
@@ -678,7 +937,7 @@ fn run_predict(args: PredictArgs) -> CliResult {
         return Ok(());
     }
     println!("idx\tlabel\tpredict\tcorrect");
-    for ((i, l), p) in ids.iter().zip(&labels).zip(&predictions) {
+    for ((i, l), p) in ids.iter().zip(labels).zip(predictions) {
         println!(
             "{i}\t{l}\t{}\t{}",
             p.map_or(-1, |c| c as i64),
@@ -686,7 +945,7 @@ fn run_predict(args: PredictArgs) -> CliResult {
         );
     }
     println!(
-        "smoothed accuracy {:.2}%, abstain rate {:.2}%, {:.3} s per image",
+        "smoothed accuracy {:.2}%, abstain rate {:.2}%, {:.3} s per example",
         100.0 * correct as f64 / n,
         100.0 * abstained as f64 / n,
         seconds / n
@@ -705,40 +964,29 @@ fn run_attack(args: AttackArgs) -> CliResult {
     if !(alpha.is_finite() && alpha > 0.0) {
         return Err(format!("--alpha must be a positive number, got {alpha}").into());
     }
+    if args.norm == Norm::L2 && args.attack.contains(&AttackKind::Fgsm) {
+        return Err("--attack fgsm is an L-infinity attack; use pgd with --norm l2".into());
+    }
+    let attacks = build_attacks(&args, alpha);
+    if args.on.is_fusion() {
+        return fusion::attack(&args, &attacks, alpha);
+    }
+    if let Some(m) = args.modality {
+        return Err(format!("--modality {m:?} is for multimodal fusion models").into());
+    }
     let Opened {
         chosen,
         loaded,
         test,
     } = args.on.open()?;
-    let classes = loaded.spec.num_classes;
+    let classes = loaded.num_classes();
     if let Some(t) = args.target.filter(|t| *t >= classes) {
         return Err(format!("--target {t}: the model has {classes} classes").into());
     }
-    if args.norm == Norm::L2 && args.attack.contains(&AttackKind::Fgsm) {
-        return Err("--attack fgsm is an L-infinity attack; use pgd with --norm l2".into());
-    }
     let data = test.take(args.limit);
-    let attacks: Vec<Pgd> = args
-        .attack
-        .iter()
-        .map(|k| match k {
-            AttackKind::Fgsm => Pgd {
-                loss: args.loss,
-                ..Pgd::fgsm(args.eps)
-            },
-            AttackKind::Pgd => Pgd {
-                norm: args.norm,
-                epsilon: args.eps,
-                alpha,
-                steps: args.steps,
-                random_start: !args.no_random_start,
-                loss: args.loss,
-            },
-        })
-        .collect();
     eprintln!("device: {}", chosen.description);
     chosen.device.seed(args.seed);
-    let model = burn::module::Module::valid(&loaded.model);
+    let model = loaded.valid();
     let started = std::time::Instant::now();
     let (mut clean, mut robust) = (0i64, 0i64);
     let mut saved: Vec<(
@@ -771,6 +1019,7 @@ fn run_attack(args: AttackArgs) -> CliResult {
     }
     let report = serde_json::json!({
         "model": args.on.model,
+        "arch": loaded.describe(),
         "dataset": data.name,
         "device": chosen.description,
         "attacks": attacks,
@@ -815,5 +1064,127 @@ fn run_attack(args: AttackArgs) -> CliResult {
     if let Some(dir) = &args.save_examples {
         println!("examples in {}", dir.display());
     }
+    Ok(())
+}
+
+fn run_ensemble_create(args: EnsembleCreateArgs) -> CliResult {
+    use crate::ensemble::{Manifest, fit_weights};
+    let n = args.models.len();
+    let models: Vec<(PathBuf, Option<Arch>)> =
+        args.models.iter().map(|p| (p.clone(), args.arch)).collect();
+    let (weights, from) = match &args.weights {
+        Some(w) if w.len() != n => {
+            return Err(format!("--weights has {} values for {n} models", w.len()).into());
+        }
+        Some(w) => (w.clone(), "hand".to_string()),
+        None => (vec![1.0; n], "equal".to_string()),
+    };
+    let mut manifest = Manifest::describe(&args.out, &models, &weights, args.strategy, &from)?;
+    // Loading checks the members (shapes, classes, weights) before anything is written.
+    let chosen = device::choose(args.device)?;
+    let ensemble = manifest.load(&args.out, &chosen.device)?;
+    if args.fit_weights {
+        let (validation, from) = match args.dataset {
+            DatasetChoice::FashionMnist => {
+                let dir = data::resolve_data_dir(args.data_dir.as_deref())?;
+                let train = data::load_split(&dir, Split::Train, &chosen.device)?;
+                let end = train.len();
+                let start = end.saturating_sub(args.validation_size);
+                (
+                    train.slice(start, end),
+                    format!("validation accuracy on Fashion-MNIST training images {start}..{end}"),
+                )
+            }
+            DatasetChoice::Synthetic => (
+                data::synthetic(args.validation_size, 0x7a11d, &chosen.device),
+                format!(
+                    "validation accuracy on {} fresh SYNTHETIC images",
+                    args.validation_size
+                ),
+            ),
+        };
+        let (w, accuracy) = fit_weights(&ensemble.members, &validation);
+        for ((m, w), a) in manifest.members.iter_mut().zip(w).zip(accuracy) {
+            m.weight = w;
+            m.validation_accuracy = Some(a);
+        }
+        manifest.weights_from = from;
+    }
+    manifest.write(&args.out)?;
+    println!(
+        "wrote {} ({} members, {}, weights from {})",
+        args.out.display(),
+        n,
+        args.strategy,
+        manifest.weights_from
+    );
+    for m in &manifest.members {
+        println!(
+            "  {:<40} weight {:.4}{}",
+            m.path.display(),
+            m.weight,
+            m.validation_accuracy
+                .map(|a| format!("  validation accuracy {:.2}%", 100.0 * a))
+                .unwrap_or_default()
+        );
+    }
+    Ok(())
+}
+
+fn run_ensemble_train(args: EnsembleTrainArgs) -> CliResult {
+    let cfg = crate::ensemble::EnsembleTrainConfig::read(&args.config)?;
+    let out = crate::ensemble::train_members(&cfg)?;
+    let manifest = crate::ensemble::Manifest::read(&out)?;
+    println!(
+        "wrote {} ({} members, {}, weights from {})",
+        out.display(),
+        manifest.members.len(),
+        manifest.strategy,
+        manifest.weights_from
+    );
+    for m in &manifest.members {
+        println!("  {:<40} weight {:.4}", m.path.display(), m.weight);
+    }
+    Ok(())
+}
+
+/// The attacks `--attack` names, with the flags' radius, step and loss.
+fn build_attacks(args: &AttackArgs, alpha: f64) -> Vec<Pgd> {
+    args.attack
+        .iter()
+        .map(|k| match k {
+            AttackKind::Fgsm => Pgd {
+                loss: args.loss,
+                ..Pgd::fgsm(args.eps)
+            },
+            AttackKind::Pgd => Pgd {
+                norm: args.norm,
+                epsilon: args.eps,
+                alpha,
+                steps: args.steps,
+                random_start: !args.no_random_start,
+                loss: args.loss,
+            },
+        })
+        .collect()
+}
+
+fn run_synth(args: SynthArgs) -> CliResult {
+    for (flag, v) in [("--flip", args.flip), ("--missing", args.missing)] {
+        if !(0.0..1.0).contains(&v) {
+            return Err(format!("{flag} must be in [0, 1), got {v}").into());
+        }
+    }
+    let records =
+        crate::multimodal::data::synth_security(args.n, args.seed, args.flip, args.missing);
+    crate::multimodal::data::write_jsonl(&args.out, &records)?;
+    println!(
+        "wrote {} SYNTHETIC security records to {} (seed {}, flip {}, missing {})",
+        records.len(),
+        args.out.display(),
+        args.seed,
+        args.flip,
+        args.missing
+    );
     Ok(())
 }

@@ -163,6 +163,17 @@ impl ImageSet {
         }
     }
 
+    /// Examples `start..end` (clamped to the set) as a set of their own.
+    pub fn slice(self, start: usize, end: usize) -> ImageSet {
+        let start = start.min(self.len());
+        let (images, labels) = self.range(start, end.max(start));
+        ImageSet {
+            images,
+            labels,
+            ..self
+        }
+    }
+
     /// Every `skip`-th example starting at 0, then at most `limit` of them, as Cohen et al.
     /// pick certification images ("every 20th test image").
     pub fn every(self, skip: usize, limit: Option<usize>) -> ImageSet {

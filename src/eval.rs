@@ -3,8 +3,8 @@
 use burn::tensor::Tensor;
 use serde::Serialize;
 
+use crate::attack::Logits;
 use crate::data::ImageSet;
-use crate::model::Classifier;
 
 /// Evaluation of a model on a labelled set.
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -15,36 +15,45 @@ pub struct EvalReport {
     pub per_class_accuracy: Vec<f64>,
     /// `confusion[true][predicted]` counts.
     pub confusion: Vec<Vec<u64>>,
+    /// Examples the model refused to decide (a unanimous ensemble whose members disagree);
+    /// counted as errors.
+    pub no_decision: u64,
 }
 
-/// Evaluates `model` (use a `valid()` copy) on `data`. The confusion matrix is accumulated on
-/// the device as `onehot(true)^T · onehot(pred)` and read back once.
-pub fn evaluate(model: &Classifier, data: &ImageSet, batch: usize) -> EvalReport {
+/// Evaluates `model` (use a `valid()` copy) on `data` by its decision rule
+/// ([`Logits::decide`]). The confusion matrix, with an extra "no decision" column, is
+/// accumulated on the device as `onehot(true)^T · onehot(decision)` and read back once.
+pub fn evaluate<M: Logits<4>>(model: &M, data: &ImageSet, batch: usize) -> EvalReport {
     let c = data.num_classes;
     let n = data.len();
     let device = data.images.device();
-    let mut confusion = Tensor::<2>::zeros([c, c], &device);
+    let mut confusion = Tensor::<2>::zeros([c, c + 1], &device);
     for s in (0..n).step_by(batch.max(1)) {
         let (x, y) = data.range(s, s + batch);
-        let pred = model.forward(x).argmax(1).squeeze_dim::<1>(1);
         let truth = y.one_hot::<2>(c).float();
-        let pred = pred.one_hot::<2>(c).float();
+        let pred = model
+            .decide(x)
+            .clamp_max(c as i64)
+            .one_hot::<2>(c + 1)
+            .float();
         confusion = confusion + truth.transpose().matmul(pred);
     }
     let flat = confusion
         .into_data()
         .try_to_vec::<f32>()
         .expect("confusion matrix reads back as f32");
-    let confusion: Vec<Vec<u64>> = flat
-        .chunks(c)
+    let mut confusion: Vec<Vec<u64>> = flat
+        .chunks(c + 1)
         .map(|row| row.iter().map(|&v| v.round() as u64).collect())
         .collect();
+    let totals: Vec<u64> = confusion.iter().map(|row| row.iter().sum()).collect();
+    let no_decision = confusion.iter_mut().map(|row| row.pop().unwrap_or(0)).sum();
     let correct: u64 = (0..c).map(|i| confusion[i][i]).sum();
     let per_class_accuracy = confusion
         .iter()
         .enumerate()
         .map(|(i, row)| {
-            let total: u64 = row.iter().sum();
+            let total = totals[i];
             if total == 0 {
                 0.0
             } else {
@@ -61,5 +70,6 @@ pub fn evaluate(model: &Classifier, data: &ImageSet, batch: usize) -> EvalReport
         },
         per_class_accuracy,
         confusion,
+        no_decision,
     }
 }

@@ -38,9 +38,13 @@ pub enum StoreError {
     #[error("{path}: does not fit the {arch} architecture:\n{problems}")]
     Mismatch {
         path: PathBuf,
-        arch: Arch,
+        arch: String,
         problems: String,
     },
+    #[error(
+        "{path}: is a multimodal fusion model (rampart.fusion metadata); give it JSONL records with --records"
+    )]
+    Fusion { path: PathBuf },
     #[error("{path}: cannot write: {reason}")]
     Write { path: PathBuf, reason: String },
 }
@@ -86,6 +90,20 @@ pub fn save_model(
     extra: &BTreeMap<String, String>,
     path: &Path,
 ) -> Result<(), StoreError> {
+    let mut metadata = extra.clone();
+    metadata.insert(
+        SPEC_KEY.into(),
+        serde_json::to_string(spec).expect("spec serialises"),
+    );
+    save_module(model, &metadata, path)
+}
+
+/// Saves any module in PyTorch layout with string `metadata`, atomically.
+pub fn save_module<M: ModuleSnapshot>(
+    model: &M,
+    metadata: &BTreeMap<String, String>,
+    path: &Path,
+) -> Result<(), StoreError> {
     let write_err = |reason: String| StoreError::Write {
         path: path.to_path_buf(),
         reason,
@@ -96,12 +114,8 @@ pub fn save_model(
     let mut store = SafetensorsStore::from_file(path)
         .with_to_adapter(BurnToPyTorchAdapter)
         .skip_enum_variants(true)
-        .overwrite(true)
-        .metadata(
-            SPEC_KEY,
-            serde_json::to_string(spec).expect("spec serialises"),
-        );
-    for (k, v) in extra {
+        .overwrite(true);
+    for (k, v) in metadata {
         store = store.metadata(k.clone(), v.clone());
     }
     model
@@ -122,7 +136,12 @@ pub fn expected_tensors(spec: &ModelSpec, device: &Device) -> BTreeMap<String, V
 /// file has no Rampart metadata. Every tensor name and shape is checked; all problems are
 /// named in one error.
 pub fn load_model(path: &Path, arch: Option<Arch>, device: &Device) -> Result<Loaded, StoreError> {
-    let bytes = std::fs::read(path).map_err(|source| {
+    load_model_bytes(read_file(path)?, path, arch, device)
+}
+
+/// Reads a whole model file; a missing file is [`StoreError::Missing`].
+pub fn read_file(path: &Path) -> Result<Vec<u8>, StoreError> {
+    std::fs::read(path).map_err(|source| {
         if source.kind() == std::io::ErrorKind::NotFound {
             StoreError::Missing {
                 path: path.to_path_buf(),
@@ -133,23 +152,23 @@ pub fn load_model(path: &Path, arch: Option<Arch>, device: &Device) -> Result<Lo
                 source,
             }
         }
-    })?;
-    let (_, header) =
-        safetensors::SafeTensors::read_metadata(&bytes).map_err(|e| StoreError::Corrupt {
-            path: path.to_path_buf(),
-            reason: e.to_string(),
-        })?;
-    let metadata: BTreeMap<String, String> = header
-        .metadata()
-        .clone()
-        .map(|m| m.into_iter().collect())
-        .unwrap_or_default();
-    let found: BTreeMap<String, (Vec<usize>, safetensors::Dtype)> = header
-        .tensors()
-        .into_iter()
-        .map(|(name, info)| (name, (info.shape.clone(), info.dtype)))
-        .collect();
+    })
+}
 
+/// [`load_model`] on the bytes of the file at `path` (already read, e.g. to check a digest).
+pub fn load_model_bytes(
+    bytes: Vec<u8>,
+    path: &Path,
+    arch: Option<Arch>,
+    device: &Device,
+) -> Result<Loaded, StoreError> {
+    let (found, metadata) = read_header(&bytes, path)?;
+
+    if metadata.contains_key(FUSION_KEY) {
+        return Err(StoreError::Fusion {
+            path: path.to_path_buf(),
+        });
+    }
     let spec = match metadata.get(SPEC_KEY) {
         Some(json) => serde_json::from_str::<ModelSpec>(json).map_err(|e| StoreError::BadSpec {
             path: path.to_path_buf(),
@@ -160,7 +179,58 @@ pub fn load_model(path: &Path, arch: Option<Arch>, device: &Device) -> Result<Lo
         })?,
     };
 
-    let expected = expected_tensors(&spec, device);
+    let mut model = spec.init(device);
+    apply_tensors(&mut model, bytes, &found, path, &spec.arch.to_string())?;
+    Ok(Loaded {
+        model,
+        spec,
+        metadata,
+    })
+}
+
+/// Metadata key of a fusion model's spec.
+pub const FUSION_KEY: &str = "rampart.fusion";
+
+/// Tensor names and shapes and string metadata of a safetensors file, from its header.
+pub type Header = (
+    BTreeMap<String, (Vec<usize>, safetensors::Dtype)>,
+    BTreeMap<String, String>,
+);
+
+/// Reads the header of safetensors `bytes` (of the file at `path`).
+pub fn read_header(bytes: &[u8], path: &Path) -> Result<Header, StoreError> {
+    let (_, header) =
+        safetensors::SafeTensors::read_metadata(bytes).map_err(|e| StoreError::Corrupt {
+            path: path.to_path_buf(),
+            reason: e.to_string(),
+        })?;
+    let metadata = header
+        .metadata()
+        .clone()
+        .map(|m| m.into_iter().collect())
+        .unwrap_or_default();
+    let found = header
+        .tensors()
+        .into_iter()
+        .map(|(name, info)| (name, (info.shape.clone(), info.dtype)))
+        .collect();
+    Ok((found, metadata))
+}
+
+/// Checks every tensor name, shape and dtype in `found` against what `model` expects (all
+/// problems in one error), then loads the PyTorch-layout tensors of `bytes` into `model`.
+pub fn apply_tensors<M: ModuleSnapshot>(
+    model: &mut M,
+    bytes: Vec<u8>,
+    found: &BTreeMap<String, (Vec<usize>, safetensors::Dtype)>,
+    path: &Path,
+    arch: &str,
+) -> Result<(), StoreError> {
+    let expected: BTreeMap<String, Vec<usize>> = model
+        .collect(None, Some(Box::new(BurnToPyTorchAdapter)), true)
+        .into_iter()
+        .map(|t| (t.name.clone(), t.shape.to_vec()))
+        .collect();
     let mut problems = Vec::new();
     for (name, shape) in &expected {
         match found.get(name) {
@@ -179,14 +249,13 @@ pub fn load_model(path: &Path, arch: Option<Arch>, device: &Device) -> Result<Lo
     }
     let mismatch = |problems: Vec<String>| StoreError::Mismatch {
         path: path.to_path_buf(),
-        arch: spec.arch,
+        arch: arch.to_string(),
         problems: problems.join("\n"),
     };
     if !problems.is_empty() {
         return Err(mismatch(problems));
     }
 
-    let mut model = spec.init(device);
     let mut store = SafetensorsStore::from_bytes(Some(bytes))
         .with_from_adapter(PyTorchToBurnAdapter)
         .skip_enum_variants(true);
@@ -206,11 +275,7 @@ pub fn load_model(path: &Path, arch: Option<Arch>, device: &Device) -> Result<Lo
     if !problems.is_empty() {
         return Err(mismatch(problems));
     }
-    Ok(Loaded {
-        model,
-        spec,
-        metadata,
-    })
+    Ok(())
 }
 
 /// Architecture and class count from PyTorch tensor names, for files without Rampart metadata.

@@ -22,15 +22,24 @@ use crate::model::Classifier;
 /// the batch size once it is at least this.
 pub const NOISE_BLOCK: usize = 128;
 
-/// The base classifier f: hard decisions for a batch of pixels `[N, 1, 28, 28]`.
-pub trait BaseClassifier {
-    /// Class index per input, `[N]`, each below `num_classes()`.
-    fn classify(&self, x: Tensor<4>) -> Tensor<1, Int>;
+/// The base classifier f: hard decisions for a batch of noisy inputs of rank `D` (pixels
+/// `[N, 1, 28, 28]` for image models, network features `[N, F]` for the fusion model).
+pub trait BaseClassifier<const D: usize> {
+    /// Decision per input, `[N]`, each below `num_classes()`. `ids[i]` is the stable index of
+    /// the example row `i` is a noisy copy of, for models whose other inputs are fixed per
+    /// example (the fusion model's text and bytes); image models ignore it.
+    fn classify(&self, x: Tensor<D>, ids: Tensor<1, Int>) -> Tensor<1, Int>;
+    /// Distinct decisions, including a "no decision" one if the model has it.
     fn num_classes(&self) -> usize;
+    /// The decision meaning "no decision" (a unanimous ensemble that disagrees), if any: a
+    /// smoothed classifier whose top vote is this abstains.
+    fn abstain_class(&self) -> Option<usize> {
+        None
+    }
 }
 
-impl BaseClassifier for Classifier {
-    fn classify(&self, x: Tensor<4>) -> Tensor<1, Int> {
+impl BaseClassifier<4> for Classifier {
+    fn classify(&self, x: Tensor<4>, _ids: Tensor<1, Int>) -> Tensor<1, Int> {
         self.forward(x).argmax(1).squeeze_dim::<1>(1)
     }
 
@@ -65,7 +74,7 @@ pub enum Stage {
 
 /// A base classifier smoothed with isotropic Gaussian noise of standard deviation `sigma`
 /// (pixel units, inputs in [0, 1]).
-pub struct Smooth<'a, B: BaseClassifier> {
+pub struct Smooth<'a, B: BaseClassifier<D>, const D: usize> {
     pub base: &'a B,
     pub sigma: f64,
     /// Noisy inputs per forward pass.
@@ -74,34 +83,42 @@ pub struct Smooth<'a, B: BaseClassifier> {
     pub seed: u64,
 }
 
-impl<B: BaseClassifier> Smooth<'_, B> {
+impl<B: BaseClassifier<D>, const D: usize> Smooth<'_, B, D> {
     /// Class counts `counts[i][c]` of f(x_i + ε) over `num` noise draws per image.
-    /// `x` is `[G, 1, 28, 28]`; `ids` are the images' stable indices (e.g. in the test set),
-    /// which key their noise.
+    /// `x` is `[G, ...]` (e.g. `[G, 1, 28, 28]`); `ids` are the examples' stable indices (e.g.
+    /// in the test set), which key their noise.
     pub fn sample_noise(
         &self,
-        x: &Tensor<4>,
+        x: &Tensor<D>,
         ids: &[u64],
         num: usize,
         stage: Stage,
     ) -> Vec<Vec<u64>> {
         let device = x.device();
-        let [g, c, h, w] = x.dims();
+        let g = x.dims()[0];
         assert_eq!(g, ids.len(), "one id per image");
         let k = self.base.num_classes();
         let block = NOISE_BLOCK.min(self.batch.max(1));
         let mut counts = Tensor::<2>::zeros([g, k], &device);
         // Blocks of noisy copies, image after image, packed into forward passes of `batch`.
-        let mut pending: Vec<(Tensor<4>, Tensor<1, Int>)> = Vec::new();
+        type Pending<const D: usize> = Vec<(Tensor<D>, Tensor<1, Int>, Tensor<1, Int>)>;
+        let mut pending: Pending<D> = Vec::new();
         let mut pending_len = 0;
-        let flush = |pending: &mut Vec<(Tensor<4>, Tensor<1, Int>)>, counts: &mut Tensor<2>| {
+        let flush = |pending: &mut Pending<D>, counts: &mut Tensor<2>| {
             if pending.is_empty() {
                 return;
             }
-            let (inputs, owners): (Vec<_>, Vec<_>) = pending.drain(..).unzip();
+            let mut inputs = Vec::with_capacity(pending.len());
+            let mut owners = Vec::with_capacity(pending.len());
+            let mut keys = Vec::with_capacity(pending.len());
+            for (x, owner, key) in pending.drain(..) {
+                inputs.push(x);
+                owners.push(owner);
+                keys.push(key);
+            }
             let votes = self
                 .base
-                .classify(Tensor::cat(inputs, 0))
+                .classify(Tensor::cat(inputs, 0), Tensor::cat(keys, 0))
                 .one_hot::<2>(k)
                 .float();
             // Votes per image: onehot(owner)^T · onehot(vote); one_hot needs two columns.
@@ -122,13 +139,16 @@ impl<B: BaseClassifier> Smooth<'_, B> {
                     pending_len = 0;
                 }
                 device.seed(noise_seed(self.seed, stage, id, b as u64));
-                let noise = Tensor::<4>::random(
-                    [size, c, h, w],
-                    Distribution::Normal(0.0, self.sigma),
-                    &device,
-                );
-                let noisy = image.clone().expand([size, c, h, w]) + noise;
-                pending.push((noisy, Tensor::<1, Int>::full([size], i as i64, &device)));
+                let mut shape = x.dims();
+                shape[0] = size;
+                let noise =
+                    Tensor::<D>::random(shape, Distribution::Normal(0.0, self.sigma), &device);
+                let noisy = image.clone().expand(shape) + noise;
+                pending.push((
+                    noisy,
+                    Tensor::<1, Int>::full([size], i as i64, &device),
+                    Tensor::<1, Int>::full([size], id as i64, &device),
+                ));
                 pending_len += size;
             }
         }
@@ -141,7 +161,7 @@ impl<B: BaseClassifier> Smooth<'_, B> {
     /// Each certificate holds with probability at least 1 − `alpha`.
     pub fn certify(
         &self,
-        x: &Tensor<4>,
+        x: &Tensor<D>,
         ids: &[u64],
         n0: usize,
         n: usize,
@@ -156,7 +176,7 @@ impl<B: BaseClassifier> Smooth<'_, B> {
                 let c_a = argmax(counts0);
                 let n_a = counts[c_a];
                 let p_a_lower = lower_confidence_bound(n_a, n as u64, alpha);
-                if p_a_lower < 0.5 {
+                if p_a_lower < 0.5 || Some(c_a) == self.base.abstain_class() {
                     Certificate {
                         class: None,
                         radius: 0.0,
@@ -179,12 +199,15 @@ impl<B: BaseClassifier> Smooth<'_, B> {
     /// PREDICT: the top class of `n` noisy samples if a two-sided binomial test of its count
     /// against the runner-up's rejects p = 1/2 at level `alpha`, else abstain (`None`).
     /// Returns a wrong class with probability at most `alpha`.
-    pub fn predict(&self, x: &Tensor<4>, ids: &[u64], n: usize, alpha: f64) -> Vec<Option<usize>> {
+    /// A top vote of "no decision" (see [`BaseClassifier::abstain_class`]) also abstains.
+    pub fn predict(&self, x: &Tensor<D>, ids: &[u64], n: usize, alpha: f64) -> Vec<Option<usize>> {
         self.sample_noise(x, ids, n, Stage::Prediction)
             .iter()
             .map(|counts| {
                 let (top, n_a, n_b) = top_two(counts);
-                (binomial_test_half(n_a, n_a + n_b) <= alpha).then_some(top)
+                (binomial_test_half(n_a, n_a + n_b) <= alpha
+                    && Some(top) != self.base.abstain_class())
+                .then_some(top)
             })
             .collect()
     }

@@ -8,8 +8,9 @@ use std::time::Instant;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 
+use burn::tensor::Tensor;
+
 use super::{BaseClassifier, Certificate, Smooth, certified_accuracy};
-use crate::data::ImageSet;
 
 /// Radii at which certified accuracy is reported (L2, pixel space).
 pub const REPORT_RADII: [f64; 5] = [0.0, 0.25, 0.5, 0.75, 1.0];
@@ -52,9 +53,11 @@ pub enum RunError {
 }
 
 /// Parameters of a CERTIFY run over a data set.
-pub struct CertifyRun<'a> {
-    pub data: &'a ImageSet,
-    /// Test-set index of each image in `data` (e.g. 0, 20, 40, ... for `--skip 20`).
+pub struct CertifyRun<'a, const D: usize> {
+    /// The clean inputs `[N, ...]` (pixels in [0, 1], or scaled network features).
+    pub inputs: &'a Tensor<D>,
+    pub labels: &'a [usize],
+    /// Test-set index of each input (e.g. 0, 20, 40, ... for `--skip 20`).
     pub ids: &'a [usize],
     pub n0: usize,
     pub n: usize,
@@ -63,12 +66,13 @@ pub struct CertifyRun<'a> {
 
 /// Certifies every image, streaming rows to `out` (written to `out.partial`, renamed when
 /// complete, so an interrupted run never leaves a file that looks finished).
-pub fn certify_all<B: BaseClassifier>(
-    smooth: &Smooth<'_, B>,
-    run: &CertifyRun<'_>,
+pub fn certify_all<B: BaseClassifier<D>, const D: usize>(
+    smooth: &Smooth<'_, B, D>,
+    run: &CertifyRun<'_, D>,
     out: Option<&Path>,
 ) -> Result<(Vec<Row>, Summary), RunError> {
-    let total = run.data.len();
+    let total = run.labels.len();
+    assert_eq!(run.inputs.dims()[0], total, "one label per input");
     let group = group_size(smooth.batch, run.n);
     let bar = ProgressBar::new(total as u64);
     bar.set_style(
@@ -79,14 +83,17 @@ pub fn certify_all<B: BaseClassifier>(
         .progress_chars("=> "),
     );
     let mut writer = out.map(TsvWriter::create).transpose()?;
-    let labels = run.data.host_labels();
+    let labels = run.labels;
     let started = Instant::now();
     let mut rows = Vec::with_capacity(total);
     let mut results: Vec<(Certificate, usize)> = Vec::with_capacity(total);
     let mut certified_correct = 0usize;
     for start in (0..total).step_by(group) {
         let t = Instant::now();
-        let (x, _) = run.data.range(start, start + group);
+        let x = run
+            .inputs
+            .clone()
+            .narrow(0, start, group.min(total - start));
         let ids: Vec<u64> = run.ids[start..(start + group).min(total)]
             .iter()
             .map(|&i| i as u64)
@@ -141,21 +148,23 @@ fn group_size(batch: usize, n: usize) -> usize {
     (batch / n.max(1)).clamp(1, 256)
 }
 
-/// PREDICT for every image of `data` (`ids`: their test-set indices), grouped per device call.
-pub fn predict_all<B: BaseClassifier>(
-    smooth: &Smooth<'_, B>,
-    data: &ImageSet,
+/// PREDICT for every input of `inputs` `[N, ...]` (`ids`: their test-set indices), grouped
+/// per device call.
+pub fn predict_all<B: BaseClassifier<D>, const D: usize>(
+    smooth: &Smooth<'_, B, D>,
+    inputs: &Tensor<D>,
     ids: &[usize],
     n: usize,
     alpha: f64,
 ) -> Vec<Option<usize>> {
     let group = group_size(smooth.batch, n);
     let ids: Vec<u64> = ids.iter().map(|&i| i as u64).collect();
-    (0..data.len())
+    let total = inputs.dims()[0];
+    (0..total)
         .step_by(group)
         .flat_map(|start| {
-            let (x, _) = data.range(start, start + group);
-            let end = (start + group).min(data.len());
+            let end = (start + group).min(total);
+            let x = inputs.clone().narrow(0, start, end - start);
             smooth.predict(&x, &ids[start..end], n, alpha)
         })
         .collect()

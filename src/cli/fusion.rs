@@ -1,0 +1,339 @@
+//! `eval`, `attack`, `certify` and `predict` for multimodal fusion models (`--records`).
+
+use burn::module::Module;
+use burn::tensor::{Int, Tensor, TensorData};
+
+use super::{AttackArgs, Certified, CertifyArgs, CliResult, EvalArgs, PredictArgs, announce};
+use crate::attack::{Pgd, worst_case};
+use crate::certify::Smooth;
+use crate::certify::run::{CertifyRun, certify_all, predict_all};
+use crate::multimodal::model::Modality;
+use crate::multimodal::train::{FusionMode, FusionTrainConfig};
+use crate::multimodal::{EmbeddingView, NetworkView, accuracy, data::SecuritySet};
+
+type Error = Box<dyn std::error::Error>;
+
+pub(super) fn eval(args: &EvalArgs) -> CliResult {
+    let opened = args.on.open_fusion()?;
+    let set = match args.limit {
+        Some(l) => opened.records.range(0, l),
+        None => opened.records,
+    };
+    let spec = &opened.loaded.spec;
+    let model = opened.loaded.model.valid();
+    let all = accuracy(&model, &set, args.batch);
+    // The fused model with one modality alone, and with one withheld.
+    let mut ablation = Vec::new();
+    for m in &spec.modalities {
+        let mut alone = [false; 3];
+        alone[m.column()] = true;
+        let mut without = [true; 3];
+        without[m.column()] = false;
+        ablation.push((
+            *m,
+            accuracy(&model, &set.only(alone), args.batch),
+            accuracy(&model, &set.only(without), args.batch),
+        ));
+    }
+    let k = spec.num_classes();
+    let mut confusion = Tensor::<2>::zeros([k, k], &set.labels.device());
+    for s in (0..set.len()).step_by(args.batch) {
+        let b = set.range(s, s + args.batch);
+        let pred = model.forward(&b).argmax(1).squeeze_dim::<1>(1);
+        confusion = confusion
+            + b.labels
+                .one_hot::<2>(k)
+                .float()
+                .transpose()
+                .matmul(pred.one_hot::<2>(k).float());
+    }
+    let confusion: Vec<Vec<u64>> = confusion
+        .into_data()
+        .try_to_vec::<f32>()
+        .map_err(|e| format!("{e:?}"))?
+        .chunks(k)
+        .map(|r| r.iter().map(|v| v.round() as u64).collect())
+        .collect();
+    if args.json {
+        let out = serde_json::json!({
+            "model": args.on.model,
+            "arch": "fusion",
+            "spec": spec,
+            "dataset": set.name,
+            "device": opened.chosen.description,
+            "records": set.len(),
+            "accuracy": all,
+            "modality_alone": ablation.iter().map(|(m, a, _)| (format!("{m:?}").to_lowercase(), *a)).collect::<std::collections::BTreeMap<_, _>>(),
+            "modality_withheld": ablation.iter().map(|(m, _, w)| (format!("{m:?}").to_lowercase(), *w)).collect::<std::collections::BTreeMap<_, _>>(),
+            "confusion": confusion,
+        });
+        println!("{}", serde_json::to_string_pretty(&out)?);
+        return Ok(());
+    }
+    eprintln!("device: {}", opened.chosen.description);
+    println!(
+        "{}: fusion ({:?}, modalities {:?}) on {}",
+        args.on.model.display(),
+        spec.fusion,
+        spec.modalities,
+        set.name
+    );
+    println!("accuracy: {:.2}% ({} records)", 100.0 * all, set.len());
+    for (m, alone, without) in &ablation {
+        println!(
+            "  {:<8} alone {:6.2}%   withheld {:6.2}%",
+            format!("{m:?}").to_lowercase(),
+            100.0 * alone,
+            100.0 * without
+        );
+    }
+    println!("confusion matrix (rows: true class, columns: predicted):");
+    for (i, row) in confusion.iter().enumerate() {
+        let name = spec.class_names.get(i).map(String::as_str).unwrap_or("");
+        println!("  {name:<14} {row:?}");
+    }
+    Ok(())
+}
+
+pub(super) fn attack(args: &AttackArgs, attacks: &[Pgd], alpha: f64) -> CliResult {
+    if args.save_examples.is_some() {
+        return Err("--save-examples writes images; it is not available for fusion models".into());
+    }
+    let opened = args.on.open_fusion()?;
+    let spec = &opened.loaded.spec;
+    let modality = args.modality.unwrap_or(Modality::Network);
+    if !spec.has(modality) {
+        return Err(format!(
+            "--modality {modality:?}: the model reads only {:?}",
+            spec.modalities
+        )
+        .into());
+    }
+    let classes = spec.num_classes();
+    if let Some(t) = args.target.filter(|t| *t >= classes) {
+        return Err(format!("--target {t}: the model has {classes} classes").into());
+    }
+    let set = match args.limit {
+        Some(l) => opened.records.range(0, l),
+        None => opened.records,
+    };
+    let device = opened.chosen.device.clone();
+    device.seed(args.seed);
+    let model = opened.loaded.model.valid();
+    let started = std::time::Instant::now();
+    let (mut clean, mut robust) = (0i64, 0i64);
+    for s in (0..set.len()).step_by(args.batch) {
+        let b = set.range(s, s + args.batch);
+        let target = args
+            .target
+            .map(|t| Tensor::<1, Int>::full([b.len()], t as i64, &device));
+        let (c, r) = match modality {
+            Modality::Network => {
+                let view = NetworkView {
+                    model: &model,
+                    context: b.clone(),
+                };
+                let out = worst_case(
+                    &view,
+                    &b.network,
+                    &b.labels,
+                    attacks,
+                    args.restarts,
+                    target.as_ref(),
+                );
+                (out.clean_correct, out.robust)
+            }
+            _ => {
+                let view = EmbeddingView {
+                    model: &model,
+                    context: b.clone(),
+                    modality,
+                };
+                let x = view.embeddings().expect("modality checked above");
+                let out = worst_case(
+                    &view,
+                    &x,
+                    &b.labels,
+                    attacks,
+                    args.restarts,
+                    target.as_ref(),
+                );
+                (out.clean_correct, out.robust)
+            }
+        };
+        clean += c.int().sum().into_scalar::<i64>();
+        robust += r.int().sum().into_scalar::<i64>();
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    let n = set.len() as f64;
+    let units = match modality {
+        Modality::Network => "fraction of each network feature's box",
+        _ => "embedding units (unbounded)",
+    };
+    if args.json {
+        let out = serde_json::json!({
+            "model": args.on.model,
+            "arch": "fusion",
+            "dataset": set.name,
+            "device": opened.chosen.description,
+            "modality": modality,
+            "epsilon_units": units,
+            "attacks": attacks,
+            "restarts": args.restarts,
+            "target": args.target,
+            "records": set.len(),
+            "clean_accuracy": clean as f64 / n,
+            "robust_accuracy": robust as f64 / n,
+            "records_per_sec": n / seconds,
+            "seconds": seconds,
+        });
+        println!("{}", serde_json::to_string_pretty(&out)?);
+        return Ok(());
+    }
+    eprintln!("device: {}", opened.chosen.description);
+    println!(
+        "{} on {} ({} records): {:?} {:?} eps {} ({units}; alpha {alpha:.4}, {} steps, {} restarts)",
+        args.on.model.display(),
+        set.name,
+        set.len(),
+        modality,
+        args.norm,
+        args.eps,
+        args.steps,
+        args.restarts
+    );
+    println!("clean accuracy:  {:.2}%", 100.0 * clean as f64 / n);
+    println!(
+        "robust accuracy: {:.2}% (worst case over every run)",
+        100.0 * robust as f64 / n
+    );
+    println!("{:.1} records/s, {seconds:.1} s", n / seconds);
+    Ok(())
+}
+
+/// Model, sigma, the whole record set (the context noisy rows are matched to by id) and the
+/// chosen records' ids, for smoothing over the network features.
+struct Job {
+    description: String,
+    model: crate::multimodal::model::FusionModel,
+    sigma: f64,
+    all: SecuritySet,
+    ids: Vec<usize>,
+}
+
+fn job(c: &super::SmoothArgs) -> Result<Job, Error> {
+    let opened = c.on.open_fusion()?;
+    if !opened.loaded.spec.has(Modality::Network) {
+        return Err(format!(
+            "{}: smoothing is over the network features, and this model does not read them",
+            c.on.model.display()
+        )
+        .into());
+    }
+    let trained = opened
+        .loaded
+        .metadata
+        .get("rampart.config")
+        .and_then(|j| serde_json::from_str::<FusionTrainConfig>(j).ok())
+        .filter(|cfg| cfg.mode == FusionMode::Gaussian)
+        .map(|cfg| cfg.sigma);
+    let sigma = c.sigma.or(trained).ok_or_else(|| {
+        format!(
+            "{}: not trained with mode gaussian, so there is no sigma to default to; pass --sigma",
+            c.on.model.display()
+        )
+    })?;
+    let ids: Vec<usize> = (0..opened.records.len())
+        .step_by(c.skip)
+        .take(c.limit.unwrap_or(usize::MAX))
+        .collect();
+    Ok(Job {
+        description: opened.chosen.description,
+        model: opened.loaded.model.valid(),
+        sigma,
+        all: opened.records,
+        ids,
+    })
+}
+
+impl Job {
+    fn chosen(&self) -> SecuritySet {
+        let idx: Vec<i64> = self.ids.iter().map(|&i| i as i64).collect();
+        let idx = Tensor::<1, Int>::from_data(
+            TensorData::new(idx, [self.ids.len()]),
+            &self.all.labels.device(),
+        );
+        self.all.select(idx)
+    }
+}
+
+pub(super) fn certify(args: &CertifyArgs) -> Result<Certified, Error> {
+    let c = &args.common;
+    let job = job(c)?;
+    eprintln!("device: {}", job.description);
+    let chosen = job.chosen();
+    announce(
+        "records (noise on network features)",
+        chosen.len(),
+        &chosen.name,
+        job.sigma,
+        args,
+    );
+    let labels = chosen.host_labels();
+    let view = NetworkView {
+        model: &job.model,
+        context: job.all.clone(),
+    };
+    let smooth = Smooth {
+        base: &view,
+        sigma: job.sigma,
+        batch: c.batch,
+        seed: c.seed,
+    };
+    let run = CertifyRun {
+        inputs: &chosen.network,
+        labels: &labels,
+        ids: &job.ids,
+        n0: args.n0,
+        n: c.n,
+        alpha: c.alpha,
+    };
+    let (rows, summary) = certify_all(&smooth, &run, args.out.as_deref())?;
+    Ok(Certified {
+        device: job.description,
+        name: format!("{} (L2 radius over network features)", chosen.name),
+        sigma: job.sigma,
+        rows,
+        summary,
+    })
+}
+
+pub(super) fn predict(args: &PredictArgs) -> CliResult {
+    let c = &args.common;
+    c.check()?;
+    let job = job(c)?;
+    let chosen = job.chosen();
+    let labels = chosen.host_labels();
+    let view = NetworkView {
+        model: &job.model,
+        context: job.all.clone(),
+    };
+    let smooth = Smooth {
+        base: &view,
+        sigma: job.sigma,
+        batch: c.batch,
+        seed: c.seed,
+    };
+    let started = std::time::Instant::now();
+    let predictions = predict_all(&smooth, &chosen.network, &job.ids, c.n, c.alpha);
+    super::print_predictions(
+        c,
+        &job.description,
+        &chosen.name,
+        job.sigma,
+        &job.ids,
+        &labels,
+        &predictions,
+        started.elapsed().as_secs_f64(),
+    )
+}

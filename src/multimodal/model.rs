@@ -1,0 +1,233 @@
+//! The fusion model: one encoder per modality and a fusion layer, then a classifier head.
+//!
+//! - text: hashed word ids → embedding bag (mean over the words present) → linear;
+//! - bytes: byte embedding → 1-D convolution (kernel 5) → global max pool over the bytes
+//!   present, beside a linear map of the 256-bin byte histogram;
+//! - network: flow features in [0, 1] → 2-layer MLP.
+//!
+//! Fusion is `concat` (modality embeddings, each zeroed when absent, plus the presence flags)
+//! or `gated` (a learned attention over the present modalities' embeddings, softmax-weighted).
+//! Any modality may be missing for an example; the model predicts from the others. A model
+//! may also have a subset of encoders (single-modality baselines).
+
+use burn::module::Module;
+use burn::nn::conv::{Conv1d, Conv1dConfig};
+use burn::nn::{Embedding, EmbeddingConfig, Linear, LinearConfig, PaddingConfig1d};
+use burn::tensor::activation::{relu, softmax};
+use burn::tensor::{Device, Int, Tensor};
+use serde::{Deserialize, Serialize};
+
+use super::data::{BYTES, NETWORK, SecuritySet, TEXT, VOCAB};
+
+/// How modality embeddings are combined.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Fusion {
+    Concat,
+    Gated,
+}
+
+/// One input modality.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum Modality {
+    Text,
+    Bytes,
+    Network,
+}
+
+impl Modality {
+    /// Column in [`SecuritySet::present`].
+    pub fn column(self) -> usize {
+        match self {
+            Modality::Text => TEXT,
+            Modality::Bytes => BYTES,
+            Modality::Network => NETWORK,
+        }
+    }
+}
+
+/// Everything needed to rebuild a fusion model; saved as `rampart.fusion` metadata.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FusionSpec {
+    pub class_names: Vec<String>,
+    /// `(low, high)` per network feature: the box records are checked against and rescaled
+    /// from.
+    pub network_box: Vec<(f64, f64)>,
+    pub modalities: Vec<Modality>,
+    pub fusion: Fusion,
+    /// Width of every modality embedding.
+    pub dim: usize,
+}
+
+/// Byte embedding width.
+const BYTE_DIM: usize = 32;
+
+impl FusionSpec {
+    pub fn num_classes(&self) -> usize {
+        self.class_names.len()
+    }
+
+    pub fn has(&self, m: Modality) -> bool {
+        self.modalities.contains(&m)
+    }
+
+    pub fn schema(&self) -> super::data::Schema {
+        super::data::Schema {
+            num_classes: self.num_classes(),
+            network_box: self.network_box.clone(),
+        }
+    }
+
+    pub fn init(&self, device: &Device) -> FusionModel {
+        let d = self.dim;
+        let k = self.modalities.len();
+        let lin = |i, o| LinearConfig::new(i, o).init(device);
+        let text = self.has(Modality::Text);
+        let bytes = self.has(Modality::Bytes);
+        let network = self.has(Modality::Network);
+        let gated = self.fusion == Fusion::Gated;
+        FusionModel {
+            text_embed: text.then(|| EmbeddingConfig::new(VOCAB, d).init(device)),
+            text_proj: text.then(|| lin(d, d)),
+            byte_embed: bytes.then(|| EmbeddingConfig::new(257, BYTE_DIM).init(device)),
+            byte_conv: bytes.then(|| {
+                Conv1dConfig::new(BYTE_DIM, d, 5)
+                    .with_padding(PaddingConfig1d::Same)
+                    .init(device)
+            }),
+            byte_hist: bytes.then(|| lin(256, d)),
+            byte_proj: bytes.then(|| lin(2 * d, d)),
+            net1: network.then(|| lin(self.network_box.len(), d)),
+            net2: network.then(|| lin(d, d)),
+            gate_proj: gated.then(|| lin(d, d)),
+            gate: gated.then(|| lin(d, 1)),
+            head1: lin(if gated { d + k } else { k * d + k }, d),
+            head2: lin(d, self.num_classes()),
+        }
+    }
+}
+
+#[derive(Module, Debug)]
+pub struct FusionModel {
+    text_embed: Option<Embedding>,
+    text_proj: Option<Linear>,
+    byte_embed: Option<Embedding>,
+    byte_conv: Option<Conv1d>,
+    byte_hist: Option<Linear>,
+    byte_proj: Option<Linear>,
+    net1: Option<Linear>,
+    net2: Option<Linear>,
+    gate_proj: Option<Linear>,
+    gate: Option<Linear>,
+    head1: Linear,
+    head2: Linear,
+}
+
+/// A batch as the model's layers see it: token and byte sequences already embedded (so
+/// attacks can perturb the embeddings), network features in [0, 1].
+#[derive(Debug, Clone)]
+pub struct Parts {
+    /// `[N, TEXT_LEN, dim]` when the model reads text.
+    pub text: Option<Tensor<3>>,
+    /// 1 where a word is, `[N, TEXT_LEN]`.
+    pub text_mask: Tensor<2>,
+    /// `[N, BYTES_LEN, 32]` when the model reads bytes.
+    pub bytes: Option<Tensor<3>>,
+    /// 1 where a byte is, `[N, BYTES_LEN]`.
+    pub bytes_mask: Tensor<2>,
+    pub histogram: Tensor<2>,
+    pub network: Tensor<2>,
+    /// `[N, 3]` presence flags (text, bytes, network).
+    pub present: Tensor<2>,
+}
+
+impl FusionModel {
+    /// Embeds the batch's sequences; everything else passes through.
+    pub fn parts(&self, set: &SecuritySet) -> Parts {
+        Parts {
+            text: self
+                .text_embed
+                .as_ref()
+                .map(|e| e.forward(set.text.clone())),
+            text_mask: set.text.clone().greater_elem(0).float(),
+            bytes: self
+                .byte_embed
+                .as_ref()
+                .map(|e| e.forward(set.bytes.clone())),
+            bytes_mask: set.bytes.clone().greater_elem(0).float(),
+            histogram: set.histogram.clone(),
+            network: set.network.clone(),
+            present: set.present.clone(),
+        }
+    }
+
+    /// Logits `[N, classes]`.
+    pub fn forward(&self, set: &SecuritySet) -> Tensor<2> {
+        self.forward_parts(self.parts(set))
+    }
+
+    /// Logits `[N, classes]` from already embedded parts.
+    pub fn forward_parts(&self, p: Parts) -> Tensor<2> {
+        let n = p.present.dims()[0];
+        let presence = |col: usize| p.present.clone().narrow(1, col, 1);
+        let mut embeddings: Vec<(Tensor<2>, Tensor<2>)> = Vec::new();
+        if let (Some(emb), Some(proj)) = (p.text.clone(), &self.text_proj) {
+            let mask = p.text_mask.clone().unsqueeze_dim::<3>(2);
+            let count = mask.clone().sum_dim(1).clamp_min(1.0);
+            let bag = ((emb * mask).sum_dim(1) / count).squeeze_dim::<2>(1);
+            embeddings.push((relu(proj.forward(bag)), presence(TEXT)));
+        }
+        if let (Some(emb), Some(conv), Some(hist), Some(proj)) = (
+            p.bytes.clone(),
+            &self.byte_conv,
+            &self.byte_hist,
+            &self.byte_proj,
+        ) {
+            let seq = conv.forward(emb.swap_dims(1, 2));
+            let mask = p.bytes_mask.clone().unsqueeze_dim::<3>(1);
+            let pooled = relu((seq + (mask - 1.0) * 1e4).max_dim(2).squeeze_dim::<2>(2));
+            let h = relu(hist.forward(p.histogram.clone()));
+            let both = Tensor::cat(vec![pooled, h], 1);
+            embeddings.push((relu(proj.forward(both)), presence(BYTES)));
+        }
+        if let (Some(l1), Some(l2)) = (&self.net1, &self.net2) {
+            let h = relu(l2.forward(relu(l1.forward(p.network.clone()))));
+            embeddings.push((h, presence(NETWORK)));
+        }
+        let flags = Tensor::cat(embeddings.iter().map(|(_, f)| f.clone()).collect(), 1);
+        let fused = match (&self.gate_proj, &self.gate) {
+            (Some(proj), Some(gate)) => {
+                let scores: Vec<Tensor<2>> = embeddings
+                    .iter()
+                    .map(|(h, _)| gate.forward(proj.forward(h.clone()).tanh()))
+                    .collect();
+                let attention = softmax(Tensor::cat(scores, 1) + (flags.clone() - 1.0) * 1e4, 1);
+                let mut fused = Tensor::<2>::zeros([n, embeddings[0].0.dims()[1]], &flags.device());
+                for (m, (h, f)) in embeddings.iter().enumerate() {
+                    fused = fused + h.clone() * f.clone() * attention.clone().narrow(1, m, 1);
+                }
+                Tensor::cat(vec![fused, flags], 1)
+            }
+            _ => {
+                let mut parts: Vec<Tensor<2>> = embeddings
+                    .iter()
+                    .map(|(h, f)| h.clone() * f.clone())
+                    .collect();
+                parts.push(flags);
+                Tensor::cat(parts, 1)
+            }
+        };
+        self.head2.forward(relu(self.head1.forward(fused)))
+    }
+
+    pub fn num_classes(&self) -> usize {
+        self.head2.weight.dims()[1]
+    }
+
+    /// Hashed word embeddings `[N, TEXT_LEN, dim]`, if the model reads text.
+    pub fn embed_text(&self, ids: Tensor<2, Int>) -> Option<Tensor<3>> {
+        self.text_embed.as_ref().map(|e| e.forward(ids))
+    }
+}
