@@ -1090,6 +1090,19 @@ fn run_ensemble_create(args: EnsembleCreateArgs) -> CliResult {
                 let train = data::load_split(&dir, Split::Train, &chosen.device)?;
                 let end = train.len();
                 let start = end.saturating_sub(args.validation_size);
+                for (path, _) in &models {
+                    match crate::ensemble::trained_past(path, start) {
+                        Some(false) => {}
+                        Some(true) => eprintln!(
+                            "warning: {} was trained on Fashion-MNIST training images {start}..{end}, the validation split: its fitted weight is optimistic",
+                            path.display()
+                        ),
+                        None => eprintln!(
+                            "warning: {} does not say what it was trained on; if it saw Fashion-MNIST training images {start}..{end}, its fitted weight is optimistic",
+                            path.display()
+                        ),
+                    }
+                }
                 (
                     train.slice(start, end),
                     format!("validation accuracy on Fashion-MNIST training images {start}..{end}"),

@@ -402,6 +402,19 @@ pub fn training_sigma<S: std::hash::BuildHasher>(
         .map(|c| c.sigma)
 }
 
+/// Whether the model file at `path` trained on Fashion-MNIST training image `start` or later
+/// (per its `rampart.config`); `None` when the file does not say (e.g. saved by PyTorch).
+pub fn trained_past(path: &Path, start: usize) -> Option<bool> {
+    let bytes = std::fs::read(path).ok()?;
+    let (_, metadata) = store::read_header(&bytes, path).ok()?;
+    let cfg: crate::train::TrainConfig =
+        serde_json::from_str(metadata.get("rampart.config")?).ok()?;
+    Some(
+        cfg.dataset == crate::train::DatasetChoice::FashionMnist
+            && cfg.train_limit.is_none_or(|l| l > start),
+    )
+}
+
 fn manifest_dir(path: &Path) -> &Path {
     match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d,

@@ -21,7 +21,7 @@ struct Linear {
     w: Tensor<2>,
 }
 
-impl Logits for Linear {
+impl Logits<4> for Linear {
     fn logits(&self, x: Tensor<4>) -> Tensor<2> {
         let z = x.flatten::<2>(1, 3).matmul(self.w.clone());
         Tensor::cat(vec![z.zeros_like(), z], 1)

@@ -32,8 +32,8 @@ impl Linear {
     }
 }
 
-impl BaseClassifier for Linear {
-    fn classify(&self, x: Tensor<4>) -> Tensor<1, Int> {
+impl BaseClassifier<4> for Linear {
+    fn classify(&self, x: Tensor<4>, _ids: Tensor<1, Int>) -> Tensor<1, Int> {
         let z: Tensor<2> = x.flatten::<2>(1, 3).matmul(self.w.clone()) + self.b;
         z.squeeze_dim::<1>(1).greater_elem(0.0).int()
     }

@@ -166,12 +166,27 @@ fn shipped_configs_parse() {
     let mut n = 0;
     for entry in std::fs::read_dir(dir).unwrap() {
         let path = entry.unwrap().path();
-        if path.extension().is_some_and(|e| e == "toml") {
-            TrainConfig::from_toml_file(&path).unwrap_or_else(|e| panic!("{e}"));
-            n += 1;
+        if path.extension().is_none_or(|e| e != "toml") {
+            continue;
         }
+        let text = std::fs::read_to_string(&path).unwrap();
+        let table: toml::Table = toml::from_str(&text).unwrap();
+        if table.get("arch").and_then(|a| a.as_str()) == Some("fusion") {
+            rampart::multimodal::train::FusionTrainConfig::from_toml_table(table)
+                .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        } else if table.contains_key("member") {
+            let cfg = rampart::ensemble::EnsembleTrainConfig::read(&path)
+                .unwrap_or_else(|e| panic!("{e}"));
+            for i in 0..cfg.members.len() {
+                let member = cfg.member_config(i).unwrap_or_else(|e| panic!("{e}"));
+                assert_eq!(member.train_limit, Some(60_000 - cfg.validation_size));
+            }
+        } else {
+            TrainConfig::from_toml_file(&path).unwrap_or_else(|e| panic!("{e}"));
+        }
+        n += 1;
     }
-    assert!(n >= 3);
+    assert!(n >= 7);
 }
 
 /// Real data: the mlp on 12k Fashion-MNIST images for one epoch must clear 78% on 2000 test

@@ -104,7 +104,7 @@ impl Default for FusionTrainConfig {
             sigma: 0.25,
             epsilon: 0.1,
             attack_steps: 7,
-            lr: 1e-3,
+            lr: 3e-3,
             batch_size: 128,
             epochs: 8,
             seed: 0,

@@ -1,0 +1,370 @@
+//! Multimodal fusion: JSONL validation, missing modalities, save/load in PyTorch layout,
+//! fused versus single-modality accuracy on the SYNTHETIC task, and the commands end to end.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::Command;
+
+use burn::module::Module;
+use burn::tensor::{Device, Distribution};
+use rampart::attack::{Logits, Norm, Pgd};
+use rampart::multimodal::data::{self, Record, Schema, SecuritySet};
+use rampart::multimodal::model::{Fusion, FusionSpec, Modality};
+use rampart::multimodal::train::{FusionTrainConfig, train};
+use rampart::multimodal::{self, NetworkView};
+
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn schema() -> Schema {
+    Schema {
+        num_classes: 4,
+        network_box: vec![(0.0, 1.0), (0.0, 100.0)],
+    }
+}
+
+#[test]
+fn bad_jsonl_lines_are_named_with_their_line_number() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = r#"{"text": "hello", "network": [0.5, 50], "label": 1}"#;
+    let cases = [
+        ("{not json", "key must be a string"),
+        (r#"{"text": "x", "label": 4}"#, "label 4 is out of range"),
+        (r#"{"label": 0}"#, "no modality"),
+        (
+            r#"{"network": [0.5], "label": 0}"#,
+            "network has 1 features, expected 2",
+        ),
+        (
+            r#"{"network": [0.5, 200], "label": 0}"#,
+            "network[1] = 200 is outside its box [0, 100]",
+        ),
+        (
+            r#"{"bytes_b64": "@@@", "label": 0}"#,
+            "bytes_b64 is not valid base64",
+        ),
+        (
+            r#"{"text": "x", "label": 0, "colour": 1}"#,
+            "unknown field `colour`",
+        ),
+        (r#"{"text": "x", "label": -1}"#, "invalid value"),
+    ];
+    for (bad, expected) in cases {
+        let path = dir.path().join("r.jsonl");
+        std::fs::write(&path, format!("{good}\n\n{good}\n{bad}\n{good}\n")).unwrap();
+        let err = data::read_jsonl(&path, &schema()).unwrap_err().to_string();
+        assert!(err.contains("r.jsonl:4:"), "{bad}: {err}");
+        assert!(err.contains(expected), "{bad}: {err}");
+    }
+    let path = dir.path().join("empty.jsonl");
+    std::fs::write(&path, "\n").unwrap();
+    assert!(
+        data::read_jsonl(&path, &schema())
+            .unwrap_err()
+            .to_string()
+            .contains("no records")
+    );
+    let ok = dir.path().join("ok.jsonl");
+    std::fs::write(&ok, format!("{good}\n")).unwrap();
+    let set = data::load(&ok, &schema(), &Device::flex()).unwrap();
+    // Network features are rescaled by the box: 50 in [0, 100] is 0.5.
+    let net: Vec<f32> = set.network.into_data().try_to_vec().unwrap();
+    assert_eq!(net, vec![0.5, 0.5]);
+    assert!(!set.name.contains("SYNTHETIC"));
+}
+
+fn spec(fusion: Fusion, modalities: &[Modality]) -> FusionSpec {
+    FusionSpec {
+        class_names: data::SECURITY_CLASSES
+            .iter()
+            .map(|s| s.to_string())
+            .collect(),
+        network_box: data::unit_box(8),
+        modalities: modalities.to_vec(),
+        fusion,
+        dim: 16,
+    }
+}
+
+const ALL: [Modality; 3] = [Modality::Text, Modality::Bytes, Modality::Network];
+
+fn synthetic_set(n: usize, seed: u64, device: &Device) -> SecuritySet {
+    let records = data::synth_security(n, seed, 0.15, 0.1);
+    data::to_set(
+        &records,
+        &spec(Fusion::Gated, &ALL).schema(),
+        "test",
+        device,
+    )
+}
+
+#[test]
+fn a_missing_modality_is_ignored_not_read() {
+    let _guard = serial();
+    let device = Device::flex();
+    let set = synthetic_set(32, 1, &device);
+    assert!(set.name.contains("SYNTHETIC"));
+    for fusion in [Fusion::Concat, Fusion::Gated] {
+        device.seed(3);
+        let model = spec(fusion, &ALL).init(&device);
+        // Network withheld: changing its values must not change any prediction.
+        let without = set.only([true, true, false]);
+        let mut scrambled = without.clone();
+        scrambled.network = scrambled
+            .network
+            .random_like(Distribution::Uniform(0.0, 1.0));
+        let a: Vec<f32> = model.forward(&without).into_data().try_to_vec().unwrap();
+        let b: Vec<f32> = model.forward(&scrambled).into_data().try_to_vec().unwrap();
+        assert_eq!(a, b, "{fusion:?}");
+        assert!(a.iter().all(|v| v.is_finite()));
+        // With the network present, the values do matter.
+        let mut moved = set.clone();
+        moved.network = moved.network.random_like(Distribution::Uniform(0.0, 1.0));
+        let c: Vec<f32> = model.forward(&set).into_data().try_to_vec().unwrap();
+        let d: Vec<f32> = model.forward(&moved).into_data().try_to_vec().unwrap();
+        assert_ne!(c, d, "{fusion:?}");
+        // Each modality alone still predicts.
+        for keep in [
+            [true, false, false],
+            [false, true, false],
+            [false, false, true],
+        ] {
+            let logits = model.forward(&set.only(keep));
+            assert_eq!(logits.dims(), [32, 4]);
+        }
+    }
+    // Records without some fields load and predict.
+    let records = vec![Record {
+        text: None,
+        bytes_b64: None,
+        network: Some(vec![0.5; 8]),
+        label: 2,
+        synthetic: false,
+    }];
+    let s = spec(Fusion::Gated, &ALL);
+    let one = data::to_set(&records, &s.schema(), "one", &device);
+    assert_eq!(s.init(&device).forward(&one).dims(), [1, 4]);
+}
+
+#[test]
+fn save_and_load_keep_the_logits_in_pytorch_layout() {
+    let _guard = serial();
+    let device = Device::flex();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("m.safetensors");
+    device.seed(4);
+    let s = spec(Fusion::Concat, &ALL);
+    let model = s.init(&device);
+    multimodal::save(&model, &s, &BTreeMap::new(), &path).unwrap();
+    let loaded = multimodal::load(&path, &device).unwrap();
+    assert_eq!(loaded.spec, s);
+    let set = synthetic_set(8, 2, &device);
+    let a: Vec<f32> = model.forward(&set).into_data().try_to_vec().unwrap();
+    let b: Vec<f32> = loaded.model.forward(&set).into_data().try_to_vec().unwrap();
+    assert_eq!(a, b);
+    let bytes = std::fs::read(&path).unwrap();
+    let (found, _) = rampart::store::read_header(&bytes, &path).unwrap();
+    // nn.Linear(16, 4) keeps its weight as [out, in]; nn.Conv1d(32, 16, 5) as [out, in, k].
+    assert_eq!(found["head2.weight"].0, vec![4, 16]);
+    assert_eq!(found["byte_conv.weight"].0, vec![16, 32, 5]);
+    assert_eq!(found["text_embed.weight"].0, vec![data::VOCAB, 16]);
+    // An image-model loader refuses it with a pointer to --records.
+    let err = rampart::store::load_model(&path, None, &device)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(err.contains("--records"), "{err}");
+}
+
+#[test]
+fn network_attacks_stay_in_the_box_and_the_ball() {
+    let _guard = serial();
+    let device = Device::flex();
+    device.seed(5);
+    let model = spec(Fusion::Gated, &ALL).init(&device).valid();
+    let set = synthetic_set(64, 3, &device);
+    let view = NetworkView {
+        model: &model,
+        context: set.clone(),
+    };
+    for norm in [Norm::Linf, Norm::L2] {
+        let attack = Pgd {
+            norm,
+            epsilon: 0.2,
+            alpha: 0.05,
+            steps: 5,
+            random_start: true,
+            loss: rampart::attack::AttackLoss::Ce,
+        };
+        let adv = attack.perturb(&view, &set.network, &set.labels, None);
+        let v: Vec<f32> = adv.clone().into_data().try_to_vec().unwrap();
+        assert!(v.iter().all(|x| (0.0..=1.0).contains(x)));
+        let delta = adv - set.network.clone();
+        let size: Vec<f32> = match norm {
+            Norm::Linf => delta.abs().max_dim(1),
+            Norm::L2 => delta.powf_scalar(2.0).sum_dim(1).sqrt(),
+        }
+        .into_data()
+        .try_to_vec()
+        .unwrap();
+        assert!(size.iter().all(|s| *s <= 0.2 + 1e-5), "{norm:?}");
+        assert!(view.logits(set.network.clone()).dims() == [64, 4]);
+    }
+}
+
+fn train_on(dir: &Path, name: &str, modalities: &[Modality]) -> f64 {
+    let cfg = FusionTrainConfig {
+        train_records: dir.join("train.jsonl"),
+        test_records: dir.join("test.jsonl"),
+        modalities: modalities.to_vec(),
+        dim: 32,
+        epochs: 6,
+        batch_size: 64,
+        device: rampart::device::DeviceChoice::Flex,
+        out: dir.join(name),
+        ..FusionTrainConfig::default()
+    };
+    train(&cfg).unwrap().last().unwrap().eval_accuracy
+}
+
+#[test]
+fn the_fused_model_beats_every_single_modality_model() {
+    let _guard = serial();
+    let dir = tempfile::tempdir().unwrap();
+    data::write_jsonl(
+        &dir.path().join("train.jsonl"),
+        &data::synth_security(4000, 11, 0.15, 0.1),
+    )
+    .unwrap();
+    data::write_jsonl(
+        &dir.path().join("test.jsonl"),
+        &data::synth_security(1000, 12, 0.15, 0.1),
+    )
+    .unwrap();
+    let fused = train_on(dir.path(), "fused", &ALL);
+    let singles: Vec<f64> = ALL
+        .iter()
+        .map(|m| train_on(dir.path(), &format!("{m:?}"), &[*m]))
+        .collect();
+    let best = singles.iter().cloned().fold(0.0, f64::max);
+    assert!(
+        fused >= best + 0.08,
+        "fused {fused:.3} vs single modalities {singles:?}"
+    );
+    assert!(dir.path().join("fused/model.safetensors").is_file());
+    assert_eq!(
+        std::fs::read_to_string(dir.path().join("fused/metrics.jsonl"))
+            .unwrap()
+            .lines()
+            .count(),
+        6
+    );
+}
+
+#[test]
+fn synth_train_eval_attack_certify_end_to_end() {
+    let dir = tempfile::tempdir().unwrap();
+    let run = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_rampart"))
+            .args(args)
+            .current_dir(dir.path())
+            .output()
+            .unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).to_string(),
+            String::from_utf8_lossy(&out.stderr).to_string(),
+        )
+    };
+    for (n, seed, file) in [("600", "1", "train.jsonl"), ("200", "2", "test.jsonl")] {
+        let (ok, stdout, err) = run(&[
+            "data",
+            "synth-security",
+            "--n",
+            n,
+            "--seed",
+            seed,
+            "--out",
+            file,
+        ]);
+        assert!(ok && stdout.contains("SYNTHETIC"), "{err}");
+    }
+    std::fs::write(
+        dir.path().join("f.toml"),
+        "arch = \"fusion\"\ntrain_records = \"train.jsonl\"\ntest_records = \"test.jsonl\"\nmode = \"gaussian\"\nsigma = 0.25\ndim = 16\nepochs = 2\n",
+    )
+    .unwrap();
+    let (ok, _, err) = run(&[
+        "train", "--config", "f.toml", "--device", "flex", "--out", "fus",
+    ]);
+    assert!(ok, "{err}");
+    let (ok, _, err) = run(&["train", "--config", "f.toml", "--arch", "cnn"]);
+    assert!(!ok && err.contains("--arch"), "{err}");
+    let model = "fus/model.safetensors";
+    let (ok, stdout, err) = run(&[
+        "eval",
+        "--model",
+        model,
+        "--records",
+        "test.jsonl",
+        "--device",
+        "flex",
+        "--json",
+    ]);
+    assert!(ok, "{err}");
+    let report: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert!(report["dataset"].as_str().unwrap().contains("SYNTHETIC"));
+    assert!(report["modality_alone"]["network"].as_f64().is_some());
+    for modality in ["network", "text", "bytes"] {
+        let (ok, stdout, err) = run(&[
+            "attack",
+            "--model",
+            model,
+            "--records",
+            "test.jsonl",
+            "--device",
+            "flex",
+            "--modality",
+            modality,
+            "--eps",
+            "0.1",
+            "--steps",
+            "3",
+            "--json",
+        ]);
+        assert!(ok, "{modality}: {err}");
+        let r: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+        assert!(r["robust_accuracy"].as_f64() <= r["clean_accuracy"].as_f64());
+    }
+    // sigma defaults to the training sigma.
+    let (ok, stdout, err) = run(&[
+        "certify",
+        "--model",
+        model,
+        "--records",
+        "test.jsonl",
+        "--device",
+        "flex",
+        "--n0",
+        "10",
+        "--n",
+        "200",
+        "--limit",
+        "5",
+        "--out",
+        "cert.tsv",
+        "--json",
+    ]);
+    assert!(ok, "{err}");
+    let r: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    assert_eq!(r["summary"]["sigma"], 0.25);
+    assert!(r["dataset"].as_str().unwrap().contains("SYNTHETIC"));
+    let tsv = std::fs::read_to_string(dir.path().join("cert.tsv")).unwrap();
+    assert_eq!(tsv.lines().count(), 6);
+    // Without --records the error says what to pass.
+    let (ok, _, err) = run(&["eval", "--model", model, "--device", "flex"]);
+    assert!(!ok && err.contains("--records"), "{err}");
+}
