@@ -17,16 +17,18 @@ mod fusion;
 use crate::eval;
 use crate::model::Arch;
 use crate::store;
-use crate::train::{self, DatasetChoice, OptimizerKind, Schedule, TrainConfig, TrainMode};
+use crate::train::{self, DatasetChoice, OptimizerKind, Schedule, TrainConfig};
 
 #[derive(Parser, Debug)]
 #[command(
     name = "rampart",
     version,
-    about = "Adversarial-robustness engine: train, evaluate and inspect image classifiers",
+    about = "Adversarial-robustness engine: train, attack and certify classifiers, ensembles and multimodal fusion models",
     long_about = "Adversarial-robustness engine on Burn. Models are safetensors files in PyTorch \
                   layout; inputs are pixels in [0,1]. Fashion-MNIST is looked up in --data-dir, \
-                  $RAMPART_DATA, datasets/fashion-mnist, then /usr/share/datasets/fashion-mnist."
+                  $RAMPART_DATA, datasets/fashion-mnist, then /usr/share/datasets/fashion-mnist. \
+                  An ensemble manifest (.toml/.json) is accepted wherever a model is; a \
+                  multimodal fusion model takes JSONL records with --records."
 )]
 pub struct Cli {
     #[command(subcommand)]
@@ -148,9 +150,13 @@ pub struct TrainFlags {
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub arch: Option<Arch>,
-    #[arg(long, value_enum)]
+    /// Training mode: standard, gaussian, fgsm-rs, pgd, trades, adaptive; fusion configs:
+    /// standard, gaussian, pgd, pgd-embeddings.
+    #[arg(long, value_parser = clap::builder::PossibleValuesParser::new([
+        "standard", "gaussian", "fgsm-rs", "pgd", "trades", "adaptive", "pgd-embeddings",
+    ]))]
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub mode: Option<TrainMode>,
+    pub mode: Option<String>,
     /// Gaussian noise level (pixel units) for --mode gaussian.
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -264,6 +270,10 @@ pub struct TrainFlags {
     #[arg(long, value_enum)]
     #[serde(skip_serializing_if = "Option::is_none")]
     pub fusion: Option<crate::multimodal::model::Fusion>,
+    /// Fusion configs, mode pgd-embeddings: L2 radius per example on the embeddings.
+    #[arg(long)]
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub embedding_epsilon: Option<f64>,
     /// Fusion configs: width of each modality embedding.
     #[arg(long)]
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -301,6 +301,27 @@ fn synth_train_eval_attack_certify_end_to_end() {
         "train", "--config", "f.toml", "--device", "flex", "--out", "fus",
     ]);
     assert!(ok, "{err}");
+    // Adversarial training on the embeddings runs and writes its model.
+    let (ok, _, err) = run(&[
+        "train",
+        "--config",
+        "f.toml",
+        "--device",
+        "flex",
+        "--mode",
+        "pgd-embeddings",
+        "--attack-steps",
+        "2",
+        "--epochs",
+        "1",
+        "--out",
+        "fus-adv",
+    ]);
+    assert!(ok, "{err}");
+    assert!(dir.path().join("fus-adv/model.safetensors").is_file());
+    // An image-only mode is refused by name.
+    let (ok, _, err) = run(&["train", "--config", "f.toml", "--mode", "trades"]);
+    assert!(!ok && err.contains("trades"), "{err}");
     let (ok, _, err) = run(&["train", "--config", "f.toml", "--arch", "cnn"]);
     assert!(!ok && err.contains("--arch"), "{err}");
     let model = "fus/model.safetensors";

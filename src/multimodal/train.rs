@@ -1,7 +1,8 @@
 //! Training the fusion model: a config (TOML, `arch = "fusion"`, read by `rampart train`) and
 //! a loop you can read top to bottom. Modes: `standard`; `gaussian` (noise of std `sigma` on
 //! the network features, for smoothing them); `pgd` (Madry et al. L∞ PGD on the network
-//! features inside their box, other modalities fixed).
+//! features inside their box, other modalities fixed); `pgd-embeddings` (L2 PGD on the word
+//! and byte embeddings).
 //!
 //! The run directory gets `model.safetensors` (rewritten atomically after every epoch, so the
 //! last good epoch survives an interruption) and `metrics.jsonl`.
@@ -22,7 +23,7 @@ use serde::{Deserialize, Serialize};
 
 use super::data::{self, SECURITY_CLASSES, SecuritySet};
 use super::model::{Fusion, FusionSpec, Modality};
-use super::{NetworkView, accuracy};
+use super::{EmbeddingView, NetworkView, accuracy};
 use crate::attack::{AttackLoss, Norm, Pgd};
 use crate::device::{self, DeviceChoice};
 use crate::store::write_atomic;
@@ -50,16 +51,20 @@ pub enum FusionTrainError {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "kebab-case")]
 pub enum FusionMode {
     Standard,
     /// Gaussian noise on the network features (for certifying them).
     Gaussian,
     /// L∞ PGD on the network features.
     Pgd,
+    /// L2 PGD on the word and byte embeddings (radius `embedding_epsilon` per example), one
+    /// sequence modality at a time with the others fixed.
+    PgdEmbeddings,
 }
 
-/// A fusion training run: every key may also come as a `rampart train` flag of that name.
+/// A fusion training run: every key but `class_names` and `network_box` may also come as a
+/// `rampart train` flag of that name.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct FusionTrainConfig {
@@ -80,6 +85,8 @@ pub struct FusionTrainConfig {
     pub sigma: f64,
     /// PGD mode: L∞ radius on the network features, fraction of each feature's range.
     pub epsilon: f64,
+    /// pgd-embeddings mode: L2 radius per example on each sequence's embeddings.
+    pub embedding_epsilon: f64,
     pub attack_steps: usize,
     pub lr: f64,
     pub batch_size: usize,
@@ -103,6 +110,7 @@ impl Default for FusionTrainConfig {
             mode: FusionMode::Standard,
             sigma: 0.25,
             epsilon: 0.1,
+            embedding_epsilon: 1.0,
             attack_steps: 7,
             lr: 3e-3,
             batch_size: 128,
@@ -154,8 +162,18 @@ impl FusionTrainConfig {
         if !(self.sigma.is_finite() && self.sigma > 0.0) {
             return Err(format!("sigma must be positive, got {}", self.sigma));
         }
-        if !(self.epsilon.is_finite() && self.epsilon > 0.0) || self.attack_steps == 0 {
-            return Err("epsilon must be positive and attack_steps at least 1".into());
+        if !(self.epsilon.is_finite() && self.epsilon > 0.0)
+            || !(self.embedding_epsilon.is_finite() && self.embedding_epsilon > 0.0)
+            || self.attack_steps == 0
+        {
+            return Err(
+                "epsilon and embedding_epsilon must be positive and attack_steps at least 1".into(),
+            );
+        }
+        if self.mode == FusionMode::PgdEmbeddings
+            && !self.modalities.iter().any(|m| *m != Modality::Network)
+        {
+            return Err("mode pgd-embeddings needs a text or bytes modality".into());
         }
         if let Some(b) = &self.network_box {
             if let Some((j, _)) = b
@@ -253,7 +271,7 @@ pub fn train(cfg: &FusionTrainConfig) -> Result<Vec<FusionEpoch>, FusionTrainErr
             let rows = Tensor::<1, Int>::from_data(TensorData::new(rows, [idx.len()]), &device);
             let mut batch = train_set.select(rows);
             match cfg.mode {
-                FusionMode::Standard => {}
+                FusionMode::Standard | FusionMode::PgdEmbeddings => {}
                 FusionMode::Gaussian => {
                     batch.network = batch.network.clone()
                         + batch
@@ -275,7 +293,39 @@ pub fn train(cfg: &FusionTrainConfig) -> Result<Vec<FusionEpoch>, FusionTrainErr
                 }
             }
             let labels = batch.labels.clone().autodiff();
-            let logits = model.forward(&to_autodiff(&batch));
+            let logits = if cfg.mode == FusionMode::PgdEmbeddings {
+                // Adversarial offsets found on the frozen model, added to the trainable
+                // embeddings so the embedding tables still learn.
+                let valid = model.valid();
+                let mut parts = model.parts(&to_autodiff(&batch));
+                for modality in [Modality::Text, Modality::Bytes] {
+                    let view = EmbeddingView {
+                        model: &valid,
+                        context: batch.clone(),
+                        modality,
+                    };
+                    let Some(clean) = view.embeddings() else {
+                        continue;
+                    };
+                    let attack = Pgd {
+                        norm: Norm::L2,
+                        epsilon: cfg.embedding_epsilon,
+                        alpha: 2.5 * cfg.embedding_epsilon / cfg.attack_steps as f64,
+                        steps: cfg.attack_steps,
+                        random_start: true,
+                        loss: AttackLoss::Ce,
+                    };
+                    let adv = attack.perturb(&view, &clean, &batch.labels, None);
+                    let delta = (adv - clean).autodiff();
+                    match modality {
+                        Modality::Text => parts.text = parts.text.map(|e| e + delta),
+                        _ => parts.bytes = parts.bytes.map(|e| e + delta),
+                    }
+                }
+                model.forward_parts(parts)
+            } else {
+                model.forward(&to_autodiff(&batch))
+            };
             let loss = loss_fn.forward(logits, labels);
             loss_sum = loss_sum + loss.clone().inner().reshape([1]);
             let grads = GradientsParams::from_grads(loss.backward(), &model);
