@@ -195,16 +195,21 @@ impl ImageSet {
 
     /// The labels, read back to the host once.
     pub fn host_labels(&self) -> Vec<usize> {
-        self.labels
-            .clone()
-            .into_data()
-            .convert::<i64>()
-            .try_to_vec::<i64>()
-            .expect("labels read back as i64")
-            .into_iter()
-            .map(|l| l as usize)
-            .collect()
+        host_labels(&self.labels)
     }
+}
+
+/// Class indices read back from the device to the host once.
+pub fn host_labels(labels: &Tensor<1, Int>) -> Vec<usize> {
+    labels
+        .clone()
+        .into_data()
+        .convert::<i64>()
+        .try_to_vec::<i64>()
+        .expect("labels read back as i64")
+        .into_iter()
+        .map(|l| l as usize)
+        .collect()
 }
 
 /// Where the Fashion-MNIST files are: `--data-dir`, then `$RAMPART_DATA`, then

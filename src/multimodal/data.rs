@@ -284,15 +284,7 @@ impl SecuritySet {
 
     /// The labels, read back to the host once.
     pub fn host_labels(&self) -> Vec<usize> {
-        self.labels
-            .clone()
-            .into_data()
-            .convert::<i64>()
-            .try_to_vec::<i64>()
-            .expect("labels read back as i64")
-            .into_iter()
-            .map(|l| l as usize)
-            .collect()
+        crate::data::host_labels(&self.labels)
     }
 }
 
