@@ -737,6 +737,12 @@ fn class_name(i: usize) -> &'static str {
 }
 
 fn run_inspect(args: InspectArgs) -> CliResult {
+    if crate::ensemble::is_manifest(&args.model) {
+        return inspect_manifest(&args);
+    }
+    if crate::multimodal::is_fusion_file(&args.model) {
+        return fusion::inspect(&args);
+    }
     let loaded = store::load_model(&args.model, args.arch, &burn::tensor::Device::flex())?;
     let tensors = store::expected_tensors(&loaded.spec, &burn::tensor::Device::flex());
     let params: usize = tensors.values().map(|s| s.iter().product::<usize>()).sum();
@@ -1209,5 +1215,39 @@ fn run_synth(args: SynthArgs) -> CliResult {
         args.flip,
         args.missing
     );
+    Ok(())
+}
+
+/// `inspect` of an ensemble manifest: strategy and members, each checked against its digest.
+fn inspect_manifest(args: &InspectArgs) -> CliResult {
+    let manifest = crate::ensemble::Manifest::read(&args.model)?;
+    let ensemble = manifest.load(&args.model, &burn::tensor::Device::flex())?;
+    if args.json {
+        let out = serde_json::json!({
+            "manifest": args.model,
+            "classes": ensemble.num_classes,
+            "normalised_weights": ensemble.weights,
+            "ensemble": manifest,
+        });
+        println!("{}", serde_json::to_string_pretty(&out)?);
+        return Ok(());
+    }
+    println!("manifest:  {}", args.model.display());
+    println!("strategy:  {}", manifest.strategy);
+    println!("classes:   {}", ensemble.num_classes);
+    println!("weights:   {}", manifest.weights_from);
+    println!("members (every digest checked):");
+    for (m, (w, model)) in manifest
+        .members
+        .iter()
+        .zip(ensemble.weights.iter().zip(&ensemble.members))
+    {
+        println!(
+            "  {:<40} {:<4} weight {w:.4}  sha256 {}",
+            m.path.display(),
+            model.arch().to_string(),
+            &m.sha256[..16.min(m.sha256.len())]
+        );
+    }
     Ok(())
 }

@@ -416,6 +416,12 @@ fn ensemble_create_then_eval_attack_certify_accept_the_manifest() {
     let tsv = std::fs::read_to_string(dir.path().join("cert.tsv")).unwrap();
     assert_eq!(tsv.lines().count(), 5, "{tsv}");
 
+    let (ok, stdout, err) = run(&["inspect", "--model", "ens.toml"]);
+    assert!(ok, "{err}");
+    assert!(
+        stdout.contains("weighted_majority") && stdout.contains("m2/model.safetensors"),
+        "{stdout}"
+    );
     // Tampering with a member after the fact is caught by every command.
     std::fs::copy(
         dir.path().join("m1/model.safetensors"),

@@ -385,6 +385,12 @@ fn synth_train_eval_attack_certify_end_to_end() {
     assert!(r["dataset"].as_str().unwrap().contains("SYNTHETIC"));
     let tsv = std::fs::read_to_string(dir.path().join("cert.tsv")).unwrap();
     assert_eq!(tsv.lines().count(), 6);
+    let (ok, stdout, err) = run(&["inspect", "--model", model]);
+    assert!(ok, "{err}");
+    assert!(
+        stdout.contains("fusion (Gated)") && stdout.contains("SYNTHETIC"),
+        "{stdout}"
+    );
     // Without --records the error says what to pass.
     let (ok, _, err) = run(&["eval", "--model", model, "--device", "flex"]);
     assert!(!ok && err.contains("--records"), "{err}");

@@ -1,9 +1,12 @@
-//! `eval`, `attack`, `certify` and `predict` for multimodal fusion models (`--records`).
+//! `eval`, `attack`, `certify`, `predict` and `inspect` for multimodal fusion models
+//! (`--records`).
 
 use burn::module::Module;
 use burn::tensor::{Int, Tensor, TensorData};
 
-use super::{AttackArgs, Certified, CertifyArgs, CliResult, EvalArgs, PredictArgs, announce};
+use super::{
+    AttackArgs, Certified, CertifyArgs, CliResult, EvalArgs, InspectArgs, PredictArgs, announce,
+};
 use crate::attack::{Pgd, worst_case};
 use crate::certify::Smooth;
 use crate::certify::run::{CertifyRun, certify_all, predict_all};
@@ -336,4 +339,50 @@ pub(super) fn predict(args: &PredictArgs) -> CliResult {
         &predictions,
         started.elapsed().as_secs_f64(),
     )
+}
+
+pub(super) fn inspect(args: &InspectArgs) -> CliResult {
+    let loaded = crate::multimodal::load(&args.model, &burn::tensor::Device::flex())?;
+    let bytes = crate::store::read_file(&args.model)?;
+    let (tensors, _) = crate::store::read_header(&bytes, &args.model)?;
+    let tensors: std::collections::BTreeMap<String, Vec<usize>> = tensors
+        .into_iter()
+        .map(|(k, (shape, _))| (k, shape))
+        .collect();
+    let params: usize = tensors.values().map(|s| s.iter().product::<usize>()).sum();
+    let parse = |k: &str| {
+        loaded
+            .metadata
+            .get(k)
+            .and_then(|v| serde_json::from_str::<serde_json::Value>(v).ok())
+    };
+    if args.json {
+        let out = serde_json::json!({
+            "model": args.model,
+            "arch": "fusion",
+            "spec": loaded.spec,
+            "parameters": params,
+            "tensors": tensors,
+            "config": parse("rampart.config"),
+            "summary": parse("rampart.summary"),
+            "dataset": loaded.metadata.get("rampart.dataset"),
+        });
+        println!("{}", serde_json::to_string_pretty(&out)?);
+        return Ok(());
+    }
+    let spec = &loaded.spec;
+    println!("file:         {}", args.model.display());
+    println!("architecture: fusion ({:?})", spec.fusion);
+    println!("modalities:   {:?}", spec.modalities);
+    println!("classes:      {:?}", spec.class_names);
+    println!("network box:  {:?}", spec.network_box);
+    if let Some(d) = loaded.metadata.get("rampart.dataset") {
+        println!("trained on:   {d}");
+    }
+    println!("parameters:   {params}");
+    println!("tensors (PyTorch layout):");
+    for (name, shape) in &tensors {
+        println!("  {name:<18} {shape:?}");
+    }
+    Ok(())
 }
