@@ -186,10 +186,20 @@ fn network_attacks_stay_in_the_box_and_the_ball() {
     device.seed(5);
     let model = spec(Fusion::Gated, &ALL).init(&device).valid();
     let set = synthetic_set(64, 3, &device);
-    let view = NetworkView {
-        model: &model,
-        context: set.clone(),
-    };
+    let view = NetworkView::new(&model, &set);
+    // The view's cached text and bytes encodings give the model's own logits.
+    let direct: Vec<f32> = model.forward(&set).into_data().try_to_vec().unwrap();
+    let cached: Vec<f32> = view
+        .logits(set.network.clone())
+        .into_data()
+        .try_to_vec()
+        .unwrap();
+    assert!(
+        direct
+            .iter()
+            .zip(&cached)
+            .all(|(a, b)| (a - b).abs() < 1e-5)
+    );
     for norm in [Norm::Linf, Norm::L2] {
         let attack = Pgd {
             norm,

@@ -132,10 +132,7 @@ pub(super) fn attack(args: &AttackArgs, attacks: &[Pgd], alpha: f64) -> CliResul
             .map(|t| Tensor::<1, Int>::full([b.len()], t as i64, &device));
         let (c, r) = match modality {
             Modality::Network => {
-                let view = NetworkView {
-                    model: &model,
-                    context: b.clone(),
-                };
+                let view = NetworkView::new(&model, &b);
                 let out = worst_case(
                     &view,
                     &b.network,
@@ -283,10 +280,7 @@ pub(super) fn certify(args: &CertifyArgs) -> Result<Certified, Error> {
         args,
     );
     let labels = chosen.host_labels();
-    let view = NetworkView {
-        model: &job.model,
-        context: job.all.clone(),
-    };
+    let view = NetworkView::new(&job.model, &job.all);
     let smooth = Smooth {
         base: &view,
         sigma: job.sigma,
@@ -317,10 +311,7 @@ pub(super) fn predict(args: &PredictArgs) -> CliResult {
     let job = job(c)?;
     let chosen = job.chosen();
     let labels = chosen.host_labels();
-    let view = NetworkView {
-        model: &job.model,
-        context: job.all.clone(),
-    };
+    let view = NetworkView::new(&job.model, &job.all);
     let smooth = Smooth {
         base: &view,
         sigma: job.sigma,

@@ -95,41 +95,55 @@ pub fn accuracy(model: &FusionModel, set: &SecuritySet, batch: usize) -> f64 {
 }
 
 /// The fusion model as a function of its network features `[N, F]` (in [0, 1]), with the
-/// other modalities of each example fixed by `context`.
+/// other modalities of each example fixed by `context`. Their encodings are computed once, when
+/// the view is made; each call runs only the network encoder and the fusion head.
 pub struct NetworkView<'a> {
-    pub model: &'a FusionModel,
-    pub context: SecuritySet,
+    model: &'a FusionModel,
+    /// Text and bytes encodings `[N, dim]` with presence flags `[N, 1]`, per context row.
+    fixed: Vec<(Tensor<2>, Tensor<2>)>,
+    /// Presence of the network features `[N, 1]`.
+    network_present: Tensor<2>,
 }
 
-impl NetworkView<'_> {
-    fn logits_for(&self, context: &SecuritySet, x: Tensor<2>) -> Tensor<2> {
-        let parts = self.model.parts(context);
-        self.model.forward_parts(Parts {
-            network: x,
-            ..parts
-        })
+impl<'a> NetworkView<'a> {
+    /// `model` should be a `valid()` copy; `context` holds the examples' other modalities.
+    pub fn new(model: &'a FusionModel, context: &SecuritySet) -> Self {
+        let parts = model.parts(context);
+        Self {
+            model,
+            fixed: model.encode_sequences(&parts),
+            network_present: context.present.clone().narrow(1, data::NETWORK, 1),
+        }
+    }
+
+    fn rows(&self, rows: &Tensor<1, Int>) -> Self {
+        let pick = |t: &Tensor<2>| t.clone().select(0, rows.clone());
+        Self {
+            model: self.model,
+            fixed: self.fixed.iter().map(|(h, p)| (pick(h), pick(p))).collect(),
+            network_present: pick(&self.network_present),
+        }
     }
 }
 
 impl Logits<2> for NetworkView<'_> {
     fn logits(&self, x: Tensor<2>) -> Tensor<2> {
-        self.logits_for(&self.context, x)
+        let mut encoded = self.fixed.clone();
+        if let Some(h) = self.model.encode_network(x) {
+            encoded.push((h, self.network_present.clone()));
+        }
+        self.model.fuse(encoded)
     }
 
     fn restrict(&self, rows: &Tensor<1, Int>) -> Option<Self> {
-        Some(Self {
-            model: self.model,
-            context: self.context.select(rows.clone()),
-        })
+        Some(self.rows(rows))
     }
 }
 
-/// For smoothing, `context` is the whole set and `ids` pick each noisy row's example.
+/// For smoothing, the view holds the whole set and `ids` pick each noisy row's example.
 impl BaseClassifier<2> for NetworkView<'_> {
     fn classify(&self, x: Tensor<2>, ids: Tensor<1, Int>) -> Tensor<1, Int> {
-        self.logits_for(&self.context.select(ids), x)
-            .argmax(1)
-            .squeeze_dim::<1>(1)
+        self.rows(&ids).logits(x).argmax(1).squeeze_dim::<1>(1)
     }
 
     fn num_classes(&self) -> usize {

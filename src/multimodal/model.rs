@@ -170,7 +170,16 @@ impl FusionModel {
 
     /// Logits `[N, classes]` from already embedded parts.
     pub fn forward_parts(&self, p: Parts) -> Tensor<2> {
-        let n = p.present.dims()[0];
+        let mut encoded = self.encode_sequences(&p);
+        if let Some(h) = self.encode_network(p.network.clone()) {
+            encoded.push((h, p.present.clone().narrow(1, NETWORK, 1)));
+        }
+        self.fuse(encoded)
+    }
+
+    /// The text and bytes encoders' outputs `[N, dim]` with their presence flags `[N, 1]`, in
+    /// modality order (what stays fixed while the network features are attacked or noised).
+    pub fn encode_sequences(&self, p: &Parts) -> Vec<(Tensor<2>, Tensor<2>)> {
         let presence = |col: usize| p.present.clone().narrow(1, col, 1);
         let mut embeddings: Vec<(Tensor<2>, Tensor<2>)> = Vec::new();
         if let (Some(emb), Some(proj)) = (p.text.clone(), &self.text_proj) {
@@ -192,10 +201,20 @@ impl FusionModel {
             let both = Tensor::cat(vec![pooled, h], 1);
             embeddings.push((relu(proj.forward(both)), presence(BYTES)));
         }
-        if let (Some(l1), Some(l2)) = (&self.net1, &self.net2) {
-            let h = relu(l2.forward(relu(l1.forward(p.network.clone()))));
-            embeddings.push((h, presence(NETWORK)));
+        embeddings
+    }
+
+    /// The network encoder's output `[N, dim]` for features in [0, 1], if the model has one.
+    pub fn encode_network(&self, network: Tensor<2>) -> Option<Tensor<2>> {
+        match (&self.net1, &self.net2) {
+            (Some(l1), Some(l2)) => Some(relu(l2.forward(relu(l1.forward(network))))),
+            _ => None,
         }
+    }
+
+    /// Logits from the modality encodings (modality order) and their presence flags.
+    pub fn fuse(&self, embeddings: Vec<(Tensor<2>, Tensor<2>)>) -> Tensor<2> {
+        let n = embeddings[0].0.dims()[0];
         let flags = Tensor::cat(embeddings.iter().map(|(_, f)| f.clone()).collect(), 1);
         let fused = match (&self.gate_proj, &self.gate) {
             (Some(proj), Some(gate)) => {

@@ -280,10 +280,7 @@ pub fn train(cfg: &FusionTrainConfig) -> Result<Vec<FusionEpoch>, FusionTrainErr
                 }
                 FusionMode::Pgd => {
                     let valid = model.valid();
-                    let view = NetworkView {
-                        model: &valid,
-                        context: batch.clone(),
-                    };
+                    let view = NetworkView::new(&valid, &batch);
                     batch.network = network_pgd(cfg.epsilon, cfg.attack_steps).perturb(
                         &view,
                         &batch.network,
@@ -345,10 +342,7 @@ pub fn train(cfg: &FusionTrainConfig) -> Result<Vec<FusionEpoch>, FusionTrainErr
         let eval_accuracy = accuracy(&valid, &eval_set, 512);
         let robust_accuracy = (cfg.mode == FusionMode::Pgd).then(|| {
             let subset = eval_set.range(0, 500);
-            let view = NetworkView {
-                model: &valid,
-                context: subset.clone(),
-            };
+            let view = NetworkView::new(&valid, &subset);
             let out = crate::attack::worst_case(
                 &view,
                 &subset.network,
