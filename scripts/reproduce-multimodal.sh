@@ -13,7 +13,7 @@ OUT=${OUT:-runs/repro-multimodal}
 TRAIN_N=${TRAIN_N:-8000}
 TEST_N=${TEST_N:-2000}
 EPOCHS=${EPOCHS:-8}
-CERT_N=${CERT_N:-10000}
+CERT_N=${CERT_N:-100000}
 CERT_LIMIT=${CERT_LIMIT:-200}
 
 if [ -z "${BIN:-}" ]; then

@@ -98,6 +98,9 @@ pub struct EnsembleCreateArgs {
     /// Member model files (safetensors; Rampart's or PyTorch's).
     #[arg(required = true)]
     pub models: Vec<PathBuf>,
+    /// weighted_majority: weighted vote of argmax classes; unanimous: the class if all agree,
+    /// else "no decision"; highest_confidence: the most confident member decides;
+    /// mean_logits / mean_probs: argmax of the weighted mean.
     #[arg(long, value_enum)]
     pub strategy: crate::ensemble::Strategy,
     /// Manifest to write (.toml or .json).
