@@ -2,7 +2,7 @@
 # The multimodal fusion model on the SYNTHETIC security task (benign / phishing / malware /
 # exfiltration): single-modality models against concat and gated fusion, then attacks on the
 # network features (L-infinity PGD-20, epsilon 0.1 of each feature's range) and on the text
-# embeddings, and randomized-smoothing certification over the network features of a model
+# embeddings (also for a model adversarially trained on its embeddings), and randomized-smoothing certification over the network features of a model
 # trained with Gaussian noise. Writes runs/repro-multimodal/{results.md,...}.
 # The data are SYNTHETIC (rampart data synth-security): no real security set ships here.
 set -euo pipefail
@@ -39,8 +39,9 @@ train concat --fusion concat
 train gated --fusion gated
 train gated-pgd --fusion gated --mode pgd --epsilon 0.1
 train gated-gaussian --fusion gated --mode gaussian --sigma 0.25
+train gated-pgd-embeddings --fusion gated --mode pgd-embeddings --embedding-epsilon 1.0
 
-for name in text bytes network concat gated gated-pgd gated-gaussian; do
+for name in text bytes network concat gated gated-pgd gated-gaussian gated-pgd-embeddings; do
   m="$OUT/$name/model.safetensors"
   $bin eval --model "$m" --records "$OUT/test.jsonl" --device "$DEVICE" --json > "$OUT/$name/eval.json"
   if [[ $name != text && $name != bytes ]]; then
@@ -65,7 +66,7 @@ def get(name, file, key):
 pct = lambda v: "–" if v is None else f"{100 * v:.1f}"
 rows = ["| model (SYNTHETIC data) | clean % | network PGD-20 ε 0.1 % | text-embedding PGD-20 L2 1.0 % |",
         "| --- | --- | --- | --- |"]
-for name in ["text", "bytes", "network", "concat", "gated", "gated-pgd", "gated-gaussian"]:
+for name in ["text", "bytes", "network", "concat", "gated", "gated-pgd", "gated-gaussian", "gated-pgd-embeddings"]:
     rows.append(f"| {name} | {pct(get(name, 'eval.json', 'accuracy'))} | "
                 f"{pct(get(name, 'pgd-network.json', 'robust_accuracy'))} | "
                 f"{pct(get(name, 'pgd-text.json', 'robust_accuracy'))} |")

@@ -381,9 +381,10 @@ impl Manifest {
             .members
             .iter()
             .map(|m| {
-                let bytes = std::fs::read(dir.join(&m.path)).ok()?;
-                let (_, header) = safetensors::SafeTensors::read_metadata(&bytes).ok()?;
-                training_sigma(header.metadata().as_ref()?)
+                let path = dir.join(&m.path);
+                let bytes = std::fs::read(&path).ok()?;
+                let (_, metadata) = store::read_header(&bytes, &path).ok()?;
+                training_sigma(&metadata)
             })
             .collect();
         let first = sigmas.first().copied().flatten()?;
@@ -392,9 +393,7 @@ impl Manifest {
 }
 
 /// The sigma in a model's `rampart.config` metadata if it was trained with Gaussian noise.
-pub fn training_sigma<S: std::hash::BuildHasher>(
-    metadata: &std::collections::HashMap<String, String, S>,
-) -> Option<f64> {
+pub fn training_sigma(metadata: &BTreeMap<String, String>) -> Option<f64> {
     metadata
         .get("rampart.config")
         .and_then(|c| serde_json::from_str::<crate::train::TrainConfig>(c).ok())
@@ -474,11 +473,7 @@ impl ImageModel {
     /// The sigma the model (every member) was trained with for smoothing, if any.
     pub fn training_sigma(&self, path: &Path) -> Option<f64> {
         match self {
-            Self::Single(l) => {
-                let map: std::collections::HashMap<String, String> =
-                    l.metadata.clone().into_iter().collect();
-                training_sigma(&map)
-            }
+            Self::Single(l) => training_sigma(&l.metadata),
             Self::Ensemble(_, m) => m.training_sigma(path),
         }
     }
@@ -488,14 +483,6 @@ impl ImageModel {
         match self {
             Self::Single(l) => ValidModel::Single(l.model.valid()),
             Self::Ensemble(e, _) => ValidModel::Ensemble(e.valid()),
-        }
-    }
-
-    /// String metadata of a single model file (empty for ensembles).
-    pub fn metadata(&self) -> BTreeMap<String, String> {
-        match self {
-            Self::Single(l) => l.metadata.clone(),
-            Self::Ensemble(..) => BTreeMap::new(),
         }
     }
 }

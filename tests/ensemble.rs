@@ -415,6 +415,21 @@ fn ensemble_create_then_eval_attack_certify_accept_the_manifest() {
     assert!(ok, "{err}");
     let tsv = std::fs::read_to_string(dir.path().join("cert.tsv")).unwrap();
     assert_eq!(tsv.lines().count(), 5, "{tsv}");
+    // No member was trained with Gaussian noise: no sigma to default to.
+    let (ok, _, err) = run(&[
+        "certify",
+        "--model",
+        "ens.toml",
+        "--dataset",
+        "synthetic",
+        "--device",
+        "flex",
+        "--n",
+        "100",
+        "--limit",
+        "2",
+    ]);
+    assert!(!ok && err.contains("pass --sigma"), "{err}");
 
     let (ok, stdout, err) = run(&["inspect", "--model", "ens.toml"]);
     assert!(ok, "{err}");
