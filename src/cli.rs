@@ -749,12 +749,7 @@ fn run_inspect(args: InspectArgs) -> CliResult {
     let loaded = store::load_model(&args.model, args.arch, &burn::tensor::Device::flex())?;
     let tensors = store::expected_tensors(&loaded.spec, &burn::tensor::Device::flex());
     let params: usize = tensors.values().map(|s| s.iter().product::<usize>()).sum();
-    let parse = |k: &str| {
-        loaded
-            .metadata
-            .get(k)
-            .and_then(|v| serde_json::from_str::<serde_json::Value>(v).ok())
-    };
+    let parse = |k: &str| store::metadata_json(&loaded.metadata, k);
     if args.json {
         let out = serde_json::json!({
             "model": args.model,

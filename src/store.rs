@@ -188,6 +188,13 @@ pub fn load_model_bytes(
     })
 }
 
+/// A metadata value parsed as JSON (`rampart.config`, `rampart.summary`), if it is there.
+pub fn metadata_json(metadata: &BTreeMap<String, String>, key: &str) -> Option<serde_json::Value> {
+    metadata
+        .get(key)
+        .and_then(|v| serde_json::from_str::<serde_json::Value>(v).ok())
+}
+
 /// Metadata key of a fusion model's spec.
 pub const FUSION_KEY: &str = "rampart.fusion";
 

@@ -341,12 +341,7 @@ pub(super) fn inspect(args: &InspectArgs) -> CliResult {
         .map(|(k, (shape, _))| (k, shape))
         .collect();
     let params: usize = tensors.values().map(|s| s.iter().product::<usize>()).sum();
-    let parse = |k: &str| {
-        loaded
-            .metadata
-            .get(k)
-            .and_then(|v| serde_json::from_str::<serde_json::Value>(v).ok())
-    };
+    let parse = |k: &str| crate::store::metadata_json(&loaded.metadata, k);
     if args.json {
         let out = serde_json::json!({
             "model": args.model,
