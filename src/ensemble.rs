@@ -36,6 +36,8 @@ use crate::store::{self, StoreError};
 pub enum EnsembleError {
     #[error("ensemble manifest {path}: {reason}")]
     Manifest { path: PathBuf, reason: String },
+    #[error("ensemble config {path}: {reason}")]
+    Config { path: PathBuf, reason: String },
     #[error(
         "ensemble manifest {manifest}: member {member} has sha256 {found}, but the manifest expects {expected}; the file changed since the manifest was written (recreate it with `rampart ensemble create`)"
     )]
@@ -568,7 +570,7 @@ const FASHION_TRAIN: usize = 60_000;
 
 impl EnsembleTrainConfig {
     pub fn read(path: &Path) -> Result<Self, EnsembleError> {
-        let err = |reason: String| EnsembleError::Manifest {
+        let err = |reason: String| EnsembleError::Config {
             path: path.to_path_buf(),
             reason,
         };
