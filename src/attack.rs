@@ -9,7 +9,7 @@
 //! copy: no dropout, frozen batch-norm statistics) and is not modified.
 
 use burn::tensor::activation::log_softmax;
-use burn::tensor::{Bool, Distribution, IndexingUpdateOp, Int, Tensor, TensorData};
+use burn::tensor::{Bool, Distribution, IndexingUpdateOp, Int, Tensor};
 use serde::{Deserialize, Serialize};
 
 use crate::model::Classifier;
@@ -262,6 +262,33 @@ pub struct AttackOutcome<const D: usize> {
     pub adversarial: Tensor<D>,
 }
 
+/// Clean-correct and robust counts summed on the device over batches and read back once.
+pub struct Tally {
+    clean: Tensor<1, Int>,
+    robust: Tensor<1, Int>,
+}
+
+impl Tally {
+    pub fn new(device: &burn::tensor::Device) -> Self {
+        Self {
+            clean: Tensor::zeros([1], device),
+            robust: Tensor::zeros([1], device),
+        }
+    }
+
+    /// Adds a batch's outcome.
+    pub fn add<const D: usize>(&mut self, out: &AttackOutcome<D>) {
+        self.clean = self.clean.clone() + out.clean_correct.clone().int().sum();
+        self.robust = self.robust.clone() + out.robust.clone().int().sum();
+    }
+
+    /// (clean-correct, robust) counts.
+    pub fn read(self) -> (u64, u64) {
+        let read = |t: Tensor<1, Int>| t.into_scalar::<i64>() as u64;
+        (read(self.clean), read(self.robust))
+    }
+}
+
 /// Runs each attack `restarts` times on a batch and keeps the per-example worst case: an
 /// example counts as robust only if it survived every run. Examples already fooled are not
 /// attacked again (they are carried, not recomputed). Gradients come from `model.logits`;
@@ -280,23 +307,10 @@ pub fn worst_case<const D: usize, M: Logits<D>>(
     let mut adversarial = x.clone();
     for attack in attacks {
         for _ in 0..restarts.max(1) {
-            let keep: Vec<bool> = robust
-                .clone()
-                .into_data()
-                .convert::<bool>()
-                .try_to_vec()
-                .expect("mask");
-            let idx: Vec<i64> = keep
-                .iter()
-                .enumerate()
-                .filter(|(_, k)| **k)
-                .map(|(i, _)| i as i64)
-                .collect();
-            if idx.is_empty() {
+            // Positions still robust (the one read-back per run: their count sizes the batch).
+            let Some(idx) = robust.clone().nonzero().into_iter().next() else {
                 break;
-            }
-            let idx =
-                Tensor::<1, Int>::from_data(TensorData::new(idx.clone(), [idx.len()]), &x.device());
+            };
             let (xs, ys) = (
                 x.clone().select(0, idx.clone()),
                 y.clone().select(0, idx.clone()),

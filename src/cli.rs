@@ -593,11 +593,13 @@ impl SmoothArgs {
                 self.on.model.display()
             )
         })?;
-        let ids: Vec<usize> = (0..all.len())
-            .step_by(self.skip)
-            .take(self.limit.unwrap_or(usize::MAX))
-            .collect();
-        let set = all.every(self.skip, self.limit);
+        let ids = data::every_index(all.len(), self.skip, self.limit);
+        let (images, labels) = all.gather(&ids);
+        let set = data::ImageSet {
+            images,
+            labels,
+            ..all
+        };
         Ok(SmoothJob {
             chosen,
             model: loaded.valid(),
@@ -1002,7 +1004,7 @@ fn run_attack(args: AttackArgs) -> CliResult {
     chosen.device.seed(args.seed);
     let model = loaded.valid();
     let started = std::time::Instant::now();
-    let (mut clean, mut robust) = (0i64, 0i64);
+    let mut tally = crate::attack::Tally::new(&chosen.device);
     let mut saved: Vec<(
         burn::tensor::Tensor<4>,
         burn::tensor::Tensor<4>,
@@ -1020,12 +1022,12 @@ fn run_attack(args: AttackArgs) -> CliResult {
         });
         let out =
             crate::attack::worst_case(&model, &x, &y, &attacks, args.restarts, target.as_ref());
-        clean += out.clean_correct.clone().int().sum().into_scalar::<i64>();
-        robust += out.robust.clone().int().sum().into_scalar::<i64>();
+        tally.add(&out);
         if args.save_examples.is_some() {
             saved.push((x, out.adversarial, y, out.robust));
         }
     }
+    let (clean, robust) = tally.read();
     let seconds = started.elapsed().as_secs_f64();
     let n = data.len();
     if let Some(dir) = &args.save_examples {
@@ -1098,44 +1100,35 @@ fn run_ensemble_create(args: EnsembleCreateArgs) -> CliResult {
     let chosen = device::choose(args.device)?;
     let ensemble = manifest.load(&args.out, &chosen.device)?;
     if args.fit_weights {
-        let (validation, from) = match args.dataset {
-            DatasetChoice::FashionMnist => {
-                let dir = data::resolve_data_dir(args.data_dir.as_deref())?;
-                let train = data::load_split(&dir, Split::Train, &chosen.device)?;
-                let end = train.len();
-                let start = end.saturating_sub(args.validation_size);
-                for (path, _) in &models {
-                    match crate::ensemble::trained_past(path, start) {
-                        Some(false) => {}
-                        Some(true) => eprintln!(
-                            "warning: {} was trained on Fashion-MNIST training images {start}..{end}, the validation split: its fitted weight is optimistic",
-                            path.display()
-                        ),
-                        None => eprintln!(
-                            "warning: {} does not say what it was trained on; if it saw Fashion-MNIST training images {start}..{end}, its fitted weight is optimistic",
-                            path.display()
-                        ),
-                    }
+        let validation = crate::ensemble::validation_split(
+            args.dataset,
+            args.data_dir.as_deref(),
+            args.validation_size,
+            0,
+            &chosen.device,
+        )?;
+        if let Some(start) = validation.fashion_start {
+            let split = format!("Fashion-MNIST training images {start}.. (the validation split)");
+            for (path, _) in &models {
+                match crate::ensemble::trained_past(path, start) {
+                    Some(false) => {}
+                    Some(true) => eprintln!(
+                        "warning: {} was trained on {split}: its fitted weight is optimistic",
+                        path.display()
+                    ),
+                    None => eprintln!(
+                        "warning: {} does not say what it was trained on; if it saw {split}, its fitted weight is optimistic",
+                        path.display()
+                    ),
                 }
-                (
-                    train.slice(start, end),
-                    format!("validation accuracy on Fashion-MNIST training images {start}..{end}"),
-                )
             }
-            DatasetChoice::Synthetic => (
-                data::synthetic(args.validation_size, 0x7a11d, &chosen.device),
-                format!(
-                    "validation accuracy on {} fresh SYNTHETIC images",
-                    args.validation_size
-                ),
-            ),
-        };
-        let (w, accuracy) = fit_weights(&ensemble.members, &validation);
+        }
+        let (w, accuracy) = fit_weights(&ensemble.members, &validation.set);
         for ((m, w), a) in manifest.members.iter_mut().zip(w).zip(accuracy) {
             m.weight = w;
             m.validation_accuracy = Some(a);
         }
-        manifest.weights_from = from;
+        manifest.weights_from = validation.description;
     }
     manifest.write(&args.out)?;
     println!(

@@ -139,9 +139,7 @@ impl ImageSet {
 
     /// Images and labels at `indices`, gathered on the device.
     pub fn gather(&self, indices: &[usize]) -> (Tensor<4>, Tensor<1, Int>) {
-        let device = self.images.device();
-        let idx: Vec<i64> = indices.iter().map(|&i| i as i64).collect();
-        let idx = Tensor::<1, Int>::from_data(TensorData::new(idx, [indices.len()]), &device);
+        let idx = self::indices(indices, &self.images.device());
         (
             self.images.clone().select(0, idx.clone()),
             self.labels.clone().select(0, idx),
@@ -181,11 +179,7 @@ impl ImageSet {
         if skip == 1 {
             return self.take(limit);
         }
-        let mut idx: Vec<usize> = (0..self.len()).step_by(skip).collect();
-        if let Some(l) = limit {
-            idx.truncate(l);
-        }
-        let (images, labels) = self.gather(&idx);
+        let (images, labels) = self.gather(&every_index(self.len(), skip, limit));
         ImageSet {
             images,
             labels,
@@ -197,6 +191,20 @@ impl ImageSet {
     pub fn host_labels(&self) -> Vec<usize> {
         host_labels(&self.labels)
     }
+}
+
+/// Indices 0, skip, 2·skip, ... below `n`, at most `limit` of them.
+pub fn every_index(n: usize, skip: usize, limit: Option<usize>) -> Vec<usize> {
+    (0..n)
+        .step_by(skip.max(1))
+        .take(limit.unwrap_or(usize::MAX))
+        .collect()
+}
+
+/// Row indices as an Int tensor on `device`, for `select`.
+pub fn indices(rows: &[usize], device: &Device) -> Tensor<1, Int> {
+    let idx: Vec<i64> = rows.iter().map(|&i| i as i64).collect();
+    Tensor::from_data(TensorData::new(idx, [rows.len()]), device)
 }
 
 /// Class indices read back from the device to the host once.

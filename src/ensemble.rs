@@ -605,36 +605,46 @@ impl EnsembleTrainConfig {
         }
         Ok(cfg)
     }
+}
 
-    /// The validation split the weights are fitted on, with a line saying what it is.
-    pub fn validation(
-        &self,
-        first: &crate::train::TrainConfig,
-        device: &Device,
-    ) -> Result<(ImageSet, String), EnsembleError> {
-        let data_err = |e: crate::data::DataError| EnsembleError::Invalid(e.to_string());
-        Ok(match first.dataset {
-            crate::train::DatasetChoice::FashionMnist => {
-                let dir =
-                    crate::data::resolve_data_dir(first.data_dir.as_deref()).map_err(data_err)?;
-                let train = crate::data::load_split(&dir, crate::data::Split::Train, device)
-                    .map_err(data_err)?;
-                let n = train.len();
-                let start = n.saturating_sub(self.validation_size);
-                (
-                    train.slice(start, n),
-                    format!("validation accuracy on Fashion-MNIST training images {start}..{n}"),
-                )
-            }
-            crate::train::DatasetChoice::Synthetic => (
-                crate::data::synthetic(self.validation_size, first.seed ^ 0x7a11d, device),
-                format!(
-                    "validation accuracy on {} fresh SYNTHETIC images",
-                    self.validation_size
+/// The split ensemble weights are fitted on.
+pub struct Validation {
+    pub set: ImageSet,
+    /// How the weights were chosen, for the manifest's `weights_from`.
+    pub description: String,
+    /// Fashion-MNIST: the first training-image index of the split (it runs to the end).
+    pub fashion_start: Option<usize>,
+}
+
+/// The last `size` Fashion-MNIST training images, or `size` fresh SYNTHETIC images drawn with
+/// `seed`.
+pub fn validation_split(
+    dataset: crate::train::DatasetChoice,
+    data_dir: Option<&Path>,
+    size: usize,
+    seed: u64,
+    device: &Device,
+) -> Result<Validation, crate::data::DataError> {
+    Ok(match dataset {
+        crate::train::DatasetChoice::FashionMnist => {
+            let dir = crate::data::resolve_data_dir(data_dir)?;
+            let train = crate::data::load_split(&dir, crate::data::Split::Train, device)?;
+            let n = train.len();
+            let start = n.saturating_sub(size);
+            Validation {
+                set: train.slice(start, n),
+                description: format!(
+                    "validation accuracy on Fashion-MNIST training images {start}..{n}"
                 ),
-            ),
-        })
-    }
+                fashion_start: Some(start),
+            }
+        }
+        crate::train::DatasetChoice::Synthetic => Validation {
+            set: crate::data::synthetic(size, seed ^ 0x7a11d, device),
+            description: format!("validation accuracy on {size} fresh SYNTHETIC images"),
+            fashion_start: None,
+        },
+    })
 }
 
 fn mode_name(cfg: &crate::train::TrainConfig) -> String {
@@ -678,9 +688,16 @@ pub fn train_members(cfg: &EnsembleTrainConfig) -> Result<PathBuf, Box<dyn std::
         .map(|(p, _)| store::load_model(p, None, &device).map(|l| l.model))
         .collect::<Result<Vec<_>, _>>()?;
     let (weights, accuracy, from) = if cfg.fit_weights {
-        let (validation, from) = cfg.validation(&configs[0], &device)?;
-        let (w, a) = fit_weights(&members, &validation);
-        (w, Some(a), from)
+        let first = &configs[0];
+        let validation = validation_split(
+            first.dataset,
+            first.data_dir.as_deref(),
+            cfg.validation_size,
+            first.seed,
+            &device,
+        )?;
+        let (w, a) = fit_weights(&members, &validation.set);
+        (w, Some(a), validation.description)
     } else {
         (vec![1.0; members.len()], None, "equal".to_string())
     };

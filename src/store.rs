@@ -125,11 +125,26 @@ pub fn save_module<M: ModuleSnapshot>(
 
 /// The tensor names and shapes a model of `spec` has in PyTorch layout.
 pub fn expected_tensors(spec: &ModelSpec, device: &Device) -> BTreeMap<String, Vec<usize>> {
-    spec.init(device)
+    tensor_shapes(&spec.init(device))
+}
+
+/// The tensor names and shapes `model` has in PyTorch layout.
+pub fn tensor_shapes<M: ModuleSnapshot>(model: &M) -> BTreeMap<String, Vec<usize>> {
+    model
         .collect(None, Some(Box::new(BurnToPyTorchAdapter)), true)
         .into_iter()
         .map(|t| (t.name.clone(), t.shape.to_vec()))
         .collect()
+}
+
+/// Writes one JSON object per line (metrics, records) atomically.
+pub fn write_jsonl<T: serde::Serialize>(path: &Path, items: &[T]) -> std::io::Result<()> {
+    let mut text = String::new();
+    for item in items {
+        text.push_str(&serde_json::to_string(item).map_err(std::io::Error::other)?);
+        text.push('\n');
+    }
+    write_atomic(path, text.as_bytes())
 }
 
 /// Loads a model saved by Rampart or by PyTorch. `arch` overrides the architecture when the
@@ -233,11 +248,7 @@ pub fn apply_tensors<M: ModuleSnapshot>(
     path: &Path,
     arch: &str,
 ) -> Result<(), StoreError> {
-    let expected: BTreeMap<String, Vec<usize>> = model
-        .collect(None, Some(Box::new(BurnToPyTorchAdapter)), true)
-        .into_iter()
-        .map(|t| (t.name.clone(), t.shape.to_vec()))
-        .collect();
+    let expected = tensor_shapes(model);
     let mut problems = Vec::new();
     for (name, shape) in &expected {
         match found.get(name) {

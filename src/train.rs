@@ -652,13 +652,11 @@ pub fn train(cfg: &TrainConfig, resume: bool) -> Result<TrainReport, TrainError>
         });
         let this_attack = attack;
         if let Some(c) = &candidates {
-            // Ties go to the cheaper single-step attack (first in name order is fgsm-rs).
+            // min_by keeps the first of equal minima: ties go to the cheaper single-step
+            // attack (fgsm-rs comes first in name order).
             let (name, _) = c
                 .iter()
-                .fold(None::<(&String, f64)>, |best, (k, v)| match best {
-                    Some((_, b)) if b <= *v => best,
-                    _ => Some((k, *v)),
-                })
+                .min_by(|a, b| a.1.total_cmp(b.1))
                 .expect("two candidates");
             attack = EpochAttack::parse(name);
         }
@@ -749,16 +747,16 @@ fn pgd10(epsilon: f64) -> Pgd {
 /// Accuracy under `attack` on the first `size` images.
 fn robust_accuracy(model: &Classifier, data: &ImageSet, size: usize, attack: Pgd) -> f64 {
     let n = size.min(data.len());
-    let mut robust = 0i64;
+    let mut tally = attack::Tally::new(&data.images.device());
     for start in (0..n).step_by(256) {
         let (x, y) = data.range(start, (start + 256).min(n));
-        let out = attack::worst_case(model, &x, &y, &[attack], 1, None);
-        robust += out.robust.int().sum().into_scalar::<i64>();
+        tally.add(&attack::worst_case(model, &x, &y, &[attack], 1, None));
     }
-    robust as f64 / n.max(1) as f64
+    tally.read().1 as f64 / n.max(1) as f64
 }
 
-fn progress_bar(len: u64, epoch: usize, epochs: usize) -> ProgressBar {
+/// The per-epoch progress bar over `len` batches (also used by the fusion trainer).
+pub(crate) fn progress_bar(len: u64, epoch: usize, epochs: usize) -> ProgressBar {
     let bar = ProgressBar::new(len);
     bar.set_style(
         ProgressStyle::with_template(
@@ -779,12 +777,7 @@ fn ckpt_err(path: &Path, e: impl std::fmt::Display) -> TrainError {
 }
 
 fn rewrite_metrics(path: &Path, history: &[EpochMetrics]) -> Result<(), TrainError> {
-    let mut text = String::new();
-    for m in history {
-        text.push_str(&serde_json::to_string(m).unwrap());
-        text.push('\n');
-    }
-    write_atomic(path, text.as_bytes()).map_err(|e| ckpt_err(path, e))
+    store::write_jsonl(path, history).map_err(|e| ckpt_err(path, e))
 }
 
 /// Writes the checkpoint into `dir.tmp`, then swaps it in: the previous checkpoint survives

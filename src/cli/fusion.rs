@@ -2,17 +2,17 @@
 //! (`--records`).
 
 use burn::module::Module;
-use burn::tensor::{Int, Tensor, TensorData};
+use burn::tensor::{Int, Tensor};
 
 use super::{
     AttackArgs, Certified, CertifyArgs, CliResult, EvalArgs, InspectArgs, PredictArgs, announce,
 };
-use crate::attack::{Pgd, worst_case};
+use crate::attack::{Pgd, Tally, worst_case};
 use crate::certify::Smooth;
 use crate::certify::run::{CertifyRun, certify_all, predict_all};
 use crate::multimodal::model::Modality;
 use crate::multimodal::train::{FusionMode, FusionTrainConfig};
-use crate::multimodal::{EmbeddingView, NetworkView, accuracy, data::SecuritySet};
+use crate::multimodal::{EmbeddingView, NetworkView, data::SecuritySet, evaluate};
 
 type Error = Box<dyn std::error::Error>;
 
@@ -24,7 +24,8 @@ pub(super) fn eval(args: &EvalArgs) -> CliResult {
     };
     let spec = &opened.loaded.spec;
     let model = opened.loaded.model.valid();
-    let all = accuracy(&model, &set, args.batch);
+    let report = evaluate(&model, &set, args.batch);
+    let accuracy = |set: &SecuritySet| evaluate(&model, set, args.batch).accuracy;
     // The fused model with one modality alone, and with one withheld.
     let mut ablation = Vec::new();
     for m in &spec.modalities {
@@ -32,31 +33,8 @@ pub(super) fn eval(args: &EvalArgs) -> CliResult {
         alone[m.column()] = true;
         let mut without = [true; 3];
         without[m.column()] = false;
-        ablation.push((
-            *m,
-            accuracy(&model, &set.only(alone), args.batch),
-            accuracy(&model, &set.only(without), args.batch),
-        ));
+        ablation.push((*m, accuracy(&set.only(alone)), accuracy(&set.only(without))));
     }
-    let k = spec.num_classes();
-    let mut confusion = Tensor::<2>::zeros([k, k], &set.labels.device());
-    for s in (0..set.len()).step_by(args.batch) {
-        let b = set.range(s, s + args.batch);
-        let pred = model.forward(&b).argmax(1).squeeze_dim::<1>(1);
-        confusion = confusion
-            + b.labels
-                .one_hot::<2>(k)
-                .float()
-                .transpose()
-                .matmul(pred.one_hot::<2>(k).float());
-    }
-    let confusion: Vec<Vec<u64>> = confusion
-        .into_data()
-        .try_to_vec::<f32>()
-        .map_err(|e| format!("{e:?}"))?
-        .chunks(k)
-        .map(|r| r.iter().map(|v| v.round() as u64).collect())
-        .collect();
     if args.json {
         let out = serde_json::json!({
             "model": args.on.model,
@@ -65,10 +43,11 @@ pub(super) fn eval(args: &EvalArgs) -> CliResult {
             "dataset": set.name,
             "device": opened.chosen.description,
             "records": set.len(),
-            "accuracy": all,
+            "accuracy": report.accuracy,
+            "per_class_accuracy": report.per_class_accuracy,
             "modality_alone": ablation.iter().map(|(m, a, _)| (format!("{m:?}").to_lowercase(), *a)).collect::<std::collections::BTreeMap<_, _>>(),
             "modality_withheld": ablation.iter().map(|(m, _, w)| (format!("{m:?}").to_lowercase(), *w)).collect::<std::collections::BTreeMap<_, _>>(),
-            "confusion": confusion,
+            "confusion": report.confusion,
         });
         println!("{}", serde_json::to_string_pretty(&out)?);
         return Ok(());
@@ -81,7 +60,11 @@ pub(super) fn eval(args: &EvalArgs) -> CliResult {
         spec.modalities,
         set.name
     );
-    println!("accuracy: {:.2}% ({} records)", 100.0 * all, set.len());
+    println!(
+        "accuracy: {:.2}% ({} records)",
+        100.0 * report.accuracy,
+        set.len()
+    );
     for (m, alone, without) in &ablation {
         println!(
             "  {:<8} alone {:6.2}%   withheld {:6.2}%",
@@ -90,10 +73,15 @@ pub(super) fn eval(args: &EvalArgs) -> CliResult {
             100.0 * without
         );
     }
-    println!("confusion matrix (rows: true class, columns: predicted):");
-    for (i, row) in confusion.iter().enumerate() {
+    println!("per class (accuracy, then confusion row: true class against predicted):");
+    for (i, (row, acc)) in report
+        .confusion
+        .iter()
+        .zip(&report.per_class_accuracy)
+        .enumerate()
+    {
         let name = spec.class_names.get(i).map(String::as_str).unwrap_or("");
-        println!("  {name:<14} {row:?}");
+        println!("  {name:<14} {:6.2}%  {row:?}", 100.0 * acc);
     }
     Ok(())
 }
@@ -124,24 +112,23 @@ pub(super) fn attack(args: &AttackArgs, attacks: &[Pgd], alpha: f64) -> CliResul
     device.seed(args.seed);
     let model = opened.loaded.model.valid();
     let started = std::time::Instant::now();
-    let (mut clean, mut robust) = (0i64, 0i64);
+    let mut tally = Tally::new(&device);
     for s in (0..set.len()).step_by(args.batch) {
         let b = set.range(s, s + args.batch);
         let target = args
             .target
             .map(|t| Tensor::<1, Int>::full([b.len()], t as i64, &device));
-        let (c, r) = match modality {
+        match modality {
             Modality::Network => {
                 let view = NetworkView::new(&model, &b);
-                let out = worst_case(
+                tally.add(&worst_case(
                     &view,
                     &b.network,
                     &b.labels,
                     attacks,
                     args.restarts,
                     target.as_ref(),
-                );
-                (out.clean_correct, out.robust)
+                ));
             }
             _ => {
                 let view = EmbeddingView {
@@ -150,20 +137,18 @@ pub(super) fn attack(args: &AttackArgs, attacks: &[Pgd], alpha: f64) -> CliResul
                     modality,
                 };
                 let x = view.embeddings().expect("modality checked above");
-                let out = worst_case(
+                tally.add(&worst_case(
                     &view,
                     &x,
                     &b.labels,
                     attacks,
                     args.restarts,
                     target.as_ref(),
-                );
-                (out.clean_correct, out.robust)
+                ));
             }
-        };
-        clean += c.int().sum().into_scalar::<i64>();
-        robust += r.int().sum().into_scalar::<i64>();
+        }
     }
+    let (clean, robust) = tally.read();
     let seconds = started.elapsed().as_secs_f64();
     let n = set.len() as f64;
     let units = match modality {
@@ -243,10 +228,7 @@ fn job(c: &super::SmoothArgs) -> Result<Job, Error> {
             c.on.model.display()
         )
     })?;
-    let ids: Vec<usize> = (0..opened.records.len())
-        .step_by(c.skip)
-        .take(c.limit.unwrap_or(usize::MAX))
-        .collect();
+    let ids = crate::data::every_index(opened.records.len(), c.skip, c.limit);
     Ok(Job {
         description: opened.chosen.description,
         model: opened.loaded.model.valid(),
@@ -258,12 +240,8 @@ fn job(c: &super::SmoothArgs) -> Result<Job, Error> {
 
 impl Job {
     fn chosen(&self) -> SecuritySet {
-        let idx: Vec<i64> = self.ids.iter().map(|&i| i as i64).collect();
-        let idx = Tensor::<1, Int>::from_data(
-            TensorData::new(idx, [self.ids.len()]),
-            &self.all.labels.device(),
-        );
-        self.all.select(idx)
+        self.all
+            .select(crate::data::indices(&self.ids, &self.all.labels.device()))
     }
 }
 
@@ -334,12 +312,8 @@ pub(super) fn predict(args: &PredictArgs) -> CliResult {
 
 pub(super) fn inspect(args: &InspectArgs) -> CliResult {
     let loaded = crate::multimodal::load(&args.model, &burn::tensor::Device::flex())?;
-    let bytes = crate::store::read_file(&args.model)?;
-    let (tensors, _) = crate::store::read_header(&bytes, &args.model)?;
-    let tensors: std::collections::BTreeMap<String, Vec<usize>> = tensors
-        .into_iter()
-        .map(|(k, (shape, _))| (k, shape))
-        .collect();
+    // Loading checked every tensor against the spec, so the model's own shapes are the file's.
+    let tensors = crate::store::tensor_shapes(&loaded.model);
     let params: usize = tensors.values().map(|s| s.iter().product::<usize>()).sum();
     let parse = |k: &str| crate::store::metadata_json(&loaded.metadata, k);
     if args.json {

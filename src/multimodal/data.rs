@@ -265,11 +265,20 @@ impl SecuritySet {
         }
     }
 
-    /// Records `start..end` (clamped).
+    /// Records `start..end` (clamped), as views of the same tensors (no gather).
     pub fn range(&self, start: usize, end: usize) -> SecuritySet {
         let end = end.min(self.len());
-        let idx = Tensor::<1, Int>::arange(start as i64..end as i64, &self.labels.device());
-        self.select(idx)
+        let start = start.min(end);
+        let len = end - start;
+        SecuritySet {
+            text: self.text.clone().narrow(0, start, len),
+            bytes: self.bytes.clone().narrow(0, start, len),
+            histogram: self.histogram.clone().narrow(0, start, len),
+            network: self.network.clone().narrow(0, start, len),
+            present: self.present.clone().narrow(0, start, len),
+            labels: self.labels.clone().narrow(0, start, len),
+            name: self.name.clone(),
+        }
     }
 
     /// The same records with only the modalities in `keep` (text, bytes, network flags).
@@ -407,12 +416,7 @@ pub fn synth_security(n: usize, seed: u64, flip: f64, missing: f64) -> Vec<Recor
 
 /// Writes records as JSONL, atomically.
 pub fn write_jsonl(path: &Path, records: &[Record]) -> Result<(), RecordError> {
-    let mut text = String::new();
-    for r in records {
-        text.push_str(&serde_json::to_string(r).expect("record serialises"));
-        text.push('\n');
-    }
-    crate::store::write_atomic(path, text.as_bytes()).map_err(|e| RecordError::Write {
+    crate::store::write_jsonl(path, records).map_err(|e| RecordError::Write {
         path: path.to_path_buf(),
         reason: e.to_string(),
     })

@@ -20,6 +20,7 @@ use burn::tensor::{Device, Int, Tensor};
 
 use crate::attack::Logits;
 use crate::certify::BaseClassifier;
+use crate::eval::{Confusion, EvalReport};
 use crate::store::{self, FUSION_KEY, StoreError};
 use data::SecuritySet;
 use model::{FusionModel, FusionSpec, Modality, Parts};
@@ -79,19 +80,18 @@ pub fn save(
     store::save_module(model, &metadata, path)
 }
 
-/// Accuracy of `model` (a `valid()` copy) on `set`, in batches.
-pub fn accuracy(model: &FusionModel, set: &SecuritySet, batch: usize) -> f64 {
-    let n = set.len();
-    if n == 0 {
-        return 0.0;
-    }
-    let mut correct = Tensor::<1, Int>::zeros([1], &set.labels.device());
-    for s in (0..n).step_by(batch.max(1)) {
+/// Accuracy, per-class accuracy and confusion matrix of `model` (a `valid()` copy) on `set`,
+/// in batches.
+pub fn evaluate(model: &FusionModel, set: &SecuritySet, batch: usize) -> EvalReport {
+    let mut confusion = Confusion::new(model.num_classes(), &set.labels.device());
+    for s in (0..set.len()).step_by(batch.max(1)) {
         let b = set.range(s, s + batch);
-        let pred = model.forward(&b).argmax(1).squeeze_dim::<1>(1);
-        correct = correct + pred.equal(b.labels).int().sum();
+        confusion.add(
+            b.labels.clone(),
+            model.forward(&b).argmax(1).squeeze_dim::<1>(1),
+        );
     }
-    correct.into_scalar::<i64>() as f64 / n as f64
+    confusion.report()
 }
 
 /// The fusion model as a function of its network features `[N, F]` (in [0, 1]), with the

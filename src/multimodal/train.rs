@@ -14,8 +14,7 @@ use std::time::Instant;
 use burn::module::Module;
 use burn::nn::loss::CrossEntropyLossConfig;
 use burn::optim::{AdamConfig, GradientsParams};
-use burn::tensor::{Distribution, Int, Tensor, TensorData};
-use indicatif::{ProgressBar, ProgressStyle};
+use burn::tensor::{Distribution, Tensor};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
@@ -23,10 +22,9 @@ use serde::{Deserialize, Serialize};
 
 use super::data::{self, SECURITY_CLASSES, SecuritySet};
 use super::model::{Fusion, FusionSpec, Modality};
-use super::{EmbeddingView, NetworkView, accuracy};
+use super::{EmbeddingView, NetworkView, evaluate};
 use crate::attack::{AttackLoss, Norm, Pgd};
 use crate::device::{self, DeviceChoice};
-use crate::store::write_atomic;
 
 #[derive(Debug, thiserror::Error)]
 pub enum FusionTrainError {
@@ -255,21 +253,10 @@ pub fn train(cfg: &FusionTrainConfig) -> Result<Vec<FusionEpoch>, FusionTrainErr
         device.seed(cfg.seed.wrapping_add(1 + epoch as u64));
         let mut order: Vec<usize> = (0..n).collect();
         order.shuffle(&mut StdRng::seed_from_u64(cfg.seed ^ (epoch as u64) << 32));
-        let bar = ProgressBar::new(batches as u64);
-        bar.set_style(
-            ProgressStyle::with_template(&format!(
-                "fusion epoch {}/{} [{{bar:30}}] {{pos}}/{{len}} {{msg}}",
-                epoch + 1,
-                cfg.epochs
-            ))
-            .unwrap()
-            .progress_chars("=> "),
-        );
+        let bar = crate::train::progress_bar(batches as u64, epoch + 1, cfg.epochs);
         let mut loss_sum = Tensor::<1>::zeros([1], &device);
         for idx in order.chunks(cfg.batch_size) {
-            let rows: Vec<i64> = idx.iter().map(|&i| i as i64).collect();
-            let rows = Tensor::<1, Int>::from_data(TensorData::new(rows, [idx.len()]), &device);
-            let mut batch = train_set.select(rows);
+            let mut batch = train_set.select(crate::data::indices(idx, &device));
             match cfg.mode {
                 FusionMode::Standard | FusionMode::PgdEmbeddings => {}
                 FusionMode::Gaussian => {
@@ -339,19 +326,20 @@ pub fn train(cfg: &FusionTrainConfig) -> Result<Vec<FusionEpoch>, FusionTrainErr
             });
         }
         let valid = model.valid();
-        let eval_accuracy = accuracy(&valid, &eval_set, 512);
+        let eval_accuracy = evaluate(&valid, &eval_set, 512).accuracy;
         let robust_accuracy = (cfg.mode == FusionMode::Pgd).then(|| {
             let subset = eval_set.range(0, 500);
             let view = NetworkView::new(&valid, &subset);
-            let out = crate::attack::worst_case(
+            let mut tally = crate::attack::Tally::new(&device);
+            tally.add(&crate::attack::worst_case(
                 &view,
                 &subset.network,
                 &subset.labels,
                 &[network_pgd(cfg.epsilon, 10)],
                 1,
                 None,
-            );
-            out.robust.int().sum().into_scalar::<i64>() as f64 / subset.len() as f64
+            ));
+            tally.read().1 as f64 / subset.len() as f64
         });
         let m = FusionEpoch {
             epoch: epoch + 1,
@@ -377,13 +365,11 @@ pub fn train(cfg: &FusionTrainConfig) -> Result<Vec<FusionEpoch>, FusionTrainErr
             serde_json::to_string(history.last().expect("one epoch")).expect("serialises"),
         );
         super::save(&valid, &spec, &metadata, &cfg.model_path())?;
-        let lines: String = history
-            .iter()
-            .map(|m| serde_json::to_string(m).expect("serialises") + "\n")
-            .collect();
-        write_atomic(&metrics_path, lines.as_bytes()).map_err(|e| FusionTrainError::Write {
-            path: metrics_path.clone(),
-            reason: e.to_string(),
+        crate::store::write_jsonl(&metrics_path, &history).map_err(|e| {
+            FusionTrainError::Write {
+                path: metrics_path.clone(),
+                reason: e.to_string(),
+            }
         })?;
     }
     Ok(history)
