@@ -8,9 +8,9 @@ use burn::nn::loss::CrossEntropyLossConfig;
 use burn::optim::{AdamConfig, GradientsParams};
 use burn::tensor::{Device, Distribution, Int, Tensor};
 use divan::{Bencher, counter::ItemsCount};
-use rampart::attack::{AttackLoss, Norm, Pgd};
+use rampart::attack::{Attack, Norm, Pgd};
 use rampart::device;
-use rampart::model::{Arch, ModelSpec};
+use rampart::model::{Arch, ImageSpec};
 
 const BATCH: usize = 256;
 const STEPS: usize = 5;
@@ -31,21 +31,16 @@ fn batch(device: &Device) -> (Tensor<4>, Tensor<1, Int>) {
 }
 
 fn pgd(steps: usize) -> Pgd {
-    Pgd {
-        norm: Norm::Linf,
-        epsilon: 0.1,
-        alpha: 0.025,
-        steps,
-        random_start: true,
-        loss: AttackLoss::Ce,
-    }
+    Pgd::new(Norm::Linf, 0.1, steps)
+        .and_then(|p| p.with_alpha(0.025))
+        .expect("valid attack")
 }
 
 /// One PGD run of STEPS steps on a batch: counter is images × steps.
 #[divan::bench(sample_count = 5, sample_size = 1)]
 fn pgd_steps(bencher: Bencher) {
     let device = chosen();
-    let model = ModelSpec::fashion_normalised(Arch::Cnn).init(&device);
+    let model = ImageSpec::fashion_normalised(Arch::Cnn).init(&device);
     let (x, y) = batch(&device);
     let attack = pgd(STEPS);
     let _ = attack.perturb(&model, &x, &y, None).into_data();
@@ -59,7 +54,7 @@ fn pgd_steps(bencher: Bencher) {
 fn adversarial_train_step<const K: usize>(bencher: Bencher) {
     let device = chosen();
     let ad = device.clone().autodiff();
-    let mut model = Some(ModelSpec::fashion_normalised(Arch::Cnn).init(&ad));
+    let mut model = Some(ImageSpec::fashion_normalised(Arch::Cnn).init(&ad));
     let mut optim = AdamConfig::new().init();
     let loss_fn = CrossEntropyLossConfig::new().init(&ad);
     let (x, y) = batch(&device);

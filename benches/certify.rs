@@ -8,7 +8,7 @@ use burn::tensor::{Distribution, Tensor};
 use divan::{Bencher, counter::ItemsCount};
 use rampart::certify::{Smooth, Stage};
 use rampart::device;
-use rampart::model::{Arch, ModelSpec};
+use rampart::model::{Arch, ImageSpec};
 
 fn main() {
     divan::main();
@@ -22,7 +22,7 @@ fn chosen() -> burn::tensor::Device {
 #[divan::bench(args = [Arch::Mlp, Arch::Cnn], consts = [256, 1024, 4096], sample_count = 5, sample_size = 1)]
 fn noisy_forwards<const BATCH: usize>(bencher: Bencher, arch: Arch) {
     let device = chosen();
-    let model = ModelSpec::fashion_normalised(arch).init(&device);
+    let model = ImageSpec::fashion_normalised(arch).init(&device);
     let x = Tensor::<4>::random([1, 1, 28, 28], Distribution::Uniform(0.0, 1.0), &device);
     let smooth = Smooth {
         base: &model,

@@ -10,7 +10,7 @@ use burn::optim::{AdamConfig, GradientsParams};
 use burn::tensor::{Distribution, Int, Tensor};
 use divan::{Bencher, counter::ItemsCount};
 use rampart::device;
-use rampart::model::{Arch, ModelSpec};
+use rampart::model::{Arch, ImageSpec};
 
 const BATCH: usize = 128;
 
@@ -32,7 +32,7 @@ fn batch(device: &burn::tensor::Device) -> (Tensor<4>, Tensor<1, Int>) {
 #[divan::bench(args = [Arch::Mlp, Arch::Cnn], sample_count = 10, sample_size = 1)]
 fn forward(bencher: Bencher, arch: Arch) {
     let device = chosen();
-    let model = ModelSpec::fashion_normalised(arch).init(&device);
+    let model = ImageSpec::fashion_normalised(arch).init(&device);
     let (x, _) = batch(&device);
     let _ = model.forward(x.clone()).into_data(); // warm-up (kernel compilation, autotune)
     bencher
@@ -44,7 +44,7 @@ fn forward(bencher: Bencher, arch: Arch) {
 fn train_step(bencher: Bencher, arch: Arch) {
     let device = chosen();
     let ad = device.clone().autodiff();
-    let mut model = Some(ModelSpec::fashion_normalised(arch).init(&ad));
+    let mut model = Some(ImageSpec::fashion_normalised(arch).init(&ad));
     let mut optim = AdamConfig::new().init();
     let loss_fn = CrossEntropyLossConfig::new().init(&ad);
     let (x, y) = batch(&device);

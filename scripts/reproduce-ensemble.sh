@@ -59,7 +59,7 @@ for n in names:
     p = json.load(open(f"{out}/{n}.pgd20.json"))
     c = json.load(open(f"{out}/{n}.cert.json"))["summary"]
     acc = dict(c["certified_accuracy"])
-    r = e["report"]
+    r = e
     rows.append(f"| {n} | {100 * r['accuracy']:.1f} | {100 * r['no_decision'] / r['examples']:.1f} | "
                 f"{100 * p['robust_accuracy']:.1f} | {100 * acc[0.0]:.1f} | {100 * acc[0.25]:.1f} | "
                 f"{100 * acc[0.5]:.1f} | {e['device']} |")

@@ -33,9 +33,15 @@ for mode in $MODES; do
   run="$OUT/$mode"
   if [ ! -f "$run/model.safetensors" ]; then
     resume=(); [ -d "$run/checkpoint" ] && resume=(--resume)
+    # Each mode takes only its own keys (rampart train --help lists them).
+    case $mode in
+      standard) flags=() ;;
+      adaptive) flags=(--epsilon "$EPS" --steps 7 --ramp-epochs "$RAMP") ;;
+      *) flags=(--epsilon "$EPS" --steps 7) ;;
+    esac
     echo "== train $mode (epsilon $EPS, $EPOCHS epochs)"
-    $bin train --config configs/fmnist-cnn.toml --mode "$mode" --epsilon "$EPS" --attack-steps 7 \
-      --epochs "$EPOCHS" --ramp-epochs "$RAMP" --train-limit "$TRAIN_LIMIT" --device "$DEVICE" --out "$run" "${resume[@]}"
+    $bin train --config configs/fmnist-cnn.toml --mode "$mode" "${flags[@]}" \
+      --epochs "$EPOCHS" --train-limit "$TRAIN_LIMIT" --device "$DEVICE" --out "$run" "${resume[@]}"
   fi
   for steps in 20 100; do
     echo "== $mode: PGD-$steps, 5 restarts, $LIMIT test images"

@@ -39,7 +39,7 @@ train concat --fusion concat
 train gated --fusion gated
 train gated-pgd --fusion gated --mode pgd --epsilon 0.1
 train gated-gaussian --fusion gated --mode gaussian --sigma 0.25
-train gated-pgd-embeddings --fusion gated --mode pgd-embeddings --embedding-epsilon 1.0
+train gated-pgd-embeddings --fusion gated --mode pgd-embeddings --epsilon 1.0
 
 for name in text bytes network concat gated gated-pgd gated-gaussian gated-pgd-embeddings; do
   m="$OUT/$name/model.safetensors"
@@ -72,7 +72,7 @@ for name in ["text", "bytes", "network", "concat", "gated", "gated-pgd", "gated-
                 f"{pct(get(name, 'pgd-text.json', 'robust_accuracy'))} |")
 alone = json.load(open(f"{out}/gated/eval.json"))
 rows += ["", "gated fusion model, one modality alone (others withheld): " +
-         ", ".join(f"{k} {pct(v)}%" for k, v in alone["modality_alone"].items())]
+         ", ".join(f"{k} {pct(v['alone'])}%" for k, v in alone["modalities"].items())]
 cert = json.load(open(f"{out}/gated-gaussian/cert.json"))["summary"]
 rows += ["", "gated-gaussian certified accuracy over the network features (σ 0.25, n "
          f"{cert['n']}, {cert['images']} records): " +

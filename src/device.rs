@@ -4,7 +4,18 @@ use burn::tensor::{Device, DeviceKind, Tensor};
 use serde::{Deserialize, Serialize};
 
 /// A backend the user can pick.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum, Default)]
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Serialize,
+    Deserialize,
+    clap::ValueEnum,
+    Default,
+    schemars::JsonSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum DeviceChoice {
     /// A GPU through wgpu if one is found, else the flex CPU backend.

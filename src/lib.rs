@@ -1,25 +1,30 @@
-//! Rampart: an adversarial-robustness engine on Burn.
+//! Rampart: an adversarial-robustness and model-security engine on Burn.
 //!
-//! Inputs are pixels in [0, 1]; normalisation lives inside the models, so attacks and noise
-//! work in pixel space. Models are saved as safetensors in PyTorch layout.
+//! Inputs are pixels in [0, 1] (or, for fusion models, features rescaled to [0, 1] by their
+//! box); normalisation lives inside the models, so attacks and noise work in input space.
+//! Models are safetensors in PyTorch layout. See `docs/ARCHITECTURE.md` for the module tree.
 //!
-//! - [`data`]: IDX files (Fashion-MNIST), data lookup, a synthetic set.
-//! - [`model`]: the `mlp` and `cnn` classifiers.
-//! - [`store`]: safetensors in PyTorch layout, atomic writes.
-//! - [`train`]: configs and the training loop with checkpoints.
-//! - [`eval`]: accuracy, per-class accuracy, confusion matrix.
-//! - [`attack`]: FGSM and PGD (L∞, L2), restarts, per-example worst case.
-//! - [`certify`]: randomized smoothing, PREDICT and CERTIFY.
+//! - [`artifact`]: every file read and written (bounded, atomic), model files of every kind,
+//!   metadata, manifests, digests.
+//! - [`data`]: Fashion-MNIST (IDX), the synthetic sets, multimodal JSONL records.
+//! - [`model`]: the networks (image, fusion) and voting ensembles.
+//! - [`classifier`]: the one interface attacks, smoothing and evaluation use.
+//! - [`workload`]: a model with the examples it runs on; operations as [`workload::Job`]s.
+//! - [`eval`], [`attack`], [`certify`]: evaluation, evasion attacks, randomized smoothing.
+//! - [`train`]: configs and the one training loop.
+//! - [`ensemble`]: fitted weights and `ensemble train`.
 //! - [`device`]: run-time device choice.
+//! - [`cli`]: the command line.
 
+pub mod artifact;
 pub mod attack;
 pub mod certify;
+pub mod classifier;
 pub mod cli;
 pub mod data;
 pub mod device;
 pub mod ensemble;
 pub mod eval;
 pub mod model;
-pub mod multimodal;
-pub mod store;
 pub mod train;
+pub mod workload;

@@ -2,18 +2,14 @@
 //! linear classifier whose smoothed version is known in closed form, coverage of the
 //! Clopper-Pearson bound, abstention on a coin flip, and batching that does not change counts.
 
-use burn::tensor::{Device, Int, Tensor, TensorData};
-use rampart::certify::{self, BaseClassifier, Smooth, Stage};
-use rampart::model::{Arch, ModelSpec};
+mod common;
+
+use burn::tensor::{Device, Tensor, TensorData};
+use common::serial;
+use rampart::certify::{self, Smooth, Stage};
+use rampart::classifier::{Classifier, Domain};
+use rampart::model::{Arch, ImageSpec};
 use statrs::distribution::{Binomial, ContinuousCDF, Discrete, Normal};
-
-/// Burn's random generator is process-global and the noise is keyed by reseeding it: tests
-/// that draw noise take turns.
-static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|p| p.into_inner())
-}
 
 /// f(x) = 1 if w·x + b > 0 else 0, with w = (1/28, ..., 1/28) (unit norm). For the constant
 /// image 0.5, w·x = 14, so b = margin - 14 puts x at signed L2 distance `margin` from the
@@ -32,14 +28,21 @@ impl Linear {
     }
 }
 
-impl BaseClassifier<4> for Linear {
-    fn classify(&self, x: Tensor<4>, _ids: Tensor<1, Int>) -> Tensor<1, Int> {
+/// Logits [0, w·x + b]: class 1 exactly when w·x + b > 0 (ties go to class 0).
+impl Classifier<4> for Linear {
+    type Input = Tensor<4>;
+
+    fn logits(&self, x: Tensor<4>) -> Tensor<2> {
         let z: Tensor<2> = x.flatten::<2>(1, 3).matmul(self.w.clone()) + self.b;
-        z.squeeze_dim::<1>(1).greater_elem(0.0).int()
+        Tensor::cat(vec![z.zeros_like(), z], 1)
     }
 
     fn num_classes(&self) -> usize {
         2
+    }
+
+    fn domain(&self) -> Domain {
+        Domain::pixels()
     }
 }
 
@@ -217,7 +220,7 @@ fn batched_and_one_at_a_time_give_the_same_counts() {
     let _turn = serial();
     let d = Device::flex();
     d.seed(9);
-    let model = ModelSpec::fashion_normalised(Arch::Cnn).init(&d);
+    let model = ImageSpec::fashion_normalised(Arch::Cnn).init(&d);
     let images = rampart::data::synthetic(3, 5, &d).images;
     let ids = [5u64, 9, 11];
     let smooth = |batch| Smooth {
@@ -252,29 +255,58 @@ fn batched_and_one_at_a_time_give_the_same_counts() {
     assert_ne!(other, together);
 }
 
+/// Constant images at signed L2 distances `margins` from the boundary of `Linear::new(0.0)`
+/// (w·x = 28·v for the constant image v, so v = 0.5 + m/28 sits at distance m).
+fn at_margins(margins: &[f32], d: &Device) -> Tensor<4> {
+    let pixels: Vec<f32> = margins
+        .iter()
+        .flat_map(|m| std::iter::repeat_n(0.5 + m / 28.0, 784))
+        .collect();
+    Tensor::from_data(TensorData::new(pixels, [margins.len(), 1, 28, 28]), d)
+}
+
+/// Counts land on their own image and class: three images at different margins near the
+/// boundary, each row within 5 standard deviations of n·(1 − Φ(m/σ)), n·Φ(m/σ). The same seed
+/// repeats the counts exactly; another seed draws other noise, so they differ.
 #[test]
 fn seeds_repeat_and_counts_live_on_the_right_image() {
     let _turn = serial();
     let d = Device::flex();
-    // Two images on opposite sides of a linear boundary, far from it: all votes are certain.
     let f = Linear::new(0.0, &d);
-    let x = Tensor::<4>::from_data(
-        TensorData::new(
-            [vec![0.9f32; 784], vec![0.1f32; 784]].concat(),
-            [2, 1, 28, 28],
-        ),
-        &d,
-    );
-    let smooth = Smooth {
+    let (sigma, n) = (0.5, 2000usize);
+    let margins = [-0.3f32, 0.05, 0.4];
+    let x = at_margins(&margins, &d);
+    let smooth = |seed| Smooth {
         base: &f,
-        sigma: 0.1,
-        batch: 256,
-        seed: 6,
+        sigma,
+        batch: 4096,
+        seed,
     };
-    let counts = smooth.sample_noise(&x, &[0, 1], 500, Stage::Selection);
-    assert_eq!(counts, vec![vec![0, 500], vec![500, 0]]);
-    let again = smooth.sample_noise(&x, &[0, 1], 500, Stage::Selection);
-    assert_eq!(counts, again);
+    let counts = smooth(6).sample_noise(&x, &[0, 1, 2], n, Stage::Selection);
+    for (row, m) in counts.iter().zip(margins) {
+        let p = phi(m as f64 / sigma);
+        let sd = (n as f64 * p * (1.0 - p)).sqrt();
+        let expected = [n as f64 * (1.0 - p), n as f64 * p];
+        for (c, e) in row.iter().zip(expected) {
+            assert!(
+                (*c as f64 - e).abs() <= 5.0 * sd,
+                "margin {m}: counts {row:?}, expected about {expected:?}"
+            );
+        }
+    }
+    // Swapping images or classes would break the order of the class-1 fractions.
+    assert!(
+        counts[0][1] < counts[1][1] && counts[1][1] < counts[2][1],
+        "{counts:?}"
+    );
+    assert_eq!(
+        smooth(6).sample_noise(&x, &[0, 1, 2], n, Stage::Selection),
+        counts
+    );
+    assert_ne!(
+        smooth(7).sample_noise(&x, &[0, 1, 2], n, Stage::Selection),
+        counts
+    );
 }
 
 /// Gaussian noise augmentation is what makes smoothing work: at sigma 0.5 the noise-trained
@@ -283,38 +315,31 @@ fn seeds_repeat_and_counts_live_on_the_right_image() {
 /// Needs the data (scripts/test.sh fetches it).
 #[test]
 fn gaussian_training_beats_standard_training_under_smoothing() {
-    use rampart::train::{self, DatasetChoice, TrainConfig, TrainMode};
+    use rampart::train::config::{
+        DataConfig, FashionData, Gaussian, ImageModel, Mode, ModelConfig,
+    };
+    use rampart::train::{self, config::TrainConfig};
     let _turn = serial();
     let sigma = 0.5;
     let certified = |mode| {
         let dir = tempfile::tempdir().unwrap();
         let cfg = TrainConfig {
-            arch: Arch::Mlp,
+            model: ModelConfig::Mlp(ImageModel::default()),
             mode,
-            sigma,
-            dataset: DatasetChoice::FashionMnist,
-            eval_limit: Some(500),
+            data: DataConfig::FashionMnist(FashionData {
+                eval_limit: Some(500),
+                ..FashionData::default()
+            }),
             epochs: 3,
             device: rampart::device::DeviceChoice::Flex,
             out: dir.path().to_path_buf(),
             ..TrainConfig::default()
         };
-        let report = train::train(&cfg, false).unwrap();
-        let model = rampart::store::load_model(&report.model_path, None, &Device::flex())
-            .unwrap()
-            .model;
-        let dir = rampart::data::resolve_data_dir(None)
-            .expect("Fashion-MNIST: run scripts/fetch-data.sh");
-        let test = rampart::data::load_split(&dir, rampart::data::Split::Test, &Device::flex())
-            .unwrap()
-            .every(50, Some(60));
-        let labels: Vec<i64> = test
-            .labels
-            .clone()
-            .into_data()
-            .convert::<i64>()
-            .try_to_vec()
-            .unwrap();
+        let report = train::train(&cfg, false, &mut []).unwrap();
+        let (model, _, _) =
+            rampart::artifact::open_image(&report.model_path, None, &Device::flex()).unwrap();
+        let test = common::fashion_test(50, 60);
+        let labels = common::ints(test.labels.clone());
         let ids: Vec<u64> = (0..60).collect();
         let smooth = Smooth {
             base: &model,
@@ -331,8 +356,8 @@ fn gaussian_training_beats_standard_training_under_smoothing() {
             .filter(|(c, l)| c.class == Some(**l as usize) && c.radius >= 0.75)
             .count()
     };
-    let standard = certified(TrainMode::Standard);
-    let gaussian = certified(TrainMode::Gaussian);
+    let standard = certified(Mode::Standard);
+    let gaussian = certified(Mode::Gaussian(Gaussian { sigma }));
     assert!(
         gaussian > standard + 6,
         "gaussian {gaussian} vs standard {standard} of 60"

@@ -1,23 +1,23 @@
 //! Multimodal fusion: JSONL validation, missing modalities, save/load in PyTorch layout,
 //! fused versus single-modality accuracy on the SYNTHETIC task, and the commands end to end.
 
-use std::collections::BTreeMap;
+mod common;
+
 use std::path::Path;
-use std::process::Command;
 
 use burn::module::Module;
 use burn::tensor::{Device, Distribution};
-use rampart::attack::{Logits, Norm, Pgd};
-use rampart::multimodal::data::{self, Record, Schema, SecuritySet};
-use rampart::multimodal::model::{Fusion, FusionSpec, Modality};
-use rampart::multimodal::train::{FusionTrainConfig, train};
-use rampart::multimodal::{self, NetworkView};
-
-static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    SERIAL.lock().unwrap_or_else(|e| e.into_inner())
-}
+use common::serial;
+use rampart::artifact::{self, AnyModel, Metadata, OpenOptions};
+use rampart::attack::{Attack, Norm, Pgd};
+use rampart::classifier::Classifier;
+use rampart::classifier::fusion::NetworkView;
+use rampart::data::records::{self as data, Record, Schema, SecuritySet};
+use rampart::data::synth_security::synth_security;
+use rampart::model::fusion::{Fusion, FusionSpec, Modality};
+use rampart::train::config::{
+    DataConfig, FusionModel, ModelConfig, Optimizer, RecordsData, TrainConfig,
+};
 
 fn schema() -> Schema {
     Schema {
@@ -92,13 +92,14 @@ fn spec(fusion: Fusion, modalities: &[Modality]) -> FusionSpec {
 const ALL: [Modality; 3] = [Modality::Text, Modality::Bytes, Modality::Network];
 
 fn synthetic_set(n: usize, seed: u64, device: &Device) -> SecuritySet {
-    let records = data::synth_security(n, seed, 0.15, 0.1);
+    let records = synth_security(n, seed, 0.15, 0.1);
     data::to_set(
         &records,
         &spec(Fusion::Gated, &ALL).schema(),
         "test",
         device,
     )
+    .unwrap()
 }
 
 #[test]
@@ -145,7 +146,7 @@ fn a_missing_modality_is_ignored_not_read() {
         synthetic: false,
     }];
     let s = spec(Fusion::Gated, &ALL);
-    let one = data::to_set(&records, &s.schema(), "one", &device);
+    let one = data::to_set(&records, &s.schema(), "one", &device).unwrap();
     assert_eq!(s.init(&device).forward(&one).dims(), [1, 4]);
 }
 
@@ -158,21 +159,30 @@ fn save_and_load_keep_the_logits_in_pytorch_layout() {
     device.seed(4);
     let s = spec(Fusion::Concat, &ALL);
     let model = s.init(&device);
-    multimodal::save(&model, &s, &BTreeMap::new(), &path).unwrap();
-    let loaded = multimodal::load(&path, &device).unwrap();
-    assert_eq!(loaded.spec, s);
+    artifact::save_fusion(&model, &s, &Metadata::default(), &path).unwrap();
+    let AnyModel::Fusion {
+        net, spec: loaded, ..
+    } = artifact::open(&path, OpenOptions::default(), &device)
+        .unwrap()
+        .model
+    else {
+        panic!("not a fusion model")
+    };
+    assert_eq!(loaded, s);
     let set = synthetic_set(8, 2, &device);
     let a: Vec<f32> = model.forward(&set).into_data().try_to_vec().unwrap();
-    let b: Vec<f32> = loaded.model.forward(&set).into_data().try_to_vec().unwrap();
+    let b: Vec<f32> = net.forward(&set).into_data().try_to_vec().unwrap();
     assert_eq!(a, b);
     let bytes = std::fs::read(&path).unwrap();
-    let (found, _) = rampart::store::read_header(&bytes, &path).unwrap();
+    let found = artifact::layout::read_header(&bytes, &path)
+        .unwrap()
+        .tensors;
     // nn.Linear(16, 4) keeps its weight as [out, in]; nn.Conv1d(32, 16, 5) as [out, in, k].
     assert_eq!(found["head2.weight"].0, vec![4, 16]);
     assert_eq!(found["byte_conv.weight"].0, vec![16, 32, 5]);
     assert_eq!(found["text_embed.weight"].0, vec![data::VOCAB, 16]);
     // An image-model loader refuses it with a pointer to --records.
-    let err = rampart::store::load_model(&path, None, &device)
+    let err = artifact::open_image(&path, None, &device)
         .err()
         .unwrap()
         .to_string();
@@ -189,11 +199,8 @@ fn network_attacks_stay_in_the_box_and_the_ball() {
     let view = NetworkView::new(&model, &set);
     // The view's cached text and bytes encodings give the model's own logits.
     let direct: Vec<f32> = model.forward(&set).into_data().try_to_vec().unwrap();
-    let cached: Vec<f32> = view
-        .logits(set.network.clone())
-        .into_data()
-        .try_to_vec()
-        .unwrap();
+    let input = NetworkView::input(&set);
+    let cached: Vec<f32> = view.logits(input.clone()).into_data().try_to_vec().unwrap();
     assert!(
         direct
             .iter()
@@ -201,15 +208,8 @@ fn network_attacks_stay_in_the_box_and_the_ball() {
             .all(|(a, b)| (a - b).abs() < 1e-5)
     );
     for norm in [Norm::Linf, Norm::L2] {
-        let attack = Pgd {
-            norm,
-            epsilon: 0.2,
-            alpha: 0.05,
-            steps: 5,
-            random_start: true,
-            loss: rampart::attack::AttackLoss::Ce,
-        };
-        let adv = attack.perturb(&view, &set.network, &set.labels, None);
+        let attack = Pgd::new(norm, 0.2, 5).unwrap().with_alpha(0.05).unwrap();
+        let adv = attack.perturb(&view, &input, &set.labels, None);
         let v: Vec<f32> = adv.clone().into_data().try_to_vec().unwrap();
         assert!(v.iter().all(|x| (0.0..=1.0).contains(x)));
         let delta = adv - set.network.clone();
@@ -221,23 +221,34 @@ fn network_attacks_stay_in_the_box_and_the_ball() {
         .try_to_vec()
         .unwrap();
         assert!(size.iter().all(|s| *s <= 0.2 + 1e-5), "{norm:?}");
-        assert!(view.logits(set.network.clone()).dims() == [64, 4]);
+        assert!(view.logits(input.clone()).dims() == [64, 4]);
     }
 }
 
 fn train_on(dir: &Path, name: &str, modalities: &[Modality]) -> f64 {
-    let cfg = FusionTrainConfig {
-        train_records: dir.join("train.jsonl"),
-        test_records: dir.join("test.jsonl"),
-        modalities: modalities.to_vec(),
-        dim: 32,
+    let cfg = TrainConfig {
+        model: ModelConfig::Fusion(FusionModel {
+            modalities: modalities.to_vec(),
+            dim: 32,
+            ..FusionModel::default()
+        }),
+        data: DataConfig::Records(RecordsData {
+            train_records: dir.join("train.jsonl"),
+            test_records: dir.join("test.jsonl"),
+            ..RecordsData::default()
+        }),
+        optimizer: Optimizer::Adam(rampart::train::config::Adam {
+            lr: 3e-3,
+            ..Default::default()
+        }),
         epochs: 6,
         batch_size: 64,
         device: rampart::device::DeviceChoice::Flex,
         out: dir.join(name),
-        ..FusionTrainConfig::default()
+        ..TrainConfig::default()
     };
-    train(&cfg).unwrap().last().unwrap().eval_accuracy
+    let report = rampart::train::train(&cfg, false, &mut []).unwrap();
+    report.history.last().unwrap().eval_accuracy
 }
 
 #[test]
@@ -246,12 +257,12 @@ fn the_fused_model_beats_every_single_modality_model() {
     let dir = tempfile::tempdir().unwrap();
     data::write_jsonl(
         &dir.path().join("train.jsonl"),
-        &data::synth_security(4000, 11, 0.15, 0.1),
+        &synth_security(4000, 11, 0.15, 0.1),
     )
     .unwrap();
     data::write_jsonl(
         &dir.path().join("test.jsonl"),
-        &data::synth_security(1000, 12, 0.15, 0.1),
+        &synth_security(1000, 12, 0.15, 0.1),
     )
     .unwrap();
     let fused = train_on(dir.path(), "fused", &ALL);
@@ -278,18 +289,14 @@ fn the_fused_model_beats_every_single_modality_model() {
 fn synth_train_eval_attack_certify_end_to_end() {
     let dir = tempfile::tempdir().unwrap();
     let run = |args: &[&str]| {
-        let out = Command::new(env!("CARGO_BIN_EXE_rampart"))
-            .args(args)
-            .current_dir(dir.path())
-            .output()
-            .unwrap();
+        let out = common::rampart(args, dir.path());
         (
             out.status.success(),
             String::from_utf8_lossy(&out.stdout).to_string(),
             String::from_utf8_lossy(&out.stderr).to_string(),
         )
     };
-    for (n, seed, file) in [("600", "1", "train.jsonl"), ("200", "2", "test.jsonl")] {
+    for (n, seed, file) in [("1000", "1", "train.jsonl"), ("200", "2", "test.jsonl")] {
         let (ok, stdout, err) = run(&[
             "data",
             "synth-security",
@@ -304,7 +311,7 @@ fn synth_train_eval_attack_certify_end_to_end() {
     }
     std::fs::write(
         dir.path().join("f.toml"),
-        "arch = \"fusion\"\ntrain_records = \"train.jsonl\"\ntest_records = \"test.jsonl\"\nmode = \"gaussian\"\nsigma = 0.25\ndim = 16\nepochs = 2\n",
+        "arch = \"fusion\"\ntrain_records = \"train.jsonl\"\ntest_records = \"test.jsonl\"\nmode = \"gaussian\"\nsigma = 0.25\ndim = 16\nepochs = 6\n",
     )
     .unwrap();
     let (ok, _, err) = run(&[
@@ -329,9 +336,9 @@ fn synth_train_eval_attack_certify_end_to_end() {
     ]);
     assert!(ok, "{err}");
     assert!(dir.path().join("fus-adv/model.safetensors").is_file());
-    // An image-only mode is refused by name.
-    let (ok, _, err) = run(&["train", "--config", "f.toml", "--mode", "trades"]);
-    assert!(!ok && err.contains("trades"), "{err}");
+    // A fusion-only mode on an image model is refused by name.
+    let (ok, _, err) = run(&["train", "--arch", "mlp", "--mode", "pgd-embeddings"]);
+    assert!(!ok && err.contains("pgd-embeddings"), "{err}");
     let (ok, _, err) = run(&["train", "--config", "f.toml", "--arch", "cnn"]);
     assert!(!ok && err.contains("--arch"), "{err}");
     let model = "fus/model.safetensors";
@@ -347,8 +354,17 @@ fn synth_train_eval_attack_certify_end_to_end() {
     ]);
     assert!(ok, "{err}");
     let report: serde_json::Value = serde_json::from_str(&stdout).unwrap();
-    assert!(report["dataset"].as_str().unwrap().contains("SYNTHETIC"));
-    assert!(report["modality_alone"]["network"].as_f64().is_some());
+    assert!(
+        report["data"]["name"]
+            .as_str()
+            .unwrap()
+            .contains("SYNTHETIC")
+    );
+    assert_eq!(report["data"]["synthetic"], true);
+    let alone = report["modalities"]["network"]["alone"].as_f64().unwrap();
+    let fused = report["accuracy"].as_f64().unwrap();
+    // Chance is 25%; six short epochs on 1,000 records reach about 41%.
+    assert!((0.0..=1.0).contains(&alone) && fused >= 0.35, "{report}");
     for modality in ["network", "text", "bytes"] {
         let (ok, stdout, err) = run(&[
             "attack",
@@ -368,7 +384,14 @@ fn synth_train_eval_attack_certify_end_to_end() {
         ]);
         assert!(ok, "{modality}: {err}");
         let r: serde_json::Value = serde_json::from_str(&stdout).unwrap();
-        assert!(r["robust_accuracy"].as_f64() <= r["clean_accuracy"].as_f64());
+        let clean = r["clean_accuracy"].as_f64().unwrap();
+        let robust = r["robust_accuracy"].as_f64().unwrap();
+        assert!(clean >= 0.35, "{modality}: clean {clean}");
+        assert!(
+            robust < clean,
+            "{modality}: robust {robust} vs clean {clean}"
+        );
+        assert_eq!(r["input"], modality);
     }
     // sigma defaults to the training sigma.
     let (ok, stdout, err) = run(&[
@@ -385,6 +408,8 @@ fn synth_train_eval_attack_certify_end_to_end() {
         "200",
         "--limit",
         "5",
+        "--skip",
+        "3",
         "--out",
         "cert.tsv",
         "--json",
@@ -392,13 +417,24 @@ fn synth_train_eval_attack_certify_end_to_end() {
     assert!(ok, "{err}");
     let r: serde_json::Value = serde_json::from_str(&stdout).unwrap();
     assert_eq!(r["summary"]["sigma"], 0.25);
-    assert!(r["dataset"].as_str().unwrap().contains("SYNTHETIC"));
+    assert!(r["data"]["name"].as_str().unwrap().contains("SYNTHETIC"));
     let tsv = std::fs::read_to_string(dir.path().join("cert.tsv")).unwrap();
     assert_eq!(tsv.lines().count(), 6);
+    // --skip 3: records 0, 3, 6, 9, 12 of the test file, each with its own label.
+    let records = data::read_jsonl(
+        &dir.path().join("test.jsonl"),
+        &spec(Fusion::Gated, &ALL).schema(),
+    )
+    .unwrap();
+    for (line, want) in tsv.lines().skip(1).zip([0usize, 3, 6, 9, 12]) {
+        let cols: Vec<&str> = line.split('\t').collect();
+        assert_eq!(cols[0], want.to_string(), "{tsv}");
+        assert_eq!(cols[1], records[want].label.to_string(), "{tsv}");
+    }
     let (ok, stdout, err) = run(&["inspect", "--model", model]);
     assert!(ok, "{err}");
     assert!(
-        stdout.contains("fusion (Gated)") && stdout.contains("SYNTHETIC"),
+        stdout.contains("fusion (gated") && stdout.contains("SYNTHETIC"),
         "{stdout}"
     );
     // Without --records the error says what to pass.

@@ -4,12 +4,16 @@
 //! On a machine without a GPU these run on Mesa's software Vulkan (lavapipe), the same kernels a
 //! GPU runs; scripts/test.sh installs it. They fail, saying so, when no adapter exists.
 
+mod common;
+
 use burn::module::Module;
 use burn::nn::loss::CrossEntropyLossConfig;
 use burn::optim::GradientsParams;
 use burn::tensor::{Device, Distribution, Int, Tensor, TensorData};
+use rampart::attack::{Attack, Norm, Pgd};
+use rampart::certify::{Smooth, Stage};
 use rampart::device::{self, DeviceChoice};
-use rampart::model::{Arch, ModelSpec};
+use rampart::model::{Arch, ImageNet, ImageSpec};
 
 fn wgpu() -> Device {
     device::choose(DeviceChoice::Wgpu)
@@ -36,11 +40,7 @@ fn vec(t: Tensor<2>) -> Vec<f32> {
 }
 
 /// Logits, input gradient of the cross-entropy, and the gradient of the first layer's weight.
-fn forward_backward(
-    arch: Arch,
-    device: &Device,
-    weights: &rampart::model::Classifier,
-) -> [Vec<f32>; 3] {
+fn forward_backward(arch: Arch, device: &Device, weights: &ImageNet) -> [Vec<f32>; 3] {
     let ad = device.clone().autodiff();
     let model = weights.clone().to_device(device).train();
     let flex = Device::flex();
@@ -88,7 +88,7 @@ fn wgpu_matches_flex_on_mlp_and_cnn() {
     for arch in [Arch::Mlp, Arch::Cnn] {
         let flex = Device::flex();
         flex.seed(5);
-        let weights = ModelSpec::fashion_normalised(arch).init(&flex);
+        let weights = ImageSpec::fashion_normalised(arch).init(&flex);
         let [l_cpu, gx_cpu, gw_cpu] = forward_backward(arch, &flex, &weights);
         let [l_gpu, gx_gpu, gw_gpu] = forward_backward(arch, &gpu, &weights);
         close(&l_cpu, &l_gpu, &format!("{arch} logits"));
@@ -101,6 +101,111 @@ fn wgpu_matches_flex_on_mlp_and_cnn() {
         assert!(
             gx_cpu.iter().any(|v| *v != 0.0),
             "{arch}: gradient is all zero"
+        );
+    }
+}
+
+/// One PGD step (no random start, so no backend noise) moves the same pixels the same way on
+/// wgpu as on flex: the step is alpha · sign(gradient), so pixels can differ only where the
+/// gradient is within float error of 0.
+#[test]
+fn a_pgd_step_on_wgpu_matches_flex() {
+    let gpu = wgpu();
+    let flex = Device::flex();
+    flex.seed(21);
+    let weights = ImageSpec::fashion_normalised(Arch::Mlp).init(&flex);
+    let x = Tensor::<4>::random([8, 1, 28, 28], Distribution::Uniform(0.0, 1.0), &flex);
+    let y =
+        Tensor::<1, Int>::from_data(TensorData::new(vec![0i64, 1, 2, 3, 4, 5, 6, 7], [8]), &flex);
+    let attack = Pgd::new(Norm::Linf, 0.1, 1)
+        .unwrap()
+        .with_alpha(0.05)
+        .unwrap()
+        .with_random_start(false);
+    let on = |device: &Device| {
+        let model = weights.clone().to_device(device).valid();
+        let adv = attack.perturb(
+            &model,
+            &x.clone().to_device(device),
+            &y.clone().to_device(device),
+            None,
+        );
+        common::floats(adv.to_device(&flex))
+    };
+    let (a, b) = (on(&flex), on(&gpu));
+    let same = a
+        .iter()
+        .zip(&b)
+        .filter(|(p, q)| (*p - *q).abs() < 1e-5)
+        .count();
+    assert!(
+        same as f64 >= 0.99 * a.len() as f64,
+        "{same} of {} pixels agree",
+        a.len()
+    );
+    let moved = a
+        .iter()
+        .zip(common::floats(x))
+        .filter(|(p, q)| (*p - q).abs() > 1e-3)
+        .count();
+    assert!(
+        moved as f64 > 0.5 * a.len() as f64,
+        "the step moved only {moved} pixels"
+    );
+}
+
+/// A small certification on wgpu agrees with flex within the binomial noise: the backends
+/// draw different noise for the same seed, so counts are compared statistically.
+#[test]
+fn a_small_certification_on_wgpu_agrees_with_flex() {
+    let gpu = wgpu();
+    let flex = Device::flex();
+    flex.seed(22);
+    let weights = ImageSpec::fashion_normalised(Arch::Mlp).init(&flex);
+    let x = rampart::data::synthetic(2, 5, &flex).images;
+    let n = 2000;
+    let counts = |device: &Device| {
+        let model = weights.clone().to_device(device).valid();
+        let smooth = Smooth {
+            base: &model,
+            sigma: 0.25,
+            batch: 1024,
+            seed: 3,
+        };
+        smooth.sample_noise(&x.clone().to_device(device), &[0, 1], n, Stage::Estimation)
+    };
+    let (a, b) = (counts(&flex), counts(&gpu));
+    for (ra, rb) in a.iter().zip(&b) {
+        assert_eq!(rb.iter().sum::<u64>(), n as u64);
+        for (ca, cb) in ra.iter().zip(rb) {
+            let p = (*ca as f64 / n as f64).clamp(1.0 / n as f64, 1.0 - 1.0 / n as f64);
+            let sd = (2.0 * n as f64 * p * (1.0 - p)).sqrt();
+            assert!(
+                (*ca as f64 - *cb as f64).abs() <= 6.0 * sd + 2.0,
+                "flex {ra:?} vs wgpu {rb:?}"
+            );
+        }
+    }
+}
+
+/// `--device auto` takes a real GPU, and otherwise flex, saying why: a software adapter such
+/// as lavapipe is slower than flex.
+#[test]
+fn auto_falls_back_from_a_software_adapter_to_flex() {
+    let wgpu = device::choose(DeviceChoice::Wgpu).expect("a wgpu adapter (lavapipe in CI)");
+    let auto = device::choose(DeviceChoice::Auto).unwrap();
+    if wgpu.description.contains("software adapter") {
+        assert!(auto.description.starts_with("flex"), "{}", auto.description);
+        assert!(
+            auto.description.contains("only a software adapter"),
+            "{}",
+            auto.description
+        );
+    } else {
+        assert!(
+            auto.description.contains("GPU found"),
+            "{}",
+            auto.description
         );
     }
 }

@@ -8,45 +8,20 @@
 //! per-image class counts come back to the host.
 
 pub mod plot;
+pub mod report;
 pub mod run;
 
-use burn::tensor::{Distribution, Int, Tensor};
+use burn::tensor::{Distribution, Int, Tensor, TensorData};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use statrs::distribution::{Beta, Binomial, ContinuousCDF, DiscreteCDF, Normal};
 
-use crate::model::Classifier;
+use crate::classifier::{Classifier, Input};
 
 /// Noisy samples drawn per seed: the noise of sample j of image i depends only on
 /// (seed, stage, i, j / NOISE_BLOCK), so counts do not depend on how images are grouped, nor on
 /// the batch size once it is at least this.
 pub const NOISE_BLOCK: usize = 128;
-
-/// The base classifier f: hard decisions for a batch of noisy inputs of rank `D` (pixels
-/// `[N, 1, 28, 28]` for image models, network features `[N, F]` for the fusion model).
-pub trait BaseClassifier<const D: usize> {
-    /// Decision per input, `[N]`, each below `num_classes()`. `ids[i]` is the stable index of
-    /// the example row `i` is a noisy copy of, for models whose other inputs are fixed per
-    /// example (the fusion model's text and bytes); image models ignore it.
-    fn classify(&self, x: Tensor<D>, ids: Tensor<1, Int>) -> Tensor<1, Int>;
-    /// Distinct decisions, including a "no decision" one if the model has it.
-    fn num_classes(&self) -> usize;
-    /// The decision meaning "no decision" (a unanimous ensemble that disagrees), if any: a
-    /// smoothed classifier whose top vote is this abstains.
-    fn abstain_class(&self) -> Option<usize> {
-        None
-    }
-}
-
-impl BaseClassifier<4> for Classifier {
-    fn classify(&self, x: Tensor<4>, _ids: Tensor<1, Int>) -> Tensor<1, Int> {
-        self.forward(x).argmax(1).squeeze_dim::<1>(1)
-    }
-
-    fn num_classes(&self) -> usize {
-        Classifier::num_classes(self)
-    }
-}
 
 /// The result of CERTIFY for one input.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -72,10 +47,10 @@ pub enum Stage {
     Prediction = 2,
 }
 
-/// A base classifier smoothed with isotropic Gaussian noise of standard deviation `sigma`
-/// (pixel units, inputs in [0, 1]).
-pub struct Smooth<'a, B: BaseClassifier<D>, const D: usize> {
-    pub base: &'a B,
+/// A base classifier f (its decision rule, [`Classifier::decide`]) smoothed with isotropic
+/// Gaussian noise of standard deviation `sigma` (input units: pixels in [0, 1]).
+pub struct Smooth<'a, C: Classifier<D>, const D: usize> {
+    pub base: &'a C,
     pub sigma: f64,
     /// Noisy inputs per forward pass.
     pub batch: usize,
@@ -83,77 +58,65 @@ pub struct Smooth<'a, B: BaseClassifier<D>, const D: usize> {
     pub seed: u64,
 }
 
-impl<B: BaseClassifier<D>, const D: usize> Smooth<'_, B, D> {
-    /// Class counts `counts[i][c]` of f(x_i + ε) over `num` noise draws per image.
-    /// `x` is `[G, ...]` (e.g. `[G, 1, 28, 28]`); `ids` are the examples' stable indices (e.g.
-    /// in the test set), which key their noise.
+impl<C: Classifier<D>, const D: usize> Smooth<'_, C, D> {
+    /// Decision counts `counts[i][c]` of f(x_i + ε) over `num` noise draws per example (the
+    /// last decision is "no decision" for a base classifier that has one). `x` holds `G`
+    /// examples; `ids` are their stable indices (e.g. in the test set), which key their noise.
     pub fn sample_noise(
         &self,
-        x: &Tensor<D>,
+        x: &C::Input,
         ids: &[u64],
         num: usize,
         stage: Stage,
     ) -> Vec<Vec<u64>> {
-        let device = x.device();
-        let g = x.dims()[0];
-        assert_eq!(g, ids.len(), "one id per image");
-        let k = self.base.num_classes();
+        let device = x.x().device();
+        let g = x.len();
+        let k = self.base.decisions();
         let block = NOISE_BLOCK.min(self.batch.max(1));
         let mut counts = Tensor::<2>::zeros([g, k], &device);
-        // Blocks of noisy copies, image after image, packed into forward passes of `batch`.
-        type Pending<const D: usize> = Vec<(Tensor<D>, Tensor<1, Int>, Tensor<1, Int>)>;
-        let mut pending: Pending<D> = Vec::new();
-        let mut pending_len = 0;
-        let flush = |pending: &mut Pending<D>, counts: &mut Tensor<2>| {
-            if pending.is_empty() {
+        // Blocks of noisy copies, example after example, packed into forward passes of `batch`:
+        // the owner of each row and the noise of each block.
+        let mut owners: Vec<i64> = Vec::new();
+        let mut noise: Vec<Tensor<D>> = Vec::new();
+        let mut flush = |owners: &mut Vec<i64>, noise: &mut Vec<Tensor<D>>| {
+            if owners.is_empty() {
                 return;
             }
-            let mut inputs = Vec::with_capacity(pending.len());
-            let mut owners = Vec::with_capacity(pending.len());
-            let mut keys = Vec::with_capacity(pending.len());
-            for (x, owner, key) in pending.drain(..) {
-                inputs.push(x);
-                owners.push(owner);
-                keys.push(key);
-            }
-            let votes = self
-                .base
-                .classify(Tensor::cat(inputs, 0), Tensor::cat(keys, 0))
-                .one_hot::<2>(k)
-                .float();
-            // Votes per image: onehot(owner)^T · onehot(vote); one_hot needs two columns.
-            let per_image = if g == 1 {
+            let rows = owners.len();
+            let owner = Tensor::<1, Int>::from_data(
+                TensorData::new(std::mem::take(owners), [rows]),
+                &device,
+            );
+            let copies = x.select(owner.clone());
+            let noisy = copies.with_x(copies.x().clone() + Tensor::cat(std::mem::take(noise), 0));
+            let votes = self.base.decide(noisy).one_hot::<2>(k).float();
+            // Votes per example: onehot(owner)^T · onehot(vote); one_hot needs two columns.
+            let per_example = if g == 1 {
                 votes.sum_dim(0)
             } else {
-                let owners = Tensor::cat(owners, 0).one_hot::<2>(g).float();
-                owners.transpose().matmul(votes)
+                owner.one_hot::<2>(g).float().transpose().matmul(votes)
             };
-            *counts = counts.clone() + per_image;
+            counts = counts.clone() + per_example;
         };
-        for (i, &id) in ids.iter().enumerate() {
-            let image = x.clone().narrow(0, i, 1);
+        let mut shape = x.x().dims();
+        for (i, &id) in ids.iter().enumerate().take(g) {
             for (b, start) in (0..num).step_by(block).enumerate() {
                 let size = block.min(num - start);
-                if pending_len + size > self.batch.max(block) {
-                    flush(&mut pending, &mut counts);
-                    pending_len = 0;
+                if owners.len() + size > self.batch.max(block) {
+                    flush(&mut owners, &mut noise);
                 }
                 device.seed(noise_seed(self.seed, stage, id, b as u64));
-                let mut shape = x.dims();
                 shape[0] = size;
-                let noise =
-                    Tensor::<D>::random(shape, Distribution::Normal(0.0, self.sigma), &device);
-                let noisy = image.clone().expand(shape) + noise;
-                pending.push((
-                    noisy,
-                    Tensor::<1, Int>::full([size], i as i64, &device),
-                    Tensor::<1, Int>::full([size], id as i64, &device),
+                noise.push(Tensor::<D>::random(
+                    shape,
+                    Distribution::Normal(0.0, self.sigma),
+                    &device,
                 ));
-                pending_len += size;
+                owners.extend(std::iter::repeat_n(i as i64, size));
             }
         }
-        flush(&mut pending, &mut counts);
-        read_counts(counts, g, k)
+        flush(&mut owners, &mut noise);
+        read_counts(counts, k)
     }
 
     /// CERTIFY: choose the top class with `n0` samples, estimate its probability with `n`
@@ -161,7 +124,7 @@ impl<B: BaseClassifier<D>, const D: usize> Smooth<'_, B, D> {
     /// Each certificate holds with probability at least 1 − `alpha`.
     pub fn certify(
         &self,
-        x: &Tensor<D>,
+        x: &C::Input,
         ids: &[u64],
         n0: usize,
         n: usize,
@@ -176,7 +139,7 @@ impl<B: BaseClassifier<D>, const D: usize> Smooth<'_, B, D> {
                 let c_a = argmax(counts0);
                 let n_a = counts[c_a];
                 let p_a_lower = lower_confidence_bound(n_a, n as u64, alpha);
-                if p_a_lower < 0.5 || Some(c_a) == self.base.abstain_class() {
+                if p_a_lower < 0.5 || Some(c_a) == self.base.abstain() {
                     Certificate {
                         class: None,
                         radius: 0.0,
@@ -199,15 +162,14 @@ impl<B: BaseClassifier<D>, const D: usize> Smooth<'_, B, D> {
     /// PREDICT: the top class of `n` noisy samples if a two-sided binomial test of its count
     /// against the runner-up's rejects p = 1/2 at level `alpha`, else abstain (`None`).
     /// Returns a wrong class with probability at most `alpha`.
-    /// A top vote of "no decision" (see [`BaseClassifier::abstain_class`]) also abstains.
-    pub fn predict(&self, x: &Tensor<D>, ids: &[u64], n: usize, alpha: f64) -> Vec<Option<usize>> {
+    /// A top vote of "no decision" (see [`Classifier::abstain`]) also abstains.
+    pub fn predict(&self, x: &C::Input, ids: &[u64], n: usize, alpha: f64) -> Vec<Option<usize>> {
         self.sample_noise(x, ids, n, Stage::Prediction)
             .iter()
             .map(|counts| {
                 let (top, n_a, n_b) = top_two(counts);
-                (binomial_test_half(n_a, n_a + n_b) <= alpha
-                    && Some(top) != self.base.abstain_class())
-                .then_some(top)
+                (binomial_test_half(n_a, n_a + n_b) <= alpha && Some(top) != self.base.abstain())
+                    .then_some(top)
             })
             .collect()
     }
@@ -222,13 +184,9 @@ fn noise_seed(seed: u64, stage: Stage, id: u64, block: u64) -> u64 {
     StdRng::from_seed(key).next_u64()
 }
 
-fn read_counts(counts: Tensor<2>, g: usize, k: usize) -> Vec<Vec<u64>> {
-    let flat = counts
-        .into_data()
-        .try_to_vec::<f32>()
-        .expect("counts read back as f32");
-    debug_assert_eq!(flat.len(), g * k);
-    // f32 counts are exact integers up to 2^24 votes per class.
+fn read_counts(counts: Tensor<2>, k: usize) -> Vec<Vec<u64>> {
+    let flat = counts.into_data().try_to_vec::<f32>().unwrap_or_default();
+    // f32 counts are exact integers up to 2^24 votes per class (n is capped below that).
     flat.chunks(k)
         .map(|r| r.iter().map(|&v| v.round() as u64).collect())
         .collect()

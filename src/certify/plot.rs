@@ -6,6 +6,7 @@ use std::sync::OnceLock;
 use plotters::prelude::*;
 
 use super::run::Row;
+use crate::artifact::files;
 
 /// Fonts tried for the axis labels (Debian's fonts-dejavu-core); without one the plot is
 /// drawn without text and the caller is told.
@@ -31,10 +32,30 @@ fn accuracy_at(rows: &[Row], r: f64) -> f64 {
     rows.iter().filter(|x| x.correct && x.radius >= r).count() as f64 / rows.len().max(1) as f64
 }
 
-/// Draws certified accuracy for radii 0..max into `path` (PNG, 800x500). Returns whether axis
-/// labels could be drawn (a font was found).
+/// Draws certified accuracy for radii 0..max into `path` (PNG, 800x500), atomically. Returns
+/// whether axis labels could be drawn (a font was found).
 pub fn certified_accuracy_png(rows: &[Row], title: &str, path: &Path) -> Result<bool, String> {
+    let err = |e: &dyn std::fmt::Display| format!("{}: {e}", path.display());
     let with_text = font_registered();
+    let (w, h) = (800u32, 500u32);
+    let mut pixels = vec![0u8; (w * h * 3) as usize];
+    draw(rows, title, with_text, &mut pixels, (w, h)).map_err(|e| err(&e))?;
+    let image = image::RgbImage::from_raw(w, h, pixels).ok_or_else(|| err(&"bad buffer"))?;
+    let mut png = std::io::Cursor::new(Vec::new());
+    image
+        .write_to(&mut png, image::ImageFormat::Png)
+        .map_err(|e| err(&e))?;
+    files::write_atomic(path, png.get_ref()).map_err(|e| e.to_string())?;
+    Ok(with_text)
+}
+
+fn draw(
+    rows: &[Row],
+    title: &str,
+    with_text: bool,
+    pixels: &mut [u8],
+    size: (u32, u32),
+) -> Result<(), Box<dyn std::error::Error>> {
     let max_r = rows.iter().map(|r| r.radius).fold(1.0f64, f64::max) * 1.05;
     let curve: Vec<(f64, f64)> = (0..=400)
         .map(|i| {
@@ -42,40 +63,25 @@ pub fn certified_accuracy_png(rows: &[Row], title: &str, path: &Path) -> Result<
             (r, accuracy_at(rows, r))
         })
         .collect();
-    // The encoder picks the format from the extension: the temporary file keeps ".png".
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy())
-        .unwrap_or_default();
-    let tmp = path.with_file_name(format!(".{name}.partial.png"));
-    {
-        let root = BitMapBackend::new(&tmp, (800, 500)).into_drawing_area();
-        let err = |e: &dyn std::fmt::Display| format!("{}: {e}", path.display());
-        root.fill(&WHITE).map_err(|e| err(&e))?;
-        let mut builder = ChartBuilder::on(&root);
-        builder.margin(20);
-        if with_text {
-            builder
-                .caption(title, ("sans-serif", 20))
-                .x_label_area_size(40)
-                .y_label_area_size(50);
-        }
-        let mut chart = builder
-            .build_cartesian_2d(0.0..max_r, 0.0..1.0)
-            .map_err(|e| err(&e))?;
-        let mut mesh = chart.configure_mesh();
-        if with_text {
-            mesh.x_desc("L2 radius (pixel space)")
-                .y_desc("certified accuracy");
-        } else {
-            mesh.disable_x_axis().disable_y_axis();
-        }
-        mesh.draw().map_err(|e| err(&e))?;
-        chart
-            .draw_series(LineSeries::new(curve, BLUE.stroke_width(2)))
-            .map_err(|e| err(&e))?;
-        root.present().map_err(|e| err(&e))?;
+    let root = BitMapBackend::with_buffer(pixels, size).into_drawing_area();
+    root.fill(&WHITE)?;
+    let mut builder = ChartBuilder::on(&root);
+    builder.margin(20);
+    if with_text {
+        builder
+            .caption(title, ("sans-serif", 20))
+            .x_label_area_size(40)
+            .y_label_area_size(50);
     }
-    std::fs::rename(&tmp, path).map_err(|e| format!("{}: {e}", path.display()))?;
-    Ok(with_text)
+    let mut chart = builder.build_cartesian_2d(0.0..max_r, 0.0..1.0)?;
+    let mut mesh = chart.configure_mesh();
+    if with_text {
+        mesh.x_desc("L2 radius").y_desc("certified accuracy");
+    } else {
+        mesh.disable_x_axis().disable_y_axis();
+    }
+    mesh.draw()?;
+    chart.draw_series(LineSeries::new(curve, BLUE.stroke_width(2)))?;
+    root.present()?;
+    Ok(())
 }

@@ -1,16 +1,15 @@
-//! Certifying or predicting a whole test set: groups of images per device call, a progress
-//! bar, the reference TSV (`idx label predict radius correct time`) and a summary.
+//! Certifying or predicting a whole test set: groups of examples per device call, the
+//! reference TSV (`idx label predict radius correct time`) and a summary.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use indicatif::{ProgressBar, ProgressStyle};
 use serde::Serialize;
 
-use burn::tensor::Tensor;
-
-use super::{BaseClassifier, Certificate, Smooth, certified_accuracy};
+use super::{Certificate, Smooth, certified_accuracy};
+use crate::artifact::files::{self, FileError};
+use crate::classifier::{Classifier, Input};
 
 /// Radii at which certified accuracy is reported (L2, pixel space).
 pub const REPORT_RADII: [f64; 5] = [0.0, 0.25, 0.5, 0.75, 1.0];
@@ -43,19 +42,10 @@ pub struct Summary {
     pub seconds_per_image: f64,
 }
 
-#[derive(Debug, thiserror::Error)]
-pub enum RunError {
-    #[error("{path}: cannot write: {source}")]
-    Write {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-}
-
 /// Parameters of a CERTIFY run over a data set.
-pub struct CertifyRun<'a, const D: usize> {
+pub struct CertifyRun<'a, I> {
     /// The clean inputs `[N, ...]` (pixels in [0, 1], or scaled network features).
-    pub inputs: &'a Tensor<D>,
+    pub inputs: &'a I,
     pub labels: &'a [usize],
     /// Test-set index of each input (e.g. 0, 20, 40, ... for `--skip 20`).
     pub ids: &'a [usize],
@@ -64,36 +54,25 @@ pub struct CertifyRun<'a, const D: usize> {
     pub alpha: f64,
 }
 
-/// Certifies every image, streaming rows to `out` (written to `out.partial`, renamed when
-/// complete, so an interrupted run never leaves a file that looks finished).
-pub fn certify_all<B: BaseClassifier<D>, const D: usize>(
-    smooth: &Smooth<'_, B, D>,
-    run: &CertifyRun<'_, D>,
+/// Certifies every example, streaming rows to `out` (written to `out.partial`, renamed when
+/// complete, so an interrupted run never leaves a file that looks finished). `progress` is
+/// told the rows certified so far after each group.
+pub fn certify_all<C: Classifier<D>, const D: usize>(
+    smooth: &Smooth<'_, C, D>,
+    run: &CertifyRun<'_, C::Input>,
     out: Option<&Path>,
-) -> Result<(Vec<Row>, Summary), RunError> {
-    let total = run.labels.len();
-    assert_eq!(run.inputs.dims()[0], total, "one label per input");
+    progress: &mut dyn FnMut(&[Row]),
+) -> Result<(Vec<Row>, Summary), FileError> {
+    let total = run.labels.len().min(run.inputs.len()).min(run.ids.len());
     let group = group_size(smooth.batch, run.n);
-    let bar = ProgressBar::new(total as u64);
-    bar.set_style(
-        ProgressStyle::with_template(
-            "certify [{bar:30}] {pos}/{len} images {msg} ({elapsed} < {eta})",
-        )
-        .unwrap()
-        .progress_chars("=> "),
-    );
     let mut writer = out.map(TsvWriter::create).transpose()?;
     let labels = run.labels;
     let started = Instant::now();
     let mut rows = Vec::with_capacity(total);
     let mut results: Vec<(Certificate, usize)> = Vec::with_capacity(total);
-    let mut certified_correct = 0usize;
     for start in (0..total).step_by(group) {
         let t = Instant::now();
-        let x = run
-            .inputs
-            .clone()
-            .narrow(0, start, group.min(total - start));
+        let x = run.inputs.range(start, start + group);
         let ids: Vec<u64> = run.ids[start..(start + group).min(total)]
             .iter()
             .map(|&i| i as u64)
@@ -113,17 +92,11 @@ pub fn certify_all<B: BaseClassifier<D>, const D: usize>(
             if let Some(w) = writer.as_mut() {
                 w.row(&row)?;
             }
-            certified_correct += row.correct as usize;
             rows.push(row);
             results.push((cert, label));
         }
-        bar.inc(ids.len() as u64);
-        bar.set_message(format!(
-            "certified acc@0 {:.1}%",
-            100.0 * certified_correct as f64 / rows.len() as f64
-        ));
+        progress(&rows);
     }
-    bar.finish_and_clear();
     if let Some(w) = writer {
         w.finish()?;
     }
@@ -150,22 +123,21 @@ fn group_size(batch: usize, n: usize) -> usize {
 
 /// PREDICT for every input of `inputs` `[N, ...]` (`ids`: their test-set indices), grouped
 /// per device call.
-pub fn predict_all<B: BaseClassifier<D>, const D: usize>(
-    smooth: &Smooth<'_, B, D>,
-    inputs: &Tensor<D>,
+pub fn predict_all<C: Classifier<D>, const D: usize>(
+    smooth: &Smooth<'_, C, D>,
+    inputs: &C::Input,
     ids: &[usize],
     n: usize,
     alpha: f64,
 ) -> Vec<Option<usize>> {
     let group = group_size(smooth.batch, n);
     let ids: Vec<u64> = ids.iter().map(|&i| i as u64).collect();
-    let total = inputs.dims()[0];
+    let total = inputs.len().min(ids.len());
     (0..total)
         .step_by(group)
         .flat_map(|start| {
             let end = (start + group).min(total);
-            let x = inputs.clone().narrow(0, start, end - start);
-            smooth.predict(&x, &ids[start..end], n, alpha)
+            smooth.predict(&inputs.range(start, end), &ids[start..end], n, alpha)
         })
         .collect()
 }
@@ -178,8 +150,8 @@ struct TsvWriter {
 }
 
 impl TsvWriter {
-    fn create(path: &Path) -> Result<Self, RunError> {
-        let err = |source| RunError::Write {
+    fn create(path: &Path) -> Result<Self, FileError> {
+        let err = |source| FileError::Write {
             path: path.to_path_buf(),
             source,
         };
@@ -187,6 +159,8 @@ impl TsvWriter {
             std::fs::create_dir_all(dir).map_err(err)?;
         }
         let partial = PathBuf::from(format!("{}.partial", path.display()));
+        files::check_writable(path)?;
+        files::check_writable(&partial)?;
         let mut file = std::io::BufWriter::new(std::fs::File::create(&partial).map_err(err)?);
         writeln!(file, "idx\tlabel\tpredict\tradius\tcorrect\ttime").map_err(err)?;
         Ok(Self {
@@ -196,26 +170,27 @@ impl TsvWriter {
         })
     }
 
-    fn row(&mut self, r: &Row) -> Result<(), RunError> {
+    fn row(&mut self, r: &Row) -> Result<(), FileError> {
         writeln!(
             self.file,
             "{}\t{}\t{}\t{:.4}\t{}\t{:.4}",
             r.idx, r.label, r.predict, r.radius, r.correct as u8, r.time
         )
         .and_then(|_| self.file.flush())
-        .map_err(|source| RunError::Write {
+        .map_err(|source| FileError::Write {
             path: self.partial.clone(),
             source,
         })
     }
 
-    fn finish(self) -> Result<(), RunError> {
-        let err = |source| RunError::Write {
+    fn finish(self) -> Result<(), FileError> {
+        let err = |source| FileError::Write {
             path: self.path.clone(),
             source,
         };
         let file = self.file.into_inner().map_err(|e| err(e.into_error()))?;
         file.sync_all().map_err(err)?;
+        files::check_writable(&self.path)?;
         std::fs::rename(&self.partial, &self.path).map_err(err)
     }
 }

@@ -17,10 +17,13 @@ use burn::tensor::activation::{relu, softmax};
 use burn::tensor::{Device, Int, Tensor};
 use serde::{Deserialize, Serialize};
 
-use super::data::{BYTES, NETWORK, SecuritySet, TEXT, VOCAB};
+use super::MAX_CLASSES;
+use crate::data::records::{BYTES, NETWORK, Schema, SecuritySet, TEXT, VOCAB};
 
 /// How modality embeddings are combined.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum, schemars::JsonSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Fusion {
     Concat,
@@ -28,7 +31,9 @@ pub enum Fusion {
 }
 
 /// One input modality.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum, schemars::JsonSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Modality {
     Text,
@@ -63,6 +68,10 @@ pub struct FusionSpec {
 
 /// Byte embedding width.
 const BYTE_DIM: usize = 32;
+/// Largest embedding width a spec may ask for.
+pub const MAX_DIM: usize = 1024;
+/// Most network features a spec may declare.
+pub const MAX_FEATURES: usize = 4096;
 
 impl FusionSpec {
     pub fn num_classes(&self) -> usize {
@@ -73,11 +82,50 @@ impl FusionSpec {
         self.modalities.contains(&m)
     }
 
-    pub fn schema(&self) -> super::data::Schema {
-        super::data::Schema {
+    pub fn schema(&self) -> Schema {
+        Schema {
             num_classes: self.num_classes(),
             network_box: self.network_box.clone(),
         }
+    }
+
+    /// Checks what a file could make absurd or unbuildable before any tensor is allocated:
+    /// 2 to [`MAX_CLASSES`] classes, 1 to [`MAX_FEATURES`] network features each with a finite
+    /// box `low < high`, a known, non-repeated, non-empty set of modalities and a width of 1
+    /// to [`MAX_DIM`].
+    pub fn validate(&self) -> Result<(), String> {
+        if !(2..=MAX_CLASSES).contains(&self.num_classes()) {
+            return Err(format!(
+                "{} class names; there must be 2 to {MAX_CLASSES}",
+                self.num_classes()
+            ));
+        }
+        if !(1..=MAX_FEATURES).contains(&self.network_box.len()) {
+            return Err(format!(
+                "network_box has {} features; there must be 1 to {MAX_FEATURES}",
+                self.network_box.len()
+            ));
+        }
+        if let Some(j) = self
+            .network_box
+            .iter()
+            .position(|(lo, hi)| !(lo.is_finite() && hi.is_finite() && lo < hi))
+        {
+            return Err(format!("network_box[{j}] must have finite low < high"));
+        }
+        if self.modalities.is_empty() {
+            return Err("modalities is empty".into());
+        }
+        let mut seen = self.modalities.clone();
+        seen.sort_by_key(|m| m.column());
+        seen.dedup();
+        if seen.len() != self.modalities.len() {
+            return Err(format!("modalities {:?} repeats one", self.modalities));
+        }
+        if !(1..=MAX_DIM).contains(&self.dim) {
+            return Err(format!("dim is {}; it must be 1 to {MAX_DIM}", self.dim));
+        }
+        Ok(())
     }
 
     pub fn init(&self, device: &Device) -> FusionModel {
@@ -141,6 +189,23 @@ pub struct Parts {
     pub network: Tensor<2>,
     /// `[N, 3]` presence flags (text, bytes, network).
     pub present: Tensor<2>,
+}
+
+impl Parts {
+    /// The rows `rows` of every part (subsets, repeats).
+    pub fn select(&self, rows: &Tensor<1, Int>) -> Parts {
+        let pick2 = |t: &Tensor<2>| t.clone().select(0, rows.clone());
+        let pick3 = |t: &Option<Tensor<3>>| t.clone().map(|t| t.select(0, rows.clone()));
+        Parts {
+            text: pick3(&self.text),
+            text_mask: pick2(&self.text_mask),
+            bytes: pick3(&self.bytes),
+            bytes_mask: pick2(&self.bytes_mask),
+            histogram: pick2(&self.histogram),
+            network: pick2(&self.network),
+            present: pick2(&self.present),
+        }
+    }
 }
 
 impl FusionModel {

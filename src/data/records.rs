@@ -1,5 +1,5 @@
-//! Multimodal security records: JSONL in and out, tokenising, tensors, and a seeded
-//! SYNTHETIC generator.
+//! Multimodal security records: JSONL in and out, tokenising and tensors (the seeded
+//! SYNTHETIC generator is [`super::synth_security`]).
 //!
 //! One record per line: `{"text": "...", "bytes_b64": "...", "network": [..], "label": k}`.
 //! Every modality is optional (null or absent), but at least one must be there. `network` is a
@@ -14,10 +14,9 @@ use std::path::{Path, PathBuf};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as BASE64;
 use burn::tensor::{Device, Int, Tensor, TensorData};
-use rand::rngs::StdRng;
-use rand::{RngExt, SeedableRng};
-use rand_distr::{Distribution, Normal};
 use serde::{Deserialize, Serialize};
+
+use crate::artifact::files::{self, FileError};
 
 /// Tokens kept per text (longer texts are cut).
 pub const TEXT_LEN: usize = 64;
@@ -42,11 +41,8 @@ pub const FLOW_FEATURES: [&str; 8] = [
 
 #[derive(Debug, thiserror::Error)]
 pub enum RecordError {
-    #[error("{path}: cannot read: {source}")]
-    Io {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    #[error(transparent)]
+    File(#[from] FileError),
     #[error("{path}:{line}: {reason}")]
     Bad {
         path: PathBuf,
@@ -55,8 +51,6 @@ pub enum RecordError {
     },
     #[error("{path}: no records")]
     Empty { path: PathBuf },
-    #[error("{path}: cannot write: {reason}")]
-    Write { path: PathBuf, reason: String },
 }
 
 /// One line of the JSONL format.
@@ -119,12 +113,15 @@ pub fn tokenize(text: &str) -> Vec<i64> {
         .collect()
 }
 
-/// Reads and validates a JSONL file: every problem names its line.
+/// Reads and validates a JSONL file (at most [`files::RECORDS`] bytes): every problem names
+/// its line.
 pub fn read_jsonl(path: &Path, schema: &Schema) -> Result<Vec<Record>, RecordError> {
-    let text = std::fs::read_to_string(path).map_err(|source| RecordError::Io {
-        path: path.to_path_buf(),
-        source,
-    })?;
+    let text = files::read_text(path, files::RECORDS)?;
+    parse_jsonl(&text, path, schema)
+}
+
+/// Parses and validates JSONL `text` read from `path`.
+pub fn parse_jsonl(text: &str, path: &Path, schema: &Schema) -> Result<Vec<Record>, RecordError> {
     let mut records = Vec::new();
     for (i, line) in text.lines().enumerate() {
         if line.trim().is_empty() {
@@ -147,7 +144,9 @@ pub fn read_jsonl(path: &Path, schema: &Schema) -> Result<Vec<Record>, RecordErr
     Ok(records)
 }
 
-fn check(r: &Record, schema: &Schema) -> Result<(), String> {
+/// Checks one record against `schema`: its label, that it has a modality, its base64, and
+/// each network feature's count, finiteness and box.
+pub fn check(r: &Record, schema: &Schema) -> Result<(), String> {
     if r.label >= schema.num_classes {
         return Err(format!(
             "label {} is out of range: there are {} classes",
@@ -181,8 +180,21 @@ fn check(r: &Record, schema: &Schema) -> Result<(), String> {
     Ok(())
 }
 
-/// Lays validated records out as tensors on `device`.
-pub fn to_set(records: &[Record], schema: &Schema, name: &str, device: &Device) -> SecuritySet {
+/// Checks records (see [`check`]) and lays them out as tensors on `device`; the first bad
+/// record is named by its index.
+pub fn to_set(
+    records: &[Record],
+    schema: &Schema,
+    name: &str,
+    device: &Device,
+) -> Result<SecuritySet, RecordError> {
+    for (i, r) in records.iter().enumerate() {
+        check(r, schema).map_err(|reason| RecordError::Bad {
+            path: PathBuf::from(name),
+            line: i + 1,
+            reason,
+        })?;
+    }
     let n = records.len();
     let f = schema.network_box.len();
     let mut text = vec![0i64; n * TEXT_LEN];
@@ -199,7 +211,7 @@ pub fn to_set(records: &[Record], schema: &Schema, name: &str, device: &Device) 
             present[i * 3 + TEXT] = 1.0;
         }
         if let Some(b) = &r.bytes_b64 {
-            let raw = BASE64.decode(b).expect("checked when read");
+            let raw = BASE64.decode(b).unwrap_or_default(); // checked above
             for (j, &v) in raw.iter().take(BYTES_LEN).enumerate() {
                 bytes[i * BYTES_LEN + j] = v as i64 + 1;
             }
@@ -217,7 +229,7 @@ pub fn to_set(records: &[Record], schema: &Schema, name: &str, device: &Device) 
         labels.push(r.label as i64);
     }
     let synthetic = records.iter().all(|r| r.synthetic);
-    SecuritySet {
+    Ok(SecuritySet {
         text: Tensor::from_data(TensorData::new(text, [n, TEXT_LEN]), device),
         bytes: Tensor::from_data(TensorData::new(bytes, [n, BYTES_LEN]), device),
         histogram: Tensor::from_data(TensorData::new(histogram, [n, 256]), device),
@@ -229,18 +241,13 @@ pub fn to_set(records: &[Record], schema: &Schema, name: &str, device: &Device) 
         } else {
             name.to_string()
         },
-    }
+    })
 }
 
 /// Reads, validates and lays out a JSONL file.
 pub fn load(path: &Path, schema: &Schema, device: &Device) -> Result<SecuritySet, RecordError> {
     let records = read_jsonl(path, schema)?;
-    Ok(to_set(
-        &records,
-        schema,
-        &path.display().to_string(),
-        device,
-    ))
+    to_set(&records, schema, &path.display().to_string(), device)
 }
 
 impl SecuritySet {
@@ -302,122 +309,7 @@ pub fn unit_box(features: usize) -> Vec<(f64, f64)> {
     vec![(0.0, 1.0); features]
 }
 
-const LURE: [&str; 12] = [
-    "urgent",
-    "verify",
-    "account",
-    "password",
-    "suspended",
-    "click",
-    "login",
-    "confirm",
-    "wire",
-    "invoice",
-    "immediately",
-    "credentials",
-];
-const BUSINESS: [&str; 12] = [
-    "meeting",
-    "agenda",
-    "report",
-    "lunch",
-    "schedule",
-    "team",
-    "project",
-    "quarterly",
-    "notes",
-    "draft",
-    "review",
-    "budget",
-];
-const NEUTRAL: [&str; 16] = [
-    "the", "please", "attached", "see", "for", "your", "today", "thanks", "regards", "with",
-    "update", "about", "this", "from", "we", "our",
-];
-
-/// A seeded SYNTHETIC security task (benign / phishing / malware / exfiltration) in which each
-/// modality alone is only partly informative:
-/// - text tells lure from business wording, i.e. whether the class is phishing or
-///   exfiltration, and is misleading for `flip` of the records;
-/// - bytes tell an executable payload (MZ header, high entropy) from a document, i.e. whether
-///   the class is malware or exfiltration, misleading for `flip` of the records;
-/// - network flow features shift weakly per class (Gaussian noise of sd 0.2 around
-///   class means that differ by 0.15-0.25).
-///
-/// Text alone can at best tell two pairs of classes apart, and so can bytes; the class needs
-/// both, and the network features help break the remaining errors. Each modality is missing
-/// with probability `missing` (never all three).
-pub fn synth_security(n: usize, seed: u64, flip: f64, missing: f64) -> Vec<Record> {
-    let mut rng = StdRng::seed_from_u64(seed);
-    let noise = Normal::new(0.0, 0.2).expect("normal");
-    (0..n)
-        .map(|_| {
-            let label = rng.random_range(0..4usize);
-            let lure = matches!(label, 1 | 3) ^ (rng.random::<f64>() < flip);
-            let payload = matches!(label, 2 | 3) ^ (rng.random::<f64>() < flip);
-            let words: Vec<&str> = (0..12)
-                .map(|j| {
-                    if j % 4 == 0 {
-                        let pool = if lure { &LURE } else { &BUSINESS };
-                        pool[rng.random_range(0..pool.len())]
-                    } else {
-                        NEUTRAL[rng.random_range(0..NEUTRAL.len())]
-                    }
-                })
-                .collect();
-            let len = rng.random_range(64..=BYTES_LEN);
-            let bytes: Vec<u8> = if payload {
-                let mut b = vec![b'M', b'Z'];
-                b.extend((2..len).map(|_| rng.random::<u8>()));
-                b
-            } else {
-                let alphabet = b"abcdefghijklmnopqrstuvwxyz ,.\n";
-                (0..len)
-                    .map(|_| alphabet[rng.random_range(0..alphabet.len())])
-                    .collect()
-            };
-            let mut mean = [0.35f64; 8];
-            match label {
-                1 => {
-                    mean[7] += 0.25; // dns_queries
-                    mean[0] -= 0.1;
-                }
-                2 => {
-                    mean[5] += 0.25; // interarrival_regularity (beaconing)
-                    mean[6] += 0.15;
-                }
-                3 => {
-                    mean[1] += 0.25; // bytes_out
-                    mean[0] += 0.15;
-                }
-                _ => {}
-            }
-            let network: Vec<f64> = mean
-                .iter()
-                .map(|m| (m + noise.sample(&mut rng)).clamp(0.0, 1.0))
-                .collect();
-            let mut keep = [true; 3];
-            for k in keep.iter_mut() {
-                *k = rng.random::<f64>() >= missing;
-            }
-            if !keep.iter().any(|k| *k) {
-                keep[rng.random_range(0..3)] = true;
-            }
-            Record {
-                text: keep[TEXT].then(|| words.join(" ")),
-                bytes_b64: keep[BYTES].then(|| BASE64.encode(&bytes)),
-                network: keep[NETWORK].then_some(network),
-                label,
-                synthetic: true,
-            }
-        })
-        .collect()
-}
-
 /// Writes records as JSONL, atomically.
-pub fn write_jsonl(path: &Path, records: &[Record]) -> Result<(), RecordError> {
-    crate::store::write_jsonl(path, records).map_err(|e| RecordError::Write {
-        path: path.to_path_buf(),
-        reason: e.to_string(),
-    })
+pub fn write_jsonl(path: &Path, records: &[Record]) -> Result<(), FileError> {
+    crate::artifact::write_jsonl(path, records)
 }

@@ -1,13 +1,24 @@
 //! Saving and loading in PyTorch layout: names, shapes, semantics, bad files, and a file
 //! written by PyTorch itself.
 
+mod common;
+
 use std::collections::BTreeMap;
 use std::path::Path;
 
 use burn::tensor::{Device, Distribution, Tensor, TensorData};
-use rampart::model::{Arch, ModelSpec};
-use rampart::store::{self, StoreError};
+use rampart::artifact::metadata::{self, Metadata};
+use rampart::artifact::{self, ArtifactError, files};
+use rampart::model::{Arch, ImageNet, ImageSpec};
 use safetensors::{Dtype, SafeTensors, tensor::TensorView};
+
+fn save(model: &ImageNet, spec: &ImageSpec, meta: &BTreeMap<String, String>, path: &Path) {
+    artifact::save_image(model, spec, &Metadata::new(meta.clone()), path).unwrap();
+}
+
+fn load(path: &Path, arch: Option<Arch>) -> Result<(ImageNet, ImageSpec, Metadata), ArtifactError> {
+    artifact::open_image(path, arch, &Device::flex())
+}
 
 fn header(path: &Path) -> BTreeMap<String, Vec<usize>> {
     let bytes = std::fs::read(path).unwrap();
@@ -19,17 +30,10 @@ fn header(path: &Path) -> BTreeMap<String, Vec<usize>> {
 }
 
 fn tensor_f32(path: &Path, name: &str) -> Vec<f32> {
-    let bytes = std::fs::read(path).unwrap();
-    let st = SafeTensors::deserialize(&bytes).unwrap();
-    st.tensor(name)
-        .unwrap()
-        .data()
-        .chunks(4)
-        .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
-        .collect()
+    common::tensor_f32(path, name).1
 }
 
-fn logits(model: &rampart::model::Classifier, x: &Tensor<4>) -> Vec<f32> {
+fn logits(model: &ImageNet, x: &Tensor<4>) -> Vec<f32> {
     model.forward(x.clone()).into_data().try_to_vec().unwrap()
 }
 
@@ -39,16 +43,16 @@ fn round_trip_keeps_outputs_exactly() {
     for arch in [Arch::Mlp, Arch::Cnn] {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("m.safetensors");
-        let spec = ModelSpec::fashion_normalised(arch);
+        let spec = ImageSpec::fashion_normalised(arch);
         let model = spec.init(&d);
         let mut meta = BTreeMap::new();
         meta.insert("rampart.summary".to_string(), "{\"epochs\":3}".to_string());
-        store::save_model(&model, &spec, &meta, &path).unwrap();
-        let loaded = store::load_model(&path, None, &d).unwrap();
-        assert_eq!(loaded.spec, spec);
-        assert_eq!(loaded.metadata["rampart.summary"], "{\"epochs\":3}");
+        save(&model, &spec, &meta, &path);
+        let (net, loaded_spec, loaded_meta) = load(&path, None).unwrap();
+        assert_eq!(loaded_spec, spec);
+        assert_eq!(loaded_meta.raw["rampart.summary"], "{\"epochs\":3}");
         let x = Tensor::<4>::random([3, 1, 28, 28], Distribution::Uniform(0.0, 1.0), &d);
-        assert_eq!(logits(&model, &x), logits(&loaded.model, &x), "{arch}");
+        assert_eq!(logits(&model, &x), logits(&net, &x), "{arch}");
     }
 }
 
@@ -63,8 +67,8 @@ fn files_use_pytorch_names_and_shapes() {
             .collect()
     };
     let mlp = dir.path().join("mlp.safetensors");
-    let spec = ModelSpec::new(Arch::Mlp);
-    store::save_model(&spec.init(&d), &spec, &BTreeMap::new(), &mlp).unwrap();
+    let spec = ImageSpec::new(Arch::Mlp);
+    save(&spec.init(&d), &spec, &BTreeMap::new(), &mlp);
     assert_eq!(
         header(&mlp),
         expect(&[
@@ -77,8 +81,8 @@ fn files_use_pytorch_names_and_shapes() {
         ])
     );
     let cnn = dir.path().join("cnn.safetensors");
-    let spec = ModelSpec::new(Arch::Cnn);
-    store::save_model(&spec.init(&d), &spec, &BTreeMap::new(), &cnn).unwrap();
+    let spec = ImageSpec::new(Arch::Cnn);
+    save(&spec.init(&d), &spec, &BTreeMap::new(), &cnn);
     assert_eq!(
         header(&cnn),
         expect(&[
@@ -101,9 +105,9 @@ fn saved_mlp_computes_like_pytorch_linear_layers() {
     let d = Device::flex();
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("mlp.safetensors");
-    let spec = ModelSpec::new(Arch::Mlp);
+    let spec = ImageSpec::new(Arch::Mlp);
     let model = spec.init(&d);
-    store::save_model(&model, &spec, &BTreeMap::new(), &path).unwrap();
+    save(&model, &spec, &BTreeMap::new(), &path);
     let x = Tensor::<4>::random([1, 1, 28, 28], Distribution::Uniform(0.0, 1.0), &d);
     let input: Vec<f32> = x.clone().into_data().try_to_vec().unwrap();
     let layer = |v: &[f32], name: &str, out: usize, relu: bool| -> Vec<f32> {
@@ -162,7 +166,6 @@ fn mlp_tensors() -> Vec<(&'static str, Vec<usize>)> {
 
 #[test]
 fn wrong_missing_and_extra_tensors_are_all_named() {
-    let d = Device::flex();
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("bad.safetensors");
     let mut t = mlp_tensors();
@@ -170,8 +173,8 @@ fn wrong_missing_and_extra_tensors_are_all_named() {
     t.retain(|(n, _)| *n != "fc2.bias"); // missing
     t.push(("fc4.weight", vec![2, 2])); // unexpected
     write_raw(&path, &t, None);
-    let e = store::load_model(&path, None, &d).err().expect("must fail");
-    assert!(matches!(e, StoreError::Mismatch { .. }));
+    let e = load(&path, None).err().expect("must fail");
+    assert!(matches!(e, ArtifactError::Mismatch { .. }));
     let e = e.to_string();
     assert!(
         e.contains("fc1.weight: shape [128, 784], expected [256, 784]"),
@@ -184,24 +187,17 @@ fn wrong_missing_and_extra_tensors_are_all_named() {
 
 #[test]
 fn pytorch_file_without_metadata_is_inferred_or_refused() {
-    let d = Device::flex();
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("plain.safetensors");
     write_raw(&path, &mlp_tensors(), None);
-    let loaded = store::load_model(&path, None, &d).unwrap();
-    assert_eq!(loaded.spec, ModelSpec::new(Arch::Mlp));
+    let (_, spec, _) = load(&path, None).unwrap();
+    assert_eq!(spec, ImageSpec::new(Arch::Mlp));
     // Asked to read it as a cnn: every cnn tensor is named as missing.
-    let e = store::load_model(&path, Some(Arch::Cnn), &d)
-        .err()
-        .unwrap()
-        .to_string();
+    let e = load(&path, Some(Arch::Cnn)).err().unwrap().to_string();
     assert!(e.contains("missing tensor conv1.weight"), "{e}");
 
     write_raw(&path, &[("layer.weight", vec![2, 2])], None);
-    let e = store::load_model(&path, None, &d)
-        .err()
-        .unwrap()
-        .to_string();
+    let e = load(&path, None).err().unwrap().to_string();
     assert!(
         e.contains("cannot tell the architecture") && e.contains("--arch"),
         "{e}"
@@ -210,12 +206,9 @@ fn pytorch_file_without_metadata_is_inferred_or_refused() {
     write_raw(
         &path,
         &mlp_tensors(),
-        Some((store::SPEC_KEY, "{\"arch\":\"transformer\"}")),
+        Some((metadata::SPEC, "{\"arch\":\"transformer\"}")),
     );
-    let e = store::load_model(&path, None, &d)
-        .err()
-        .unwrap()
-        .to_string();
+    let e = load(&path, None).err().unwrap().to_string();
     assert!(e.contains("rampart.spec is not valid"), "{e}");
 }
 
@@ -224,31 +217,22 @@ fn missing_and_corrupt_files_are_reported() {
     let d = Device::flex();
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("absent.safetensors");
-    let e = store::load_model(&path, None, &d)
-        .err()
-        .unwrap()
-        .to_string();
+    let e = load(&path, None).err().unwrap().to_string();
     assert!(
         e.contains("absent.safetensors: model file not found"),
         "{e}"
     );
 
     std::fs::write(&path, b"this is not a safetensors file at all").unwrap();
-    let e = store::load_model(&path, None, &d)
-        .err()
-        .unwrap()
-        .to_string();
+    let e = load(&path, None).err().unwrap().to_string();
     assert!(e.contains("not a valid safetensors file"), "{e}");
 
     // Truncated: a real file cut short.
-    let spec = ModelSpec::new(Arch::Mlp);
-    store::save_model(&spec.init(&d), &spec, &BTreeMap::new(), &path).unwrap();
+    let spec = ImageSpec::new(Arch::Mlp);
+    save(&spec.init(&d), &spec, &BTreeMap::new(), &path);
     let bytes = std::fs::read(&path).unwrap();
     std::fs::write(&path, &bytes[..bytes.len() - 1000]).unwrap();
-    let e = store::load_model(&path, None, &d)
-        .err()
-        .unwrap()
-        .to_string();
+    let e = load(&path, None).err().unwrap().to_string();
     assert!(e.contains("not a valid safetensors file"), "{e}");
 }
 
@@ -256,8 +240,8 @@ fn missing_and_corrupt_files_are_reported() {
 fn atomic_write_replaces_whole_files_and_leaves_no_temporaries() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("sub/out.txt");
-    store::write_atomic(&path, b"first").unwrap();
-    store::write_atomic(&path, b"second").unwrap();
+    files::write_atomic(&path, b"first").unwrap();
+    files::write_atomic(&path, b"second").unwrap();
     assert_eq!(std::fs::read(&path).unwrap(), b"second");
     let names: Vec<_> = std::fs::read_dir(path.parent().unwrap())
         .unwrap()
@@ -272,8 +256,8 @@ fn atomic_write_replaces_whole_files_and_leaves_no_temporaries() {
 fn pytorch_saved_model_gives_pytorch_predictions() {
     let d = Device::flex();
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
-    let loaded = store::load_model(&root.join("torch-mlp.safetensors"), None, &d).unwrap();
-    assert_eq!(loaded.spec.arch, Arch::Mlp);
+    let (net, spec, _) = load(&root.join("torch-mlp.safetensors"), None).unwrap();
+    assert_eq!(spec.arch, Arch::Mlp);
     let expected: serde_json::Value = serde_json::from_str(
         &std::fs::read_to_string(root.join("torch-mlp-expected.json")).unwrap(),
     )
@@ -293,7 +277,7 @@ fn pytorch_saved_model_gives_pytorch_predictions() {
     let inputs = floats(&expected["inputs"]);
     let n = inputs.len() / 784;
     let x = Tensor::<4>::from_data(TensorData::new(inputs, [n, 1, 28, 28]), &d);
-    let ours = logits(&loaded.model, &x);
+    let ours = logits(&net, &x);
     let theirs = floats(&expected["logits"]);
     assert_eq!(ours.len(), theirs.len());
     for (a, b) in ours.iter().zip(&theirs) {

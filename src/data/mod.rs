@@ -1,15 +1,27 @@
-//! Image data: the IDX format of MNIST and Fashion-MNIST, where to find it, and a seeded
-//! synthetic set for fast tests.
+//! Data: Fashion-MNIST images (the IDX format), where to find them, a seeded synthetic set,
+//! and the multimodal JSONL records.
 //!
 //! Images are pixels in [0, 1] with shape `[N, 1, 28, 28]`; labels are class indices. A whole
 //! set is uploaded to the device once and batches are gathered there.
+//!
+//! - [`idx`]: the IDX file format, read with bounds.
+//! - [`synthetic`]: SYNTHETIC bars.
+//! - [`records`]: multimodal security records (JSONL), validated line by line.
+//! - [`synth_security`]: the SYNTHETIC multimodal security task.
 
-use std::io::Read;
+pub mod idx;
+pub mod records;
+pub mod synth_security;
+pub mod synthetic;
+
 use std::path::{Path, PathBuf};
 
 use burn::tensor::{Device, Int, Tensor, TensorData};
-use rand::rngs::StdRng;
-use rand::{RngExt, SeedableRng};
+
+use crate::artifact::files::FileError;
+
+pub use idx::{read_idx, write_idx};
+pub use synthetic::synthetic;
 
 /// The ten Fashion-MNIST classes, in label order.
 pub const FASHION_CLASSES: [&str; 10] = [
@@ -32,7 +44,6 @@ pub const DEBIAN_DIR: &str = "/usr/share/datasets/fashion-mnist";
 /// The project's own data folder (git-ignored contents), relative to the working directory.
 pub const LOCAL_DIR: &str = "datasets/fashion-mnist";
 
-const IDX_UBYTE: u8 = 0x08;
 const FETCH_HINT: &str = "run scripts/fetch-data.sh (or apt-get install dataset-fashion-mnist)";
 
 #[derive(Debug, thiserror::Error)]
@@ -45,10 +56,15 @@ pub enum DataError {
     NotFound { tried: String },
     #[error("{path}: missing (looked for {name} and {name}.gz); {FETCH_HINT}")]
     MissingFile { path: PathBuf, name: String },
-    #[error("{path}: cannot read: {source}")]
-    Io {
+    #[error(transparent)]
+    File(#[from] FileError),
+    #[error(
+        "{path}: the header declares dimensions {dims:?}, more than the {limit} bytes an IDX file may hold; the file is corrupt or hostile"
+    )]
+    Oversized {
         path: PathBuf,
-        source: std::io::Error,
+        dims: Vec<usize>,
+        limit: u64,
     },
     #[error(
         "{path}: bad magic number {found:#010x}, expected {expected:#010x} ({what}); the file is corrupt or not this IDX file, fetch it again"
@@ -89,6 +105,18 @@ pub enum DataError {
         label: u8,
         num_classes: usize,
     },
+}
+
+/// The image data sets a command can run on.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, clap::ValueEnum,
+)]
+#[serde(rename_all = "kebab-case")]
+pub enum DatasetChoice {
+    /// Fashion-MNIST IDX files.
+    FashionMnist,
+    /// A seeded SYNTHETIC set of bars (for tests and demos).
+    Synthetic,
 }
 
 /// Which half of a dataset.
@@ -258,8 +286,8 @@ fn existing(path: PathBuf, from: &'static str) -> Result<PathBuf, DataError> {
 pub fn load_split(dir: &Path, split: Split, device: &Device) -> Result<ImageSet, DataError> {
     let images_path = find_file(dir, &format!("{}-images-idx3-ubyte", split.prefix()))?;
     let labels_path = find_file(dir, &format!("{}-labels-idx1-ubyte", split.prefix()))?;
-    let (dims, pixels) = read_idx(&images_path, 3, "IDX images: ubyte, 3 dimensions")?;
-    let (ldims, labels) = read_idx(&labels_path, 1, "IDX labels: ubyte, 1 dimension")?;
+    let (dims, pixels) = idx::read_idx(&images_path, 3, "IDX images: ubyte, 3 dimensions")?;
+    let (ldims, labels) = idx::read_idx(&labels_path, 1, "IDX labels: ubyte, 1 dimension")?;
     let (n, rows, cols) = (dims[0], dims[1], dims[2]);
     if (rows, cols) != (28, 28) {
         return Err(DataError::BadImageSize {
@@ -301,7 +329,7 @@ pub fn load_split(dir: &Path, split: Split, device: &Device) -> Result<ImageSet,
 }
 
 /// Uploads u8 pixels and labels, scaling pixels to [0, 1] on the device.
-fn from_bytes(
+pub(crate) fn from_bytes(
     pixels: &[u8],
     labels: &[u8],
     n: usize,
@@ -321,6 +349,14 @@ fn from_bytes(
     }
 }
 
+/// The image and label files of `split` in `dir` that exist (gzipped ones preferred).
+pub fn split_files(dir: &Path, split: Split) -> Vec<PathBuf> {
+    ["images-idx3-ubyte", "labels-idx1-ubyte"]
+        .iter()
+        .filter_map(|kind| find_file(dir, &format!("{}-{kind}", split.prefix())).ok())
+        .collect()
+}
+
 fn find_file(dir: &Path, name: &str) -> Result<PathBuf, DataError> {
     let plain = dir.join(name);
     let gz = dir.join(format!("{name}.gz"));
@@ -334,114 +370,4 @@ fn find_file(dir: &Path, name: &str) -> Result<PathBuf, DataError> {
             name: name.to_string(),
         })
     }
-}
-
-/// Reads an unsigned-byte IDX file (gzipped or not) of `ndim` dimensions: the dimensions and
-/// the raw data. See <http://yann.lecun.com/exdb/mnist/> for the format.
-pub fn read_idx(
-    path: &Path,
-    ndim: u8,
-    what: &'static str,
-) -> Result<(Vec<usize>, Vec<u8>), DataError> {
-    let io = |source| DataError::Io {
-        path: path.to_path_buf(),
-        source,
-    };
-    let raw = std::fs::read(path).map_err(io)?;
-    let bytes = if raw.starts_with(&[0x1f, 0x8b]) {
-        let mut out = Vec::with_capacity(raw.len() * 4);
-        flate2::read::GzDecoder::new(&raw[..])
-            .read_to_end(&mut out)
-            .map_err(io)?;
-        out
-    } else {
-        raw
-    };
-    let expected_magic = u32::from_be_bytes([0, 0, IDX_UBYTE, ndim]);
-    let header_len = 4 + 4 * ndim as usize;
-    let truncated = |expected: usize| DataError::Truncated {
-        path: path.to_path_buf(),
-        expected,
-        found: bytes.len(),
-    };
-    if bytes.len() < 4 {
-        return Err(truncated(header_len));
-    }
-    let magic = u32::from_be_bytes(bytes[0..4].try_into().unwrap());
-    if magic != expected_magic {
-        return Err(DataError::BadMagic {
-            path: path.to_path_buf(),
-            found: magic,
-            expected: expected_magic,
-            what,
-        });
-    }
-    if bytes.len() < header_len {
-        return Err(truncated(header_len));
-    }
-    let dims: Vec<usize> = (0..ndim as usize)
-        .map(|i| u32::from_be_bytes(bytes[4 + 4 * i..8 + 4 * i].try_into().unwrap()) as usize)
-        .collect();
-    let total = header_len + dims.iter().product::<usize>();
-    if bytes.len() < total {
-        return Err(truncated(total));
-    }
-    Ok((dims, bytes[header_len..total].to_vec()))
-}
-
-/// Writes an unsigned-byte IDX file (gzipped when `path` ends in `.gz`); for tests and tools.
-pub fn write_idx(path: &Path, dims: &[usize], data: &[u8]) -> std::io::Result<()> {
-    let mut out = vec![0, 0, IDX_UBYTE, dims.len() as u8];
-    for d in dims {
-        out.extend_from_slice(&(*d as u32).to_be_bytes());
-    }
-    out.extend_from_slice(data);
-    if path.extension().is_some_and(|e| e == "gz") {
-        use std::io::Write;
-        let mut enc = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-        enc.write_all(&out)?;
-        out = enc.finish()?;
-    }
-    crate::store::write_atomic(path, &out)
-}
-
-/// A seeded SYNTHETIC 10-class set of 28x28 images for fast tests: each class is a bright bar
-/// at its own position and angle, drawn with random shift, contrast and pixel noise. Learnable
-/// in an epoch or two by both architectures, but not linearly trivial.
-pub fn synthetic(n: usize, seed: u64, device: &Device) -> ImageSet {
-    let mut rng = StdRng::seed_from_u64(seed);
-    let mut pixels = vec![0u8; n * 784];
-    let mut labels = vec![0u8; n];
-    for (i, img) in pixels.chunks_mut(784).enumerate() {
-        let class = rng.random_range(0..10u8);
-        labels[i] = class;
-        let angle = class as f32 * std::f32::consts::PI / 10.0;
-        let (s, c) = angle.sin_cos();
-        let dx = rng.random_range(-3.0..3.0f32);
-        let dy = rng.random_range(-3.0..3.0f32);
-        let contrast = rng.random_range(0.5..1.0f32);
-        for y in 0..28 {
-            for x in 0..28 {
-                let (u, v) = (x as f32 - 13.5 - dx, y as f32 - 13.5 - dy);
-                // Distance from the class's line through the (shifted) centre.
-                let d = (u * s - v * c).abs();
-                let along = (u * c + v * s).abs();
-                let bar = if d < 2.0 && along < 10.0 {
-                    contrast
-                } else {
-                    0.0
-                };
-                let noise = rng.random_range(0.0..0.35f32);
-                img[y * 28 + x] = ((bar + noise).min(1.0) * 255.0) as u8;
-            }
-        }
-    }
-    from_bytes(
-        &pixels,
-        &labels,
-        n,
-        10,
-        format!("SYNTHETIC bars (seed {seed})"),
-        device,
-    )
 }

@@ -1,9 +1,11 @@
-//! Image classifiers: `mlp` and `cnn`.
+//! Image networks: `mlp` and `cnn`.
 //!
 //! Both take pixels in [0, 1], shape `[N, 1, 28, 28]`, and return logits `[N, classes]`. The
 //! optional normalisation `(x - mean) / std` is applied inside `forward`, so attacks and
 //! smoothing noise work in pixel space. Parameter names match a PyTorch module with the same
 //! attribute names (`conv1`, `fc1`, ...); see `scripts/torch_models.py`.
+
+use std::collections::BTreeMap;
 
 use burn::module::Module;
 use burn::nn::conv::{Conv2d, Conv2dConfig};
@@ -13,8 +15,12 @@ use burn::tensor::activation::relu;
 use burn::tensor::{Device, Tensor};
 use serde::{Deserialize, Serialize};
 
-/// Architectures Rampart builds.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+use super::MAX_CLASSES;
+
+/// Architectures of image networks.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum, schemars::JsonSchema,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Arch {
     /// fc1 784→256, fc2 256→256, fc3 256→classes, ReLU.
@@ -32,9 +38,12 @@ impl std::fmt::Display for Arch {
     }
 }
 
-/// Everything needed to rebuild a model's structure; saved in the file's metadata.
+/// The shape of one image: channels, height, width.
+pub const IMAGE_SHAPE: [usize; 3] = [1, 28, 28];
+
+/// Everything needed to rebuild an image network; saved as `rampart.spec` metadata.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-pub struct ModelSpec {
+pub struct ImageSpec {
     pub arch: Arch,
     pub num_classes: usize,
     /// Normalisation inside the model: `(x - mean) / std`, x in [0, 1]. Identity is (0, 1).
@@ -42,7 +51,7 @@ pub struct ModelSpec {
     pub std: f32,
 }
 
-impl ModelSpec {
+impl ImageSpec {
     pub fn new(arch: Arch) -> Self {
         Self {
             arch,
@@ -61,10 +70,64 @@ impl ModelSpec {
         }
     }
 
-    pub fn init(&self, device: &Device) -> Classifier {
+    /// Checks the values a file could make absurd: 2 to [`MAX_CLASSES`] classes, a finite mean
+    /// and a finite, positive standard deviation.
+    pub fn validate(&self) -> Result<(), String> {
+        if !(2..=MAX_CLASSES).contains(&self.num_classes) {
+            return Err(format!(
+                "num_classes is {}; it must be between 2 and {MAX_CLASSES}",
+                self.num_classes
+            ));
+        }
+        if !self.mean.is_finite() || !(self.std.is_finite() && self.std > 0.0) {
+            return Err(format!(
+                "normalisation (x - {}) / {} is not usable: the mean must be finite and the std finite and positive",
+                self.mean, self.std
+            ));
+        }
+        Ok(())
+    }
+
+    /// The tensors of this network in PyTorch layout, computed without building it.
+    pub fn tensor_shapes(&self) -> BTreeMap<String, Vec<usize>> {
+        let k = self.num_classes;
+        let layers: Vec<(&str, Vec<usize>)> = match self.arch {
+            Arch::Mlp => vec![
+                ("fc1", vec![256, 784]),
+                ("fc2", vec![256, 256]),
+                ("fc3", vec![k, 256]),
+            ],
+            Arch::Cnn => vec![
+                ("conv1", vec![32, 1, 5, 5]),
+                ("conv2", vec![64, 32, 5, 5]),
+                ("fc1", vec![1024, 64 * 7 * 7]),
+                ("fc2", vec![k, 1024]),
+            ],
+        };
+        layers
+            .into_iter()
+            .flat_map(|(name, w)| {
+                let out = w[0];
+                [
+                    (format!("{name}.weight"), w),
+                    (format!("{name}.bias"), vec![out]),
+                ]
+            })
+            .collect()
+    }
+
+    /// The name of the classifier head's weight (its rows are the classes).
+    pub fn head(arch: Arch) -> &'static str {
+        match arch {
+            Arch::Mlp => "fc3.weight",
+            Arch::Cnn => "fc2.weight",
+        }
+    }
+
+    pub fn init(&self, device: &Device) -> ImageNet {
         match self.arch {
-            Arch::Mlp => Classifier::Mlp(Mlp::new(self, device)),
-            Arch::Cnn => Classifier::Cnn(Cnn::new(self, device)),
+            Arch::Mlp => ImageNet::Mlp(Mlp::new(self, device)),
+            Arch::Cnn => ImageNet::Cnn(Cnn::new(self, device)),
         }
     }
 }
@@ -79,7 +142,7 @@ pub struct Mlp {
 }
 
 impl Mlp {
-    fn new(spec: &ModelSpec, device: &Device) -> Self {
+    fn new(spec: &ImageSpec, device: &Device) -> Self {
         Self {
             fc1: LinearConfig::new(784, 256).init(device),
             fc2: LinearConfig::new(256, 256).init(device),
@@ -110,7 +173,7 @@ pub struct Cnn {
 }
 
 impl Cnn {
-    fn new(spec: &ModelSpec, device: &Device) -> Self {
+    fn new(spec: &ImageSpec, device: &Device) -> Self {
         let conv = |c_in, c_out| {
             Conv2dConfig::new([c_in, c_out], [5, 5])
                 .with_padding(PaddingConfig2d::Explicit(2, 2, 2, 2))
@@ -137,27 +200,27 @@ impl Cnn {
     }
 }
 
-/// A single image classifier of any architecture Rampart builds.
+/// A single image network of any architecture Rampart builds.
 #[derive(Module, Debug)]
-pub enum Classifier {
+pub enum ImageNet {
     Mlp(Mlp),
     Cnn(Cnn),
 }
 
-impl Classifier {
+impl ImageNet {
     /// Logits `[N, classes]` for pixels `[N, 1, 28, 28]` in [0, 1].
     pub fn forward(&self, x: Tensor<4>) -> Tensor<2> {
         match self {
-            Classifier::Mlp(m) => m.forward(x),
-            Classifier::Cnn(m) => m.forward(x),
+            ImageNet::Mlp(m) => m.forward(x),
+            ImageNet::Cnn(m) => m.forward(x),
         }
     }
 
     /// The id of the first layer's weight (`fc1` or `conv1`), to read its gradient.
     pub fn first_weight_id(&self) -> burn::module::ParamId {
         match self {
-            Classifier::Mlp(m) => m.fc1.weight.id,
-            Classifier::Cnn(m) => m.conv1.weight.id,
+            ImageNet::Mlp(m) => m.fc1.weight.id,
+            ImageNet::Cnn(m) => m.conv1.weight.id,
         }
     }
 
@@ -165,15 +228,15 @@ impl Classifier {
     pub fn num_classes(&self) -> usize {
         // Burn stores Linear weights as [in, out].
         match self {
-            Classifier::Mlp(m) => m.fc3.weight.dims()[1],
-            Classifier::Cnn(m) => m.fc2.weight.dims()[1],
+            ImageNet::Mlp(m) => m.fc3.weight.dims()[1],
+            ImageNet::Cnn(m) => m.fc2.weight.dims()[1],
         }
     }
 
     pub fn arch(&self) -> Arch {
         match self {
-            Classifier::Mlp(_) => Arch::Mlp,
-            Classifier::Cnn(_) => Arch::Cnn,
+            ImageNet::Mlp(_) => Arch::Mlp,
+            ImageNet::Cnn(_) => Arch::Cnn,
         }
     }
 }

@@ -1,0 +1,137 @@
+//! The per-example worst case over several attacks and restarts, as AutoAttack reports it: an
+//! example is robust only if it is classified right clean and after every run. Each attack
+//! runs only on the examples still robust, starting from the clean input; the robust
+//! accuracy after each attack is kept.
+
+use burn::tensor::{Bool, Device, IndexingUpdateOp, Int, Tensor};
+
+use super::ball::per_example;
+use super::{Attack, Method};
+use crate::classifier::{Classifier, Input};
+
+/// What attacking a batch found, per example.
+pub struct Outcome<const D: usize> {
+    /// Correct (by the decision rule) on the clean input.
+    pub clean_correct: Tensor<1, Bool>,
+    /// Correct on the clean input and after every attack and restart.
+    pub robust: Tensor<1, Bool>,
+    /// Robust after each attack in turn (with all its restarts), in the order run.
+    pub robust_after: Vec<Tensor<1, Bool>>,
+    /// The adversarial example that fooled the model, else the clean input.
+    pub adversarial: Tensor<D>,
+}
+
+/// Runs each attack `restarts` times on a batch and keeps the per-example worst case.
+/// Examples already fooled are not attacked again (they are carried, not recomputed).
+/// Gradients come from `model.logits`; success is judged on `model.decide`.
+pub fn worst_case<const D: usize, C: Classifier<D>>(
+    model: &C,
+    x: &C::Input,
+    y: &Tensor<1, Int>,
+    attacks: &[Method],
+    restarts: usize,
+    target: Option<&Tensor<1, Int>>,
+) -> Outcome<D> {
+    let clean_correct = model.decide(x.clone()).equal(y.clone());
+    let mut robust = clean_correct.clone();
+    let mut adversarial = x.x().clone();
+    let mut robust_after = Vec::with_capacity(attacks.len());
+    for attack in attacks {
+        for _ in 0..restarts.max(1) {
+            // Positions still robust (the one read-back per run: their count sizes the batch).
+            let Some(idx) = robust.clone().nonzero().into_iter().next() else {
+                break;
+            };
+            let xs = x.select(idx.clone());
+            let ys = y.clone().select(0, idx.clone());
+            let ts = target.map(|t| t.clone().select(0, idx.clone()));
+            let adv = attack.perturb(model, &xs, &ys, ts.as_ref());
+            let decision = model.decide(xs.with_x(adv.clone()));
+            let fooled = match &ts {
+                None => decision.not_equal(ys),
+                Some(t) => decision.equal(t.clone()),
+            };
+            robust =
+                robust.bool_and(scatter(&fooled, &idx, y.dims()[0], &y.device()).lower_elem(0.5));
+            // Fooled examples keep this adversarial example (index-add of the difference).
+            let m = fooled.float().reshape(per_example(xs.x()));
+            let chosen = adv * m.clone() + xs.x().clone() * (m.neg() + 1.0);
+            let current = adversarial.clone().select(0, idx.clone());
+            adversarial =
+                adversarial.select_assign(0, idx, chosen - current, IndexingUpdateOp::Add);
+        }
+        robust_after.push(robust.clone());
+    }
+    Outcome {
+        clean_correct,
+        robust,
+        robust_after,
+        adversarial,
+    }
+}
+
+/// A flag per row of a subset `idx`, back at full-batch positions `[n]` (1.0 where set).
+fn scatter(flags: &Tensor<1, Bool>, idx: &Tensor<1, Int>, n: usize, device: &Device) -> Tensor<1> {
+    Tensor::<1>::zeros([n], device).select_assign(
+        0,
+        idx.clone(),
+        flags.clone().float(),
+        IndexingUpdateOp::Add,
+    )
+}
+
+/// Clean-correct, robust and per-attack robust counts summed on the device over batches and
+/// read back once.
+pub struct Tally {
+    clean: Tensor<1, Int>,
+    robust: Tensor<1, Int>,
+    after: Vec<Tensor<1, Int>>,
+}
+
+/// The counts a [`Tally`] read back.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Counts {
+    pub clean: u64,
+    pub robust: u64,
+    /// Robust after each attack in turn.
+    pub after: Vec<u64>,
+}
+
+impl Tally {
+    pub fn new(attacks: usize, device: &Device) -> Self {
+        Self {
+            clean: Tensor::zeros([1], device),
+            robust: Tensor::zeros([1], device),
+            after: (0..attacks).map(|_| Tensor::zeros([1], device)).collect(),
+        }
+    }
+
+    /// Adds a batch's outcome.
+    pub fn add<const D: usize>(&mut self, out: &Outcome<D>) {
+        let count = |t: &Tensor<1, Bool>| t.clone().int().sum();
+        self.clean = self.clean.clone() + count(&out.clean_correct);
+        self.robust = self.robust.clone() + count(&out.robust);
+        // An attack skipped because nothing was left to attack leaves the last mask.
+        for (i, total) in self.after.iter_mut().enumerate() {
+            let mask = out.robust_after.get(i).unwrap_or(&out.robust);
+            *total = total.clone() + count(mask);
+        }
+    }
+
+    /// Reads the counts back (one synchronisation).
+    pub fn read(self) -> Counts {
+        let mut all = vec![self.clean, self.robust];
+        all.extend(self.after);
+        let values: Vec<i64> = Tensor::cat(all, 0)
+            .into_data()
+            .convert::<i64>()
+            .try_to_vec::<i64>()
+            .unwrap_or_default();
+        let get = |i: usize| values.get(i).copied().unwrap_or(0).max(0) as u64;
+        Counts {
+            clean: get(0),
+            robust: get(1),
+            after: (2..values.len()).map(get).collect(),
+        }
+    }
+}

@@ -1,0 +1,283 @@
+//! `rampart certify` and `rampart predict` over any workload, and their reports (one schema
+//! each for every model kind).
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use serde::Serialize;
+
+use super::Smooth;
+use super::run::{CertifyRun, Row, Summary, certify_all, predict_all};
+use crate::artifact::ModelInfo;
+use crate::artifact::files::FileError;
+use crate::classifier::Classifier;
+use crate::data::host_labels;
+use crate::workload::{DataInfo, Examples, Job, Workload, WorkloadError};
+
+/// Most Monte Carlo samples per example (f32 vote counts are exact below 2^24).
+pub const MAX_N: usize = 10_000_000;
+/// Most noisy inputs per forward pass.
+pub const MAX_BATCH: usize = 65_536;
+
+/// The smoothing protocol: sigma (default: the model's training sigma), n0 selection and n
+/// estimation samples per example, alpha, noisy inputs per forward pass, seed.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Protocol {
+    pub sigma: Option<f64>,
+    pub n0: usize,
+    pub n: usize,
+    pub alpha: f64,
+    pub batch: usize,
+    pub seed: u64,
+}
+
+impl Protocol {
+    /// Refuses values that cannot work, naming the flag: sigma not positive, alpha outside
+    /// (0, 1), counts of 0 or above [`MAX_N`], a batch of 0 or above [`MAX_BATCH`].
+    pub fn validate(&self) -> Result<(), String> {
+        if let Some(s) = self.sigma.filter(|s| !(s.is_finite() && *s > 0.0)) {
+            return Err(format!("--sigma must be a positive number, got {s}"));
+        }
+        if !(self.alpha > 0.0 && self.alpha < 1.0) {
+            return Err(format!("--alpha must be in (0, 1), got {}", self.alpha));
+        }
+        for (flag, v) in [("--n", self.n), ("--n0", self.n0)] {
+            if !(1..=MAX_N).contains(&v) {
+                return Err(format!("{flag} must be between 1 and {MAX_N}, got {v}"));
+            }
+        }
+        if !(1..=MAX_BATCH).contains(&self.batch) {
+            return Err(format!(
+                "--batch must be between 1 and {MAX_BATCH}, got {}",
+                self.batch
+            ));
+        }
+        Ok(())
+    }
+
+    /// Sigma: the flag's, else the one the model was trained with.
+    pub fn sigma_for(&self, work: &Workload) -> Result<f64, WorkloadError> {
+        self.sigma
+            .or_else(|| work.opened.model.training_sigma())
+            .ok_or_else(|| {
+                WorkloadError::Mismatch(format!(
+                    "{}: not trained with --mode gaussian (every member, for an ensemble, with one sigma), so there is no sigma to default to; pass --sigma",
+                    work.opened.path.display()
+                ))
+            })
+    }
+}
+
+struct CertifyJob<'a> {
+    protocol: Protocol,
+    sigma: f64,
+    out: Option<&'a Path>,
+    progress: &'a mut dyn FnMut(&[Row]),
+}
+
+impl Job for CertifyJob<'_> {
+    type Output = Result<(Vec<Row>, Summary, String), FileError>;
+
+    fn run<const D: usize, C: Classifier<D>>(
+        self,
+        model: &C,
+        ex: Examples<C::Input>,
+    ) -> Self::Output {
+        let p = self.protocol;
+        let smooth = Smooth {
+            base: model,
+            sigma: self.sigma,
+            batch: p.batch,
+            seed: p.seed,
+        };
+        let labels = host_labels(&ex.labels);
+        let run = CertifyRun {
+            inputs: &ex.inputs,
+            labels: &labels,
+            ids: &ex.ids,
+            n0: p.n0,
+            n: p.n,
+            alpha: p.alpha,
+        };
+        let (rows, summary) = certify_all(&smooth, &run, self.out, self.progress)?;
+        Ok((rows, summary, model.domain().units.to_string()))
+    }
+}
+
+/// `rampart certify`: every key is present for every model kind.
+#[derive(Debug, Clone, Serialize)]
+pub struct CertifyReport {
+    pub model: ModelInfo,
+    pub data: DataInfo,
+    pub device: String,
+    /// The unit of sigma and of the radii (L2).
+    pub units: String,
+    pub tsv: Option<PathBuf>,
+    pub plot: Option<PathBuf>,
+    pub summary: Summary,
+}
+
+/// CERTIFY for every example of the workload (a fusion model: over its network features),
+/// streaming the TSV to `out`; also returns the rows.
+pub fn certify(
+    work: &Workload,
+    protocol: Protocol,
+    out: Option<&Path>,
+    progress: &mut dyn FnMut(&[Row]),
+) -> Result<(CertifyReport, Vec<Row>), WorkloadError> {
+    let sigma = protocol.sigma_for(work)?;
+    let job = CertifyJob {
+        protocol,
+        sigma,
+        out,
+        progress,
+    };
+    let (rows, summary, units) = work
+        .run(job, None)?
+        .map_err(crate::artifact::ArtifactError::from)?;
+    let report = CertifyReport {
+        model: work.model_info(),
+        data: work.data_info(),
+        device: work.device.description.clone(),
+        units,
+        tsv: out.map(Path::to_path_buf),
+        plot: None,
+        summary,
+    };
+    Ok((report, rows))
+}
+
+impl fmt::Display for CertifyReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let s = &self.summary;
+        writeln!(
+            f,
+            "{} on {} ({} examples; sigma {}, n0 {}, n {}, alpha {})",
+            self.model.path.display(),
+            self.data.name,
+            s.images,
+            s.sigma,
+            s.n0,
+            s.n,
+            s.alpha
+        )?;
+        writeln!(f, "certified accuracy (L2 radius, {}):", self.units)?;
+        for (r, acc) in &s.certified_accuracy {
+            writeln!(f, "  radius {r:.2}: {:6.2}%", 100.0 * acc)?;
+        }
+        writeln!(f, "abstain rate: {:.2}%", 100.0 * s.abstain_rate)?;
+        writeln!(f, "seconds per example: {:.3}", s.seconds_per_image)?;
+        for path in self.tsv.iter().chain(&self.plot) {
+            writeln!(f, "wrote {}", path.display())?;
+        }
+        Ok(())
+    }
+}
+
+/// One PREDICT result.
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Prediction {
+    pub idx: usize,
+    pub label: usize,
+    /// The smoothed class, or -1 for abstain.
+    pub predict: i64,
+}
+
+/// `rampart predict`: every key is present for every model kind.
+#[derive(Debug, Clone, Serialize)]
+pub struct PredictReport {
+    pub model: ModelInfo,
+    pub data: DataInfo,
+    pub device: String,
+    pub sigma: f64,
+    pub n: usize,
+    pub alpha: f64,
+    pub examples: usize,
+    /// Correct smoothed predictions (abstentions count as wrong).
+    pub accuracy: f64,
+    pub abstain_rate: f64,
+    pub seconds_per_example: f64,
+    pub predictions: Vec<Prediction>,
+}
+
+struct PredictJob {
+    protocol: Protocol,
+    sigma: f64,
+}
+
+impl Job for PredictJob {
+    type Output = Vec<Prediction>;
+
+    fn run<const D: usize, C: Classifier<D>>(
+        self,
+        model: &C,
+        ex: Examples<C::Input>,
+    ) -> Self::Output {
+        let p = self.protocol;
+        let smooth = Smooth {
+            base: model,
+            sigma: self.sigma,
+            batch: p.batch,
+            seed: p.seed,
+        };
+        let labels = host_labels(&ex.labels);
+        let predicted = predict_all(&smooth, &ex.inputs, &ex.ids, p.n, p.alpha);
+        ex.ids
+            .iter()
+            .zip(labels)
+            .zip(predicted)
+            .map(|((&idx, label), p)| Prediction {
+                idx,
+                label,
+                predict: p.map_or(-1, |c| c as i64),
+            })
+            .collect()
+    }
+}
+
+/// PREDICT for every example of the workload.
+pub fn predict(work: &Workload, protocol: Protocol) -> Result<PredictReport, WorkloadError> {
+    let sigma = protocol.sigma_for(work)?;
+    let started = Instant::now();
+    let predictions = work.run(PredictJob { protocol, sigma }, None)?;
+    let n = predictions.len().max(1) as f64;
+    let correct = predictions
+        .iter()
+        .filter(|p| p.predict == p.label as i64)
+        .count();
+    let abstained = predictions.iter().filter(|p| p.predict < 0).count();
+    Ok(PredictReport {
+        model: work.model_info(),
+        data: work.data_info(),
+        device: work.device.description.clone(),
+        sigma,
+        n: protocol.n,
+        alpha: protocol.alpha,
+        examples: predictions.len(),
+        accuracy: correct as f64 / n,
+        abstain_rate: abstained as f64 / n,
+        seconds_per_example: started.elapsed().as_secs_f64() / n,
+        predictions,
+    })
+}
+
+impl fmt::Display for PredictReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(f, "idx\tlabel\tpredict\tcorrect")?;
+        for p in &self.predictions {
+            let correct = u8::from(p.predict == p.label as i64);
+            writeln!(f, "{}\t{}\t{}\t{correct}", p.idx, p.label, p.predict)?;
+        }
+        writeln!(
+            f,
+            "smoothed accuracy {:.2}%, abstain rate {:.2}%, {:.3} s per example (sigma {}, n {}, alpha {})",
+            100.0 * self.accuracy,
+            100.0 * self.abstain_rate,
+            self.seconds_per_example,
+            self.sigma,
+            self.n,
+            self.alpha
+        )
+    }
+}

@@ -1,0 +1,99 @@
+//! Argument groups shared by the commands: the model, the data it runs on, the device.
+
+use std::path::PathBuf;
+
+use clap::Args;
+
+use crate::artifact::{OpenOptions, Outputs};
+use crate::data::DatasetChoice;
+use crate::device::DeviceChoice;
+use crate::model::Arch;
+use crate::workload::{Source, WorkloadSpec};
+
+/// A model file or manifest.
+#[derive(Args, Debug, Clone)]
+pub struct ModelArgs {
+    /// Model file (safetensors, PyTorch layout; image or fusion model), or an ensemble
+    /// manifest (.toml/.json).
+    #[arg(long)]
+    pub model: PathBuf,
+    /// Architecture of an image model file without Rampart metadata (saved by PyTorch).
+    #[arg(long)]
+    pub arch: Option<Arch>,
+    /// Let ensemble members lie outside the manifest's folder.
+    #[arg(long)]
+    pub allow_outside: bool,
+}
+
+impl ModelArgs {
+    pub fn open_options(&self) -> OpenOptions {
+        OpenOptions {
+            arch: self.arch,
+            allow_outside: self.allow_outside,
+        }
+    }
+}
+
+/// The examples a model runs on.
+#[derive(Args, Debug, Clone)]
+pub struct DataArgs {
+    /// Image test set to run an image model or ensemble on.
+    #[arg(long, value_enum, default_value_t = DatasetChoice::FashionMnist)]
+    pub dataset: DatasetChoice,
+    /// Fashion-MNIST directory (unset: $RAMPART_DATA, datasets/fashion-mnist, then
+    /// /usr/share/datasets/fashion-mnist).
+    #[arg(long, conflicts_with = "records")]
+    pub data_dir: Option<PathBuf>,
+    /// JSONL records to run a multimodal fusion model on (instead of --dataset).
+    #[arg(long, conflicts_with = "dataset")]
+    pub records: Option<PathBuf>,
+    /// At most this many examples (the first ones, or after --skip).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    pub limit: Option<u64>,
+}
+
+/// Model, data and device: what `eval`, `attack`, `certify` and `predict` open.
+#[derive(Args, Debug, Clone)]
+pub struct WorkloadArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    #[command(flatten)]
+    pub data: DataArgs,
+    /// Compute device: auto (a GPU if wgpu finds one, else flex), flex or wgpu.
+    #[arg(long, value_enum, default_value_t = DeviceChoice::Auto)]
+    pub device: DeviceChoice,
+}
+
+/// The SYNTHETIC image test set the commands use with `--dataset synthetic`.
+pub const SYNTHETIC_TEST: (usize, u64) = (500, 0x7e57);
+
+impl WorkloadArgs {
+    /// What to open, taking every `skip`-th example.
+    pub fn spec(&self, skip: usize) -> WorkloadSpec {
+        let source = match (&self.data.records, self.data.dataset) {
+            (Some(r), _) => Source::Records(r.clone()),
+            (None, DatasetChoice::FashionMnist) => Source::FashionMnist {
+                dir: self.data.data_dir.clone(),
+            },
+            (None, DatasetChoice::Synthetic) => Source::Synthetic {
+                size: SYNTHETIC_TEST.0,
+                seed: SYNTHETIC_TEST.1,
+            },
+        };
+        WorkloadSpec {
+            model: self.model.model.clone(),
+            open: self.model.open_options(),
+            source,
+            device: self.device,
+            skip: skip.max(1),
+            limit: self.data.limit.map(|l| l as usize),
+        }
+    }
+}
+
+/// An output guard that knows every file of a workload as an input.
+pub fn guard(files: &[PathBuf]) -> Outputs {
+    let mut outputs = Outputs::new();
+    outputs.inputs(files);
+    outputs
+}

@@ -1,0 +1,142 @@
+//! `rampart certify`: randomized-smoothing CERTIFY for any model, with the reference TSV and a
+//! PNG plot of certified accuracy against radius.
+
+use std::path::PathBuf;
+
+use clap::Args;
+use indicatif::{ProgressBar, ProgressStyle};
+
+use super::args::{WorkloadArgs, guard};
+use super::{CliError, CliResult, emit, note};
+use crate::artifact::files::OutputKind;
+use crate::certify::report::{self, Protocol};
+use crate::certify::run::Row;
+use crate::workload::Workload;
+
+/// The smoothing protocol, shared by `certify` and `predict`.
+#[derive(Args, Debug)]
+pub struct SmoothArgs {
+    /// Noise standard deviation, input units (pixels in [0, 1]). Default: the sigma the model
+    /// was trained with (`--mode gaussian`), read from its metadata.
+    #[arg(long)]
+    pub sigma: Option<f64>,
+    /// Monte Carlo samples per example (estimation).
+    #[arg(long, default_value_t = 100_000)]
+    pub n: usize,
+    /// Failure probability of each certificate / prediction.
+    #[arg(long, default_value_t = 0.001)]
+    pub alpha: f64,
+    /// Noisy inputs per forward pass.
+    #[arg(long, default_value_t = 1024)]
+    pub batch: usize,
+    /// Take every k-th example (Cohen et al.: 20 on CIFAR-10).
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..))]
+    pub skip: u64,
+    /// Seed of the noise: same seed, same device, same counts.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Print one JSON object.
+    #[arg(long)]
+    pub json: bool,
+}
+
+impl SmoothArgs {
+    pub fn protocol(&self, n0: usize) -> Protocol {
+        Protocol {
+            sigma: self.sigma,
+            n0,
+            n: self.n,
+            alpha: self.alpha,
+            batch: self.batch,
+            seed: self.seed,
+        }
+    }
+}
+
+#[derive(Args, Debug)]
+#[command(allow_negative_numbers = true)]
+pub struct CertifyArgs {
+    #[command(flatten)]
+    pub on: WorkloadArgs,
+    #[command(flatten)]
+    pub smooth: SmoothArgs,
+    /// Samples that select the top class.
+    #[arg(long, default_value_t = 100)]
+    pub n0: usize,
+    /// TSV in the reference layout: idx label predict radius correct time.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// PNG plot of certified accuracy against radius (default: the --out path with .png).
+    #[arg(long)]
+    pub plot: Option<PathBuf>,
+}
+
+pub fn run(args: CertifyArgs) -> CliResult {
+    let protocol = args.smooth.protocol(args.n0);
+    protocol.validate().map_err(CliError::Usage)?;
+    let work = Workload::open(&args.on.spec(args.smooth.skip as usize))?;
+    let plot = args
+        .plot
+        .clone()
+        .or_else(|| args.out.as_ref().map(|o| o.with_extension("png")));
+    let mut outputs = guard(&work.files);
+    if let Some(out) = &args.out {
+        outputs.output(out, "--out", OutputKind::Tsv)?;
+        let partial = PathBuf::from(format!("{}.partial", out.display()));
+        outputs.output(&partial, "--out (its .partial)", OutputKind::Tsv)?;
+    }
+    if let Some(p) = &plot {
+        outputs.output(p, "--plot", OutputKind::Png)?;
+    }
+    let sigma = protocol.sigma_for(&work)?;
+    note(&format!("device: {}", work.device.description));
+    note(&format!(
+        "certifying {} examples of {} (sigma {sigma}, n0 {}, n {}, alpha {}, batch {})",
+        work.ids.len(),
+        work.data_info().name,
+        protocol.n0,
+        protocol.n,
+        protocol.alpha,
+        protocol.batch
+    ));
+    let bar = progress_bar(work.ids.len());
+    let mut progress = |rows: &[Row]| {
+        let correct = rows.iter().filter(|r| r.correct).count();
+        bar.set_position(rows.len() as u64);
+        bar.set_message(format!(
+            "certified acc@0 {:.1}%",
+            100.0 * correct as f64 / rows.len().max(1) as f64
+        ));
+    };
+    let (mut report, rows) = report::certify(&work, protocol, args.out.as_deref(), &mut progress)?;
+    bar.finish_and_clear();
+    if let Some(p) = &plot {
+        let title = format!(
+            "{} (sigma {}, n {}, {} examples)",
+            report.data.name,
+            report.summary.sigma,
+            protocol.n,
+            rows.len()
+        );
+        let with_text = crate::certify::plot::certified_accuracy_png(&rows, &title, p)
+            .map_err(CliError::Usage)?;
+        if !with_text {
+            note(&format!(
+                "note: no DejaVu font found (fonts-dejavu-core): {} has no axis labels",
+                p.display()
+            ));
+        }
+        report.plot = Some(p.clone());
+    }
+    emit(&report, args.smooth.json)
+}
+
+fn progress_bar(len: usize) -> ProgressBar {
+    let bar = ProgressBar::new(len as u64);
+    if let Ok(style) = ProgressStyle::with_template(
+        "certify [{bar:30}] {pos}/{len} examples {msg} ({elapsed} < {eta})",
+    ) {
+        bar.set_style(style.progress_chars("=> "));
+    }
+    bar
+}

@@ -1,0 +1,137 @@
+//! The `rampart` command line: one file per command over shared argument groups
+//! ([`args`]), training flags derived from the config ([`flags`]), and one way out for every
+//! report ([`emit`]): a text rendering, or one JSON object with `--json`.
+
+pub mod args;
+mod attack;
+mod certify;
+mod data;
+mod ensemble;
+mod eval;
+pub mod flags;
+mod inspect;
+mod observe;
+mod predict;
+mod train;
+
+use std::io::Write;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::artifact::{ArtifactError, FileError};
+use crate::ensemble::EnsembleError;
+use crate::train::TrainError;
+use crate::workload::WorkloadError;
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "rampart",
+    version,
+    about = "Adversarial-robustness engine: train, attack and certify classifiers, ensembles and multimodal fusion models",
+    long_about = "Adversarial-robustness engine on Burn. Models are safetensors files in PyTorch \
+                  layout; inputs are pixels in [0,1]. Fashion-MNIST is looked up in --data-dir, \
+                  $RAMPART_DATA, datasets/fashion-mnist, then /usr/share/datasets/fashion-mnist. \
+                  An ensemble manifest (.toml/.json) is accepted wherever a model is; a \
+                  multimodal fusion model takes JSONL records with --records. Rampart never \
+                  writes over a file it reads, and writes every output atomically."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Train a model from a TOML config; every config key is also a flag.
+    Train(train::TrainArgs),
+    /// Clean accuracy, per-class accuracy and confusion matrix.
+    Eval(eval::EvalArgs),
+    /// What a model file or manifest holds: spec, tensors, parameters, training metadata.
+    Inspect(inspect::InspectArgs),
+    /// Attack a model (FGSM, PGD) and report the per-example worst-case robust accuracy.
+    Attack(attack::AttackArgs),
+    /// Certify examples with randomized smoothing (Cohen et al. 2019 CERTIFY).
+    Certify(certify::CertifyArgs),
+    /// Smoothed predictions with abstain (Cohen et al. 2019 PREDICT).
+    Predict(predict::PredictArgs),
+    /// Ensembles of models that vote: create a manifest from model files, or train members.
+    #[command(subcommand)]
+    Ensemble(ensemble::EnsembleCommand),
+    /// Data tools: the SYNTHETIC multimodal security set.
+    #[command(subcommand)]
+    Data(data::DataCommand),
+}
+
+/// Why a command failed.
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    #[error("{0}")]
+    Usage(String),
+    #[error(transparent)]
+    Workload(#[from] WorkloadError),
+    #[error(transparent)]
+    Train(#[from] TrainError),
+    #[error(transparent)]
+    Artifact(#[from] ArtifactError),
+    #[error(transparent)]
+    File(#[from] FileError),
+    #[error(transparent)]
+    Ensemble(#[from] EnsembleError),
+    #[error("cannot write the report: {0}")]
+    Output(std::io::Error),
+    /// The reader of standard output went away (`rampart inspect ... | head`): not an error.
+    #[error("standard output was closed")]
+    ClosedPipe,
+}
+
+pub type CliResult = Result<(), CliError>;
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Train(a) => train::run(a),
+        Command::Eval(a) => eval::run(a),
+        Command::Inspect(a) => inspect::run(a),
+        Command::Attack(a) => attack::run(a),
+        Command::Certify(a) => certify::run(a),
+        Command::Predict(a) => predict::run(a),
+        Command::Ensemble(c) => ensemble::run(c),
+        Command::Data(c) => data::run(c),
+    };
+    match result {
+        Ok(()) | Err(CliError::ClosedPipe) => ExitCode::SUCCESS,
+        Err(e) => {
+            note(&format!("error: {e}"));
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Prints a report: its text rendering, or one JSON object with `json`.
+pub fn emit<R: serde::Serialize + std::fmt::Display>(report: &R, json: bool) -> CliResult {
+    let text = if json {
+        let mut s = serde_json::to_string_pretty(report)
+            .map_err(|e| CliError::Output(std::io::Error::other(e)))?;
+        s.push('\n');
+        s
+    } else {
+        report.to_string()
+    };
+    print(&text)
+}
+
+/// Writes `text` to standard output; a closed pipe ends the command quietly.
+pub fn print(text: &str) -> CliResult {
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|_| out.flush()) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Err(CliError::ClosedPipe),
+        Err(e) => Err(CliError::Output(e)),
+    }
+}
+
+/// A line for people on standard error (progress, device, notes); never fails.
+pub fn note(line: &str) {
+    let _ = writeln!(std::io::stderr(), "{line}");
+}

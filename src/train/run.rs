@@ -1,0 +1,476 @@
+//! The epoch loop shared by every task: seeding, shuffling, the learning-rate schedule, the
+//! optimiser step, the divergence check, evaluation, epoch policies, checkpoints, resume.
+
+use std::time::Instant;
+
+use burn::module::Module;
+use burn::optim::{GradientsParams, ModuleOptimizer};
+use burn::tensor::{Device, Tensor};
+use rand::SeedableRng;
+use rand::rngs::StdRng;
+use rand::seq::SliceRandom;
+
+use super::metrics::{EpochMetrics, MetricsLog};
+use super::objective::{self, Epoch, Objective};
+use super::observe::{Event, Observer, Running};
+use super::policy::{self, Action, EpochAttack, Review};
+use super::task::Task;
+use super::{TrainError, TrainReport, build_optimizer, checkpoint};
+use crate::artifact::files::{OutputKind, Outputs, RunLock};
+use crate::artifact::metadata::{Metadata, TrainSummary};
+use crate::attack::{Method, Pgd, Tally, worst_case};
+use crate::classifier::{Classifier, Input};
+use crate::device::Chosen;
+use crate::eval::{self, Evaluation};
+use crate::train::config::TrainConfig;
+use crate::workload::Examples;
+
+/// A run in progress.
+struct Run<'a, T: Task<D>, const D: usize> {
+    task: &'a T,
+    objective: &'a dyn Objective<T, D>,
+    cfg: &'a TrainConfig,
+    device: Device,
+    description: String,
+    optim: ModuleOptimizer,
+    history: Vec<EpochMetrics>,
+    /// The attack the next epoch trains against.
+    attack: Option<EpochAttack>,
+    /// A note for the next kept epoch (a rollback that led to it).
+    pending_note: Option<String>,
+    /// Rewrites `metrics.jsonl` after every kept epoch.
+    log: MetricsLog,
+}
+
+/// Sends `event` to the metrics log and to every observer.
+fn tell(
+    log: &mut MetricsLog,
+    observers: &mut [&mut dyn Observer],
+    event: Event<'_>,
+) -> Result<(), TrainError> {
+    log.on(&event)?;
+    observers.iter_mut().try_for_each(|o| o.on(&event))
+}
+
+/// Loss and accuracy of an epoch's training forward passes.
+struct Stats {
+    loss: f64,
+    accuracy: f64,
+    lr: f64,
+    examples_per_sec: f64,
+}
+
+pub(super) fn run<T: Task<D>, const D: usize>(
+    task: &T,
+    objective: &dyn Objective<T, D>,
+    cfg: &TrainConfig,
+    resume: bool,
+    chosen: &Chosen,
+    observers: &mut [&mut dyn Observer],
+) -> Result<TrainReport, TrainError> {
+    let _lock = RunLock::take(&cfg.out)?;
+    let mut guard = Outputs::new();
+    guard.inputs(&task.files());
+    guard.output(
+        &cfg.model_path(),
+        "out (model.safetensors)",
+        OutputKind::Safetensors,
+    )?;
+    guard.output(
+        &cfg.metrics_path(),
+        "out (metrics.jsonl)",
+        OutputKind::Jsonl,
+    )?;
+    let (mut run, mut model) = Run::start(task, objective, cfg, resume, chosen)?;
+    tell(
+        &mut run.log,
+        observers,
+        Event::Started {
+            device: &chosen.description,
+            dataset: &task.data_name(),
+            train_examples: task.train_len(),
+            eval_examples: task.eval_len(),
+            resumed_after: resume.then_some(run.history.len()),
+        },
+    )?;
+    if run.history.len() >= cfg.epochs {
+        return run.recover(model, observers);
+    }
+    while run.history.len() < cfg.epochs {
+        model = run.epoch(model, observers)?;
+    }
+    run.finish(model, observers)
+}
+
+impl<'a, T: Task<D>, const D: usize> Run<'a, T, D> {
+    /// A fresh model (refusing to clobber an earlier run's files) or the checkpoint's.
+    fn start(
+        task: &'a T,
+        objective: &'a dyn Objective<T, D>,
+        cfg: &'a TrainConfig,
+        resume: bool,
+        chosen: &Chosen,
+    ) -> Result<(Self, T::Model), TrainError> {
+        let device = chosen.device.clone();
+        device.seed(cfg.seed);
+        let mut model = task.init(&device.clone().autodiff());
+        let mut optim = build_optimizer(&cfg.optimizer);
+        let dir = cfg.checkpoint_dir();
+        let mut history = Vec::new();
+        if resume {
+            let state = checkpoint::read(&dir, cfg)?;
+            model = checkpoint::load_model(model, &dir)?;
+            optim = checkpoint::load_optim(optim, &dir)?;
+            history = state.history;
+        } else {
+            refuse_earlier_run(cfg)?;
+        }
+        let chose = history
+            .last()
+            .and_then(|m: &EpochMetrics| m.next_attack.as_deref())
+            .and_then(EpochAttack::parse);
+        let run = Self {
+            task,
+            objective,
+            cfg,
+            device,
+            description: chosen.description.clone(),
+            optim,
+            history,
+            attack: objective::first_attack(&cfg.mode, chose),
+            pending_note: None,
+            log: MetricsLog {
+                path: cfg.metrics_path(),
+            },
+        };
+        Ok((run, model))
+    }
+
+    /// Trains one epoch, reviews it, and keeps it (checkpoint, metrics) or rolls it back;
+    /// returns the model to go on with.
+    fn epoch(
+        &mut self,
+        model: T::Model,
+        observers: &mut [&mut dyn Observer],
+    ) -> Result<T::Model, TrainError> {
+        let index = self.history.len();
+        let epsilon = self.cfg.mode.epsilon_at(index);
+        let plan = Epoch {
+            epsilon,
+            attack: match (self.attack, epsilon) {
+                (Some(a), Some(e)) => Some(a.at(&self.cfg.mode, e).map_err(invalid)?),
+                _ => None,
+            },
+        };
+        let started = Instant::now();
+        let (model, stats) = self.train_epoch(model, index, &plan, observers)?;
+        let seconds_training = started.elapsed().as_secs_f64();
+        if !stats.loss.is_finite() {
+            return Err(self.diverged(index, stats.loss));
+        }
+        let valid = model.valid();
+        let (view, examples) = self.task.evaluation(&valid);
+        let evaluation = eval::evaluate(&view, &examples, 512);
+        let held_out = self.cfg.mode.robust_eval_size().min(examples.inputs.len());
+        let measure =
+            |attack: Pgd| robust_accuracy(&view, &examples, held_out, Method::Pgd(attack));
+        let mut metrics = self.metrics(index, &stats, &evaluation, seconds_training, &plan);
+        if let (Some(e), true) = (epsilon, held_out > 0) {
+            let robust = measure(pgd10(e)?);
+            metrics.robust_accuracy = Some(robust);
+            let review = Review {
+                mode: &self.cfg.mode,
+                epoch: index,
+                attack: self.attack,
+                epsilon: e,
+                next_epsilon: self.cfg.mode.epsilon_at(index + 1).unwrap_or(e),
+                robust,
+                history: &self.history,
+                measure: &measure,
+            };
+            for policy in policy::for_mode(&self.cfg.mode) {
+                let verdict = policy.review(&review);
+                metrics.candidates = metrics.candidates.or(verdict.candidates);
+                metrics.fgsm_accuracy = metrics.fgsm_accuracy.or(verdict.fgsm_accuracy);
+                match verdict.action {
+                    Action::Continue => {}
+                    Action::Switch(a) => self.attack = Some(a),
+                    Action::RollBack { to, note } => return self.roll_back(to, &note, observers),
+                }
+            }
+        }
+        metrics.next_attack = self.attack.map(|a| a.name(&self.cfg.mode));
+        metrics.seconds = started.elapsed().as_secs_f64();
+        if let Some(note) = self.pending_note.take() {
+            metrics.event = Some(note);
+        }
+        self.keep(&model, metrics, observers)?;
+        Ok(model)
+    }
+
+    /// The batch loop of epoch `index` (0-based).
+    fn train_epoch(
+        &mut self,
+        mut model: T::Model,
+        index: usize,
+        plan: &Epoch,
+        observers: &mut [&mut dyn Observer],
+    ) -> Result<(T::Model, Stats), TrainError> {
+        let (cfg, task) = (self.cfg, self.task);
+        let n = task.train_len();
+        let batches = n.div_ceil(cfg.batch_size);
+        let total_steps = (cfg.epochs * batches) as f64;
+        // Every epoch draws from its own seed: a resumed run replays exactly.
+        self.device.seed(cfg.seed.wrapping_add(1 + index as u64));
+        let mut order: Vec<usize> = (0..n).collect();
+        order.shuffle(&mut StdRng::seed_from_u64(cfg.seed ^ (index as u64) << 32));
+        let epoch = index + 1;
+        tell(
+            &mut self.log,
+            observers,
+            Event::EpochStarted {
+                epoch,
+                epochs: cfg.epochs,
+                batches,
+            },
+        )?;
+        let started = Instant::now();
+        let mut loss_sum = Tensor::<1>::zeros([1], &self.device);
+        let mut correct = Tensor::<1>::zeros([1], &self.device);
+        let mut lr = cfg.lr_at(index, 0.0);
+        for (b, rows) in order.chunks(cfg.batch_size).enumerate() {
+            lr = cfg.lr_at(index, (index * batches + b) as f64 / total_steps);
+            let batch = task.batch(rows);
+            let step = self.objective.step(task, &model, &batch, plan);
+            loss_sum = loss_sum + step.loss.clone().inner() * rows.len() as f32;
+            let hits = step.logits.inner().argmax(1).squeeze_dim::<1>(1);
+            correct = correct + hits.equal(task.labels(&batch)).float().sum();
+            let grads = GradientsParams::from_grads(step.loss.backward(), &model);
+            model = self.optim.step(lr, model, grads);
+            // One read-back every 20 batches for the running figures.
+            let running = (b % 20 == 19 || b + 1 == batches).then(|| {
+                let seen = ((b + 1) * cfg.batch_size).min(n) as f64;
+                Running {
+                    loss: loss_sum.clone().into_scalar::<f32>() as f64 / seen,
+                    accuracy: correct.clone().into_scalar::<f32>() as f64 / seen,
+                    examples_per_sec: seen / started.elapsed().as_secs_f64(),
+                }
+            });
+            tell(
+                &mut self.log,
+                observers,
+                Event::Batch {
+                    done: b + 1,
+                    running,
+                },
+            )?;
+        }
+        let stats = Stats {
+            loss: loss_sum.into_scalar::<f32>() as f64 / n as f64,
+            accuracy: correct.into_scalar::<f32>() as f64 / n as f64,
+            lr,
+            examples_per_sec: n as f64 / started.elapsed().as_secs_f64(),
+        };
+        Ok((model, stats))
+    }
+
+    fn diverged(&self, index: usize, loss: f64) -> TrainError {
+        let dir = self.cfg.checkpoint_dir();
+        let kept = if self.history.is_empty() {
+            "No epoch finished, so there is no checkpoint to keep.".to_string()
+        } else {
+            format!(
+                "The last good checkpoint (epoch {}) is kept in {}.",
+                self.history.len(),
+                dir.display()
+            )
+        };
+        TrainError::Diverged {
+            epoch: index + 1,
+            loss,
+            kept,
+        }
+    }
+
+    /// The metrics of a trained epoch, before review.
+    fn metrics(
+        &self,
+        index: usize,
+        stats: &Stats,
+        evaluation: &Evaluation,
+        seconds: f64,
+        plan: &Epoch,
+    ) -> EpochMetrics {
+        let mode = &self.cfg.mode;
+        let attack = match mode {
+            crate::train::config::Mode::Trades(t) => Some(format!("trades-kl-pgd{}", t.steps)),
+            _ => self.attack.map(|a| a.name(mode)),
+        };
+        EpochMetrics {
+            epoch: index + 1,
+            lr: stats.lr,
+            train_loss: stats.loss,
+            train_accuracy: stats.accuracy,
+            eval_accuracy: evaluation.accuracy,
+            eval_examples: evaluation.examples,
+            images_per_sec: stats.examples_per_sec,
+            seconds,
+            epsilon: plan.epsilon,
+            attack,
+            robust_accuracy: None,
+            fgsm_accuracy: None,
+            candidates: None,
+            next_attack: None,
+            event: None,
+        }
+    }
+
+    /// Discards the epoch: restores the last checkpoint's model and optimiser and trains the
+    /// epoch again against `to`.
+    fn roll_back(
+        &mut self,
+        to: EpochAttack,
+        note: &str,
+        observers: &mut [&mut dyn Observer],
+    ) -> Result<T::Model, TrainError> {
+        let dir = self.cfg.checkpoint_dir();
+        let fresh = self.task.init(&self.device.clone().autodiff());
+        let model = checkpoint::load_model(fresh, &dir)?;
+        self.optim = checkpoint::load_optim(build_optimizer(&self.cfg.optimizer), &dir)?;
+        self.attack = Some(to);
+        self.pending_note = Some(note.to_string());
+        tell(&mut self.log, observers, Event::Note(note))?;
+        Ok(model)
+    }
+
+    /// Keeps an epoch: history, checkpoint, observers.
+    fn keep(
+        &mut self,
+        model: &T::Model,
+        metrics: EpochMetrics,
+        observers: &mut [&mut dyn Observer],
+    ) -> Result<(), TrainError> {
+        self.history.push(metrics);
+        let dir = self.cfg.checkpoint_dir();
+        checkpoint::write(&dir, model, &self.optim, self.cfg, &self.history)?;
+        let last = self.history.len() - 1;
+        tell(
+            &mut self.log,
+            observers,
+            Event::EpochDone {
+                metrics: &self.history[last],
+                epochs: self.cfg.epochs,
+                history: &self.history,
+            },
+        )
+    }
+
+    fn summary(&self) -> TrainSummary {
+        let last = self.history.last();
+        TrainSummary {
+            dataset: Some(self.task.data_name()),
+            train_examples: Some(self.task.train_len()),
+            device: Some(self.description.clone()),
+            epochs: Some(self.history.len()),
+            final_eval_accuracy: last.map(|m| m.eval_accuracy),
+            eval_examples: last.map(|m| m.eval_examples),
+            final_robust_accuracy: last.and_then(|m| m.robust_accuracy),
+            train_seconds: Some(self.history.iter().map(|m| m.seconds).sum()),
+        }
+    }
+
+    /// Writes the final model.
+    fn finish(
+        mut self,
+        model: T::Model,
+        observers: &mut [&mut dyn Observer],
+    ) -> Result<TrainReport, TrainError> {
+        let path = self.cfg.model_path();
+        let metadata = Metadata::trained(self.cfg, &self.summary());
+        self.task.save(&model.valid(), &metadata, &path)?;
+        tell(&mut self.log, observers, Event::Saved { path: &path })?;
+        Ok(TrainReport {
+            model_path: path,
+            history: self.history,
+            device: self.description,
+            train_examples: self.task.train_len(),
+            dataset: self.task.data_name(),
+        })
+    }
+
+    /// A resumed run that had already finished: its model is written from the checkpoint if
+    /// it is missing (a failed final write); otherwise there is nothing to do.
+    fn recover(
+        mut self,
+        model: T::Model,
+        observers: &mut [&mut dyn Observer],
+    ) -> Result<TrainReport, TrainError> {
+        let path = self.cfg.model_path();
+        if path.exists() {
+            return Err(TrainError::Checkpoint {
+                path: self.cfg.checkpoint_dir().join("state.json"),
+                reason: format!(
+                    "the run already finished {} of {} epochs; raise --epochs to train further",
+                    self.history.len(),
+                    self.cfg.epochs
+                ),
+            });
+        }
+        let note = format!(
+            "the run had finished {} epochs but {} was missing; writing it from the checkpoint",
+            self.history.len(),
+            path.display()
+        );
+        tell(&mut self.log, observers, Event::Note(&note))?;
+        self.finish(model, observers)
+    }
+}
+
+/// L∞ PGD-10 with random start and step epsilon/4: the per-epoch robustness check.
+fn pgd10(epsilon: f64) -> Result<Pgd, TrainError> {
+    Pgd::new(crate::attack::Norm::Linf, epsilon, 10)
+        .and_then(|p| p.with_alpha(epsilon / 4.0))
+        .map_err(invalid)
+}
+
+fn invalid(e: crate::attack::AttackError) -> TrainError {
+    TrainError::Invalid(e.to_string())
+}
+
+/// Robust accuracy under `attack` on the first `size` examples, in batches of 256.
+fn robust_accuracy<const D: usize, C: Classifier<D>>(
+    model: &C,
+    examples: &Examples<C::Input>,
+    size: usize,
+    attack: Method,
+) -> f64 {
+    let n = size.min(examples.inputs.len());
+    let mut tally = Tally::new(1, &examples.labels.device());
+    for start in (0..n).step_by(256) {
+        let end = (start + 256).min(n);
+        let x = examples.inputs.range(start, end);
+        let y = examples.labels.clone().narrow(0, start, end - start);
+        tally.add(&worst_case(model, &x, &y, &[attack], 1, None));
+    }
+    tally.read().robust as f64 / n.max(1) as f64
+}
+
+/// Refuses a fresh run where an earlier run left its files.
+fn refuse_earlier_run(cfg: &TrainConfig) -> Result<(), TrainError> {
+    let dir = cfg.checkpoint_dir();
+    if dir.exists() || dir.with_extension("old").exists() {
+        return Err(TrainError::Checkpoint {
+            path: dir,
+            reason: "a checkpoint from an earlier run is here: pass --resume to continue it, or choose another --out".into(),
+        });
+    }
+    for path in [cfg.metrics_path(), cfg.model_path()] {
+        if path.exists() {
+            return Err(TrainError::Checkpoint {
+                path,
+                reason: "an earlier run's file is here: pass --resume to continue that run, or choose another --out".into(),
+            });
+        }
+    }
+    Ok(())
+}
