@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs Rampart's whole test suite on the CPU: fetches Fashion-MNIST if missing, installs
 # Mesa's software Vulkan driver (lavapipe) so the wgpu tests run the GPU kernels on the CPU,
-# builds in the release profile (tests reuse the release dependencies) and runs every test.
+# builds in the release profile (tests reuse the release dependencies), runs clippy with
+# warnings as errors, and runs every test (unit, integration, property tests).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -22,6 +23,8 @@ fi
 export CUBECL_AUTOTUNE_LEVEL="${CUBECL_AUTOTUNE_LEVEL:-minimal}"
 
 cargo build --release --locked --all-targets
+# Lints as errors (a cold check of the dependencies adds about 3 minutes on 2 cores).
+cargo clippy --release --locked --all-targets -- -D warnings
 # Library, binary and integration tests (there are no doctests). The last line totals them.
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT

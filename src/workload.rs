@@ -54,7 +54,8 @@ pub struct WorkloadSpec {
     pub limit: Option<usize>,
 }
 
-/// The examples of a workload.
+/// The examples of a workload (tensor handles: variant sizes do not matter).
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone)]
 pub enum Data {
     Images(ImageSet),

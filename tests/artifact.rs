@@ -173,7 +173,7 @@ fn wrong_missing_and_extra_tensors_are_all_named() {
     t.retain(|(n, _)| *n != "fc2.bias"); // missing
     t.push(("fc4.weight", vec![2, 2])); // unexpected
     write_raw(&path, &t, None);
-    let e = load(&path, None).err().expect("must fail");
+    let e = load(&path, None).expect_err("must fail");
     assert!(matches!(e, ArtifactError::Mismatch { .. }));
     let e = e.to_string();
     assert!(

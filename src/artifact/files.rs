@@ -234,13 +234,13 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), FileError> {
         f.write_all(bytes)?;
         f.sync_all()?;
         // The check again, as late as possible: the rename must not replace a non-file.
-        if let Ok(meta) = std::fs::symlink_metadata(path) {
-            if !meta.file_type().is_file() {
-                return Err(std::io::Error::other(format!(
-                    "{} appeared at the target",
-                    kind_of(&meta)
-                )));
-            }
+        if let Ok(meta) = std::fs::symlink_metadata(path)
+            && !meta.file_type().is_file()
+        {
+            return Err(std::io::Error::other(format!(
+                "{} appeared at the target",
+                kind_of(&meta)
+            )));
         }
         std::fs::rename(&tmp, path)?;
         if let Ok(d) = File::open(dir) {

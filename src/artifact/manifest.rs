@@ -178,22 +178,22 @@ impl Manifest {
             if member.is_absolute() || climbs {
                 return Err(outside());
             }
-            if let (Ok(real), Ok(base)) = (file.canonicalize(), dir.canonicalize()) {
-                if !real.starts_with(&base) {
-                    return Err(outside());
-                }
+            if let (Ok(real), Ok(base)) = (file.canonicalize(), dir.canonicalize())
+                && !real.starts_with(&base)
+            {
+                return Err(outside());
             }
         }
-        if let (Ok(a), Ok(b)) = (file.canonicalize(), manifest.canonicalize()) {
-            if a == b {
-                return Err(ArtifactError::Manifest {
-                    path: manifest.to_path_buf(),
-                    reason: format!(
-                        "member {} is the manifest itself; list model files",
-                        member.display()
-                    ),
-                });
-            }
+        if let (Ok(a), Ok(b)) = (file.canonicalize(), manifest.canonicalize())
+            && a == b
+        {
+            return Err(ArtifactError::Manifest {
+                path: manifest.to_path_buf(),
+                reason: format!(
+                    "member {} is the manifest itself; list model files",
+                    member.display()
+                ),
+            });
         }
         Ok(file)
     }

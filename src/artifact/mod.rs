@@ -89,7 +89,8 @@ pub struct OpenOptions {
     pub allow_outside: bool,
 }
 
-/// A model of any kind, as loaded.
+/// A model of any kind, as loaded. (One is held per command: variant sizes do not matter.)
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone)]
 pub enum AnyModel {
     Image {
@@ -195,14 +196,25 @@ fn image_spec(
     arch: Option<Arch>,
 ) -> Result<ImageSpec, ArtifactError> {
     let bad = bad_metadata(path, metadata::SPEC);
-    let spec = match header.metadata.raw.get(metadata::SPEC) {
-        Some(json) => serde_json::from_str::<ImageSpec>(json).map_err(|e| bad(e.to_string()))?,
-        None => infer_spec(&header.tensors, arch).ok_or_else(|| ArtifactError::UnknownArch {
-            path: path.to_path_buf(),
-        })?,
-    };
-    spec.validate().map_err(bad)?;
-    Ok(spec)
+    match header.metadata.raw.get(metadata::SPEC) {
+        Some(json) => {
+            let spec = serde_json::from_str::<ImageSpec>(json).map_err(|e| bad(e.to_string()))?;
+            spec.validate().map_err(bad)?;
+            Ok(spec)
+        }
+        None => {
+            let spec =
+                infer_spec(&header.tensors, arch).ok_or_else(|| ArtifactError::UnknownArch {
+                    path: path.to_path_buf(),
+                })?;
+            spec.validate().map_err(|reason| ArtifactError::Mismatch {
+                path: path.to_path_buf(),
+                arch: spec.arch.to_string(),
+                problems: format!("  its head {}: {reason}", ImageSpec::head(spec.arch)),
+            })?;
+            Ok(spec)
+        }
+    }
 }
 
 fn load_image(

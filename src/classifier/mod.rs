@@ -214,6 +214,7 @@ impl Classifier<4> for Ensemble {
 }
 
 /// A single image network or an ensemble, in inference mode: what image workloads run.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone)]
 pub enum ImageModel {
     Single(ImageNet),

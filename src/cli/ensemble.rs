@@ -99,13 +99,13 @@ fn create(args: CreateArgs) -> CliResult {
     let models: Vec<(PathBuf, Option<Arch>)> =
         args.models.iter().map(|p| (p.clone(), args.arch)).collect();
     let mut manifest = Manifest::describe(&args.out, &models, &weights, args.strategy, &from)?;
-    if let Some(m) = manifest.members.iter().find(|m| m.path.is_absolute()) {
-        if !args.allow_outside {
-            return Err(CliError::Artifact(artifact::ArtifactError::Outside {
-                manifest: args.out.clone(),
-                member: m.path.clone(),
-            }));
-        }
+    if let Some(m) = manifest.members.iter().find(|m| m.path.is_absolute())
+        && !args.allow_outside
+    {
+        return Err(CliError::Artifact(artifact::ArtifactError::Outside {
+            manifest: args.out.clone(),
+            member: m.path.clone(),
+        }));
     }
     let chosen = device::choose(args.device).map_err(CliError::Usage)?;
     let options = OpenOptions {

@@ -40,9 +40,9 @@ pub fn read_idx(
     let gz = n == 2 && head == [0x1f, 0x8b];
     let chained = std::io::Cursor::new(head[..n].to_vec()).chain(file);
     if gz {
-        read_stream(flate2::read::GzDecoder::new(chained), path, ndim, what)
+        parse(flate2::read::GzDecoder::new(chained), path, ndim, what)
     } else {
-        read_stream(chained, path, ndim, what)
+        parse(chained, path, ndim, what)
     }
 }
 
@@ -57,7 +57,9 @@ fn read_up_to(r: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
     Ok(n)
 }
 
-fn read_stream(
+/// Parses IDX bytes from `r` (already decompressed), `path` naming them in errors: the header
+/// is checked and the declared size bounded before the data are read.
+pub fn parse(
     mut r: impl Read,
     path: &Path,
     ndim: u8,

@@ -295,6 +295,7 @@ pub fn check(table: &toml::Table) -> Result<(), String> {
             ));
         }
         let Some(section) = s.sections.get(key) else {
+            check_value(None, key, value)?;
             continue;
         };
         let toml::Value::Table(t) = value else {
@@ -328,7 +329,7 @@ fn check_section(name: &str, section: &Section, t: &toml::Table) -> Result<(), S
             section.tag
         ));
     };
-    for key in t.keys().filter(|k| **k != section.tag) {
+    for (key, value) in t.iter().filter(|(k, _)| **k != section.tag) {
         if !fields.contains(key) {
             let has = if fields.is_empty() {
                 "no keys".to_string()
@@ -343,8 +344,47 @@ fn check_section(name: &str, section: &Section, t: &toml::Table) -> Result<(), S
                 section.tag
             ));
         }
+        check_value(Some(name), key, value)?;
     }
     Ok(())
+}
+
+/// Checks a value's type against its key's: whole numbers >= 0, numbers, booleans, strings,
+/// lists of strings. The error names the key.
+fn check_value(section: Option<&str>, name: &str, value: &toml::Value) -> Result<(), String> {
+    let Some(key) = schema()
+        .keys
+        .iter()
+        .find(|k| k.section.as_deref() == section && k.name == name)
+    else {
+        return Ok(());
+    };
+    let shown = match section {
+        Some(s) => format!("[{s}] {name}"),
+        None => name.to_string(),
+    };
+    let fits = match (key.kind, value) {
+        (Kind::Integer, toml::Value::Integer(i)) => *i >= 0,
+        (Kind::Number, toml::Value::Float(_) | toml::Value::Integer(_)) => true,
+        (Kind::Bool, toml::Value::Boolean(_)) => true,
+        (Kind::Text, toml::Value::String(v)) => key.choices.is_empty() || key.choices.contains(v),
+        (Kind::List, toml::Value::Array(a)) => a.iter().all(toml::Value::is_str),
+        (Kind::Other, _) => true,
+        _ => false,
+    };
+    if fits {
+        return Ok(());
+    }
+    let expected = match key.kind {
+        Kind::Integer => "a whole number >= 0".to_string(),
+        Kind::Number => "a number".to_string(),
+        Kind::Bool => "true or false".to_string(),
+        Kind::Text if !key.choices.is_empty() => format!("one of {}", key.choices.join(", ")),
+        Kind::Text => "a string".to_string(),
+        Kind::List => "a list of strings".to_string(),
+        Kind::Other => "a value of its type".to_string(),
+    };
+    Err(format!("{shown} = {value} is not {expected}"))
 }
 
 /// Lays `top` over `base`: top-level values are replaced; sections are merged key by key,
@@ -361,11 +401,11 @@ pub fn overlay(mut base: toml::Table, top: toml::Table) -> toml::Table {
                 let old_kind = old
                     .get(&section.tag)
                     .and_then(|v| v.as_str().map(String::from));
-                if let (Some(nk), Some(ok)) = (&new_kind, &old_kind) {
-                    if nk != ok {
-                        let keep = section.kinds.get(nk).cloned().unwrap_or_default();
-                        old.retain(|k, _| keep.contains(k));
-                    }
+                if let (Some(nk), Some(ok)) = (&new_kind, &old_kind)
+                    && nk != ok
+                {
+                    let keep = section.kinds.get(nk).cloned().unwrap_or_default();
+                    old.retain(|k, _| keep.contains(k));
                 }
                 old.extend(new);
                 base.insert(key, toml::Value::Table(old));

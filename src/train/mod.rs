@@ -18,10 +18,12 @@ pub mod config;
 pub mod keys;
 pub mod legacy;
 pub mod metrics;
+pub mod modes;
 pub mod objective;
 pub mod observe;
 pub mod policy;
 mod run;
+pub mod sections;
 pub mod task;
 
 use std::path::PathBuf;
@@ -111,7 +113,7 @@ pub fn build_optimizer(cfg: &Optimizer) -> ModuleOptimizer {
             .init(),
         Optimizer::Sgd(s) => SgdConfig::new()
             .with_weight_decay(decay(s.weight_decay))
-            .with_momentum((s.momentum > 0.0).then(|| MomentumConfig {
+            .with_momentum((s.momentum > 0.0).then_some(MomentumConfig {
                 momentum: s.momentum,
                 dampening: 0.0,
                 nesterov: false,

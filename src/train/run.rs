@@ -68,6 +68,13 @@ pub(super) fn run<T: Task<D>, const D: usize>(
     chosen: &Chosen,
     observers: &mut [&mut dyn Observer],
 ) -> Result<TrainReport, TrainError> {
+    if task.train_len() == 0 || task.eval_len() == 0 {
+        return Err(TrainError::Invalid(format!(
+            "{} training and {} evaluation examples: both sets need at least one",
+            task.train_len(),
+            task.eval_len()
+        )));
+    }
     let _lock = RunLock::take(&cfg.out)?;
     let mut guard = Outputs::new();
     guard.inputs(&task.files());
