@@ -468,7 +468,15 @@ fn lying_model_files_are_refused_before_anything_is_built() {
     scalar_head[4].1 = vec![];
     let huge = spec("1000000000000", "1.0");
     let zero_std = spec("10", "0.0");
-    let cases: Vec<(&str, Vec<(&str, Vec<usize>)>, f32, Vec<(&str, &str)>, &str)> = vec![
+    // (file, tensors, fill value, metadata, expected error)
+    type Case<'a> = (
+        &'a str,
+        Vec<(&'a str, Vec<usize>)>,
+        f32,
+        Vec<(&'a str, &'a str)>,
+        &'a str,
+    );
+    let cases: Vec<Case> = vec![
         ("scalar.safetensors", scalar_head, 0.1, vec![], "fc3.weight"),
         (
             "zero.safetensors",
