@@ -170,8 +170,9 @@ impl Workload {
     }
 
     /// Runs `job` on an inference-mode copy of the model. For a fusion model, `modality`
-    /// chooses the input the classifier exposes (default: the network features; text and
-    /// bytes are their embeddings); image models take none.
+    /// chooses the input the classifier exposes (default: the network features, or for a
+    /// model without them its first modality; text and bytes are their embeddings); image
+    /// models take none.
     pub fn run<J: Job>(
         &self,
         job: J,
@@ -190,7 +191,7 @@ impl Workload {
                 Ok(job.run(&model, image_examples(set, &self.ids)))
             }
             (AnyModel::Fusion { net, spec, .. }, Data::Records(set)) => {
-                let modality = modality.unwrap_or(Modality::Network);
+                let modality = modality.unwrap_or(spec.default_input());
                 if !spec.has(modality) {
                     return mismatch(format!(
                         "{} does not read the {} input (it reads only {})",

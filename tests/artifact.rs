@@ -250,43 +250,92 @@ fn atomic_write_replaces_whole_files_and_leaves_no_temporaries() {
     assert_eq!(names, vec![std::ffi::OsString::from("out.txt")]);
 }
 
-/// tests/fixtures/torch-mlp.safetensors was written by PyTorch (scripts/make-torch-fixture.py)
-/// together with inputs and PyTorch's logits for them; Rampart must compute the same logits.
-#[test]
-fn pytorch_saved_model_gives_pytorch_predictions() {
+fn floats(v: &serde_json::Value) -> Vec<f32> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .flat_map(|r| {
+            r.as_array()
+                .unwrap()
+                .iter()
+                .map(|x| x.as_f64().unwrap() as f32)
+        })
+        .collect()
+}
+
+fn fixtures() -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
+}
+
+fn assert_close(ours: &[f32], theirs: &[f32], what: &str) {
+    assert_eq!(ours.len(), theirs.len(), "{what}");
+    for (a, b) in ours.iter().zip(theirs) {
+        assert!((a - b).abs() < 1e-4, "{what}: rampart {a} vs pytorch {b}");
+    }
+}
+
+/// tests/fixtures/torch-NAME.safetensors was written by PyTorch (scripts/make-torch-fixture.py)
+/// as a plain state_dict, with inputs and PyTorch's logits for them; Rampart must infer the
+/// architecture and compute the same logits.
+fn pytorch_image_fixture(name: &str, arch: Arch) {
     let d = Device::flex();
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
-    let (net, spec, _) = load(&root.join("torch-mlp.safetensors"), None).unwrap();
-    assert_eq!(spec.arch, Arch::Mlp);
+    let root = fixtures();
+    let (net, spec, _) = load(&root.join(format!("torch-{name}.safetensors")), None).unwrap();
+    assert_eq!(spec.arch, arch);
     let expected: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(root.join("torch-mlp-expected.json")).unwrap(),
+        &std::fs::read_to_string(root.join(format!("torch-{name}-expected.json"))).unwrap(),
     )
     .unwrap();
-    let floats = |v: &serde_json::Value| -> Vec<f32> {
-        v.as_array()
-            .unwrap()
-            .iter()
-            .flat_map(|r| {
-                r.as_array()
-                    .unwrap()
-                    .iter()
-                    .map(|x| x.as_f64().unwrap() as f32)
-            })
-            .collect()
-    };
     let inputs = floats(&expected["inputs"]);
     let n = inputs.len() / 784;
     let x = Tensor::<4>::from_data(TensorData::new(inputs, [n, 1, 28, 28]), &d);
     let ours = logits(&net, &x);
     let theirs = floats(&expected["logits"]);
-    assert_eq!(ours.len(), theirs.len());
-    for (a, b) in ours.iter().zip(&theirs) {
-        assert!((a - b).abs() < 1e-4, "rampart {a} vs pytorch {b}");
-    }
+    assert_close(&ours, &theirs, name);
     let argmax = |v: &[f32]| -> Vec<usize> {
         v.chunks(10)
             .map(|r| (0..10).max_by(|&i, &j| r[i].total_cmp(&r[j])).unwrap())
             .collect()
     };
     assert_eq!(argmax(&ours), argmax(&theirs));
+}
+
+#[test]
+fn pytorch_saved_model_gives_pytorch_predictions() {
+    pytorch_image_fixture("mlp", Arch::Mlp);
+}
+
+/// The cnn: PyTorch's conv layout [out, in, kh, kw], padding 2 and the C·H·W flatten before
+/// fc1 must all match, or the logits differ.
+#[test]
+fn pytorch_saved_cnn_gives_pytorch_logits() {
+    pytorch_image_fixture("cnn", Arch::Cnn);
+}
+
+/// The fusion twin written by PyTorch (its spec as `rampart.fusion` metadata) on records whose
+/// text exercises the FNV-1a tokeniser (case, punctuation) and whose modalities are sometimes
+/// missing: Rampart's record preprocessing and network give PyTorch's logits.
+#[test]
+fn pytorch_saved_fusion_model_gives_pytorch_logits() {
+    use rampart::artifact::{AnyModel, OpenOptions};
+    let d = Device::flex();
+    let root = fixtures();
+    let opened = artifact::open(
+        &root.join("torch-fusion.safetensors"),
+        OpenOptions::default(),
+        &d,
+    )
+    .unwrap();
+    let AnyModel::Fusion { net, spec, .. } = opened.model else {
+        panic!("not a fusion model");
+    };
+    let set =
+        rampart::data::records::load(&root.join("torch-fusion-records.jsonl"), &spec.schema(), &d)
+            .unwrap();
+    let expected: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(root.join("torch-fusion-expected.json")).unwrap(),
+    )
+    .unwrap();
+    let ours: Vec<f32> = net.forward(&set).into_data().try_to_vec().unwrap();
+    assert_close(&ours, &floats(&expected["logits"]), "fusion");
 }

@@ -140,8 +140,8 @@ pub fn run(
     let found = work.run(AttackJob { plan }, modality)??;
     let n = found.examples.max(1) as f64;
     let input = match &work.opened.model {
-        crate::artifact::AnyModel::Fusion { .. } => {
-            modality_name(modality.unwrap_or(Modality::Network)).to_string()
+        crate::artifact::AnyModel::Fusion { spec, .. } => {
+            modality_name(modality.unwrap_or(spec.default_input())).to_string()
         }
         _ => "images".to_string(),
     };

@@ -82,6 +82,19 @@ impl FusionSpec {
         self.modalities.contains(&m)
     }
 
+    /// The input attacks and smoothing work on unless told otherwise: the network features,
+    /// or, for a model without them, its first modality.
+    pub fn default_input(&self) -> Modality {
+        if self.has(Modality::Network) {
+            Modality::Network
+        } else {
+            self.modalities
+                .first()
+                .copied()
+                .unwrap_or(Modality::Network)
+        }
+    }
+
     pub fn schema(&self) -> Schema {
         Schema {
             num_classes: self.num_classes(),
