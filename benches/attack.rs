@@ -20,7 +20,10 @@ fn main() {
 }
 
 fn chosen() -> burn::tensor::Device {
-    device::from_env("RAMPART_BENCH_DEVICE")
+    let chosen = device::from_env("RAMPART_BENCH_DEVICE").unwrap_or_else(|e| panic!("{e}"));
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| eprintln!("device: {}", chosen.description));
+    chosen.device
 }
 
 fn batch(device: &Device) -> (Tensor<4>, Tensor<1, Int>) {

@@ -15,7 +15,10 @@ fn main() {
 }
 
 fn chosen() -> burn::tensor::Device {
-    device::from_env("RAMPART_BENCH_DEVICE")
+    let chosen = device::from_env("RAMPART_BENCH_DEVICE").unwrap_or_else(|e| panic!("{e}"));
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| eprintln!("device: {}", chosen.description));
+    chosen.device
 }
 
 /// One image, `BATCH` noisy copies: exactly one forward pass of `BATCH` inputs.

@@ -100,15 +100,12 @@ pub fn choose(choice: DeviceChoice) -> Result<Chosen, String> {
 }
 
 /// The device named by environment variable `var` (`flex`, `wgpu` or `auto`; unset or anything
-/// else: flex), printed once to stderr. For benchmarks: `RAMPART_BENCH_DEVICE=wgpu cargo bench`.
-pub fn from_env(var: &str) -> Device {
+/// else: flex). For benchmarks: `RAMPART_BENCH_DEVICE=wgpu cargo bench`.
+pub fn from_env(var: &str) -> Result<Chosen, String> {
     let choice = match std::env::var(var).as_deref() {
         Ok("wgpu") => DeviceChoice::Wgpu,
         Ok("auto") => DeviceChoice::Auto,
         _ => DeviceChoice::Flex,
     };
-    let chosen = choose(choice).unwrap_or_else(|e| panic!("{var}: {e}"));
-    static ONCE: std::sync::Once = std::sync::Once::new();
-    ONCE.call_once(|| eprintln!("device: {}", chosen.description));
-    chosen.device
+    choose(choice).map_err(|e| format!("{var}: {e}"))
 }

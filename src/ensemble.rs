@@ -229,10 +229,7 @@ pub fn train_members(
     let models: Vec<(PathBuf, Option<Arch>)> =
         configs.iter().map(|c| (c.model_path(), None)).collect();
     let out = cfg.out.join("ensemble.toml");
-    let members = models
-        .iter()
-        .map(|(path, _)| artifact::open_image(path, None, &device).map(|(net, _, _)| net))
-        .collect::<Result<Vec<_>, _>>()?;
+    let (members, digests) = open_members(&models, &device)?;
     let (weights, accuracy, from) = if cfg.fit_weights {
         let dataset = match configs[0].data {
             DataConfig::Synthetic(_) => DatasetChoice::Synthetic,
@@ -254,7 +251,8 @@ pub fn train_members(
     } else {
         (vec![1.0; members.len()], None, "equal".to_string())
     };
-    let mut manifest = Manifest::describe(&out, &models, &weights, cfg.strategy, &from)?;
+    let mut manifest =
+        Manifest::with_digests(&out, &models, &digests, &weights, cfg.strategy, &from);
     if let Some(accuracy) = accuracy {
         for (m, a) in manifest.members.iter_mut().zip(accuracy) {
             m.validation_accuracy = Some(a);
@@ -262,4 +260,27 @@ pub fn train_members(
     }
     manifest.write(&out)?;
     Ok(out)
+}
+
+/// The trained members, with the digests of the bytes that were loaded.
+fn open_members(
+    models: &[(PathBuf, Option<Arch>)],
+    device: &Device,
+) -> Result<(Vec<ImageNet>, Vec<String>), EnsembleError> {
+    let mut members = Vec::new();
+    let mut digests = Vec::new();
+    for (path, _) in models {
+        let opened = artifact::open(path, artifact::OpenOptions::default(), device)?;
+        match opened.model {
+            artifact::AnyModel::Image { net, .. } => members.push(net),
+            other => {
+                return Err(EnsembleError::Config {
+                    path: path.clone(),
+                    reason: format!("is a {} model; members must be image models", other.kind()),
+                });
+            }
+        }
+        digests.push(opened.sha256);
+    }
+    Ok((members, digests))
 }

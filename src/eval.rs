@@ -94,7 +94,7 @@ impl Confusion {
             .counts
             .into_data()
             .try_to_vec::<f32>()
-            .unwrap_or_default();
+            .expect("the confusion matrix reads back from the device as f32");
         let mut confusion: Vec<Vec<u64>> = flat
             .chunks(c + 1)
             .map(|row| row.iter().map(|&v| v.round() as u64).collect())

@@ -86,6 +86,11 @@ fn safetensors_file() -> impl Strategy<Value = Vec<u8>> {
             )
         ),
         Just(r#","__metadata__":{"rampart.fusion":"{\"class_names\":[\"a\",\"b\"],\"network_box\":[[0,1]],\"modalities\":[\"network\"],\"fusion\":\"gated\",\"dim\":100000000}"}"#.to_string()),
+        // A spec that validates but would build a 400 MB network from a 500 KB file.
+        Just(format!(
+            r#","__metadata__":{{"rampart.fusion":"{{\"class_names\":[{}],\"network_box\":[[0,1]],\"modalities\":[\"text\",\"network\"],\"fusion\":\"concat\",\"dim\":1024}}"}}"#,
+            vec![r#"\"c\""#; 100_000].join(",")
+        )),
     ];
     (
         prop_oneof![Just("F32"), Just("F64"), Just("I64"), Just("U8"), Just("XX")],

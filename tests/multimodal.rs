@@ -363,8 +363,9 @@ fn synth_train_eval_attack_certify_end_to_end() {
     assert_eq!(report["data"]["synthetic"], true);
     let alone = report["modalities"]["network"]["alone"].as_f64().unwrap();
     let fused = report["accuracy"].as_f64().unwrap();
-    // Chance is 25%; six short epochs on 1,000 records reach about 41%.
-    assert!((0.0..=1.0).contains(&alone) && fused >= 0.35, "{report}");
+    // Chance is 25%; six short epochs on 1,000 records reach about 41%, and the network
+    // features alone (text and bytes withheld) give less.
+    assert!(fused >= 0.35 && alone < fused, "{report}");
     for modality in ["network", "text", "bytes"] {
         let (ok, stdout, err) = run(&[
             "attack",
@@ -391,6 +392,14 @@ fn synth_train_eval_attack_certify_end_to_end() {
             robust < clean,
             "{modality}: robust {robust} vs clean {clean}"
         );
+        // The byte embeddings carry most of what this model learnt: attacking them costs
+        // more than 10 points.
+        if modality == "bytes" {
+            assert!(
+                robust < clean - 0.1,
+                "bytes: robust {robust} vs clean {clean}"
+            );
+        }
         assert_eq!(r["input"], modality);
     }
     // sigma defaults to the training sigma.

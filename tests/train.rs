@@ -621,7 +621,7 @@ fn overfitting_guard_rolls_back_to_the_checkpoint_and_switches_to_pgd() {
     let state_path = resumed_dir.path().join("checkpoint/state.json");
     let mut state: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&state_path).unwrap()).unwrap();
-    state["history"][t - 1]["next_attack"] = "pgd7".into();
+    state["next_attack"] = "pgd".into();
     std::fs::write(&state_path, serde_json::to_string(&state).unwrap()).unwrap();
     let resumed = run(&guard_cfg(resumed_dir.path(), 1.5, 0.1, 3), true).unwrap();
     assert_eq!(weights(&resumed.model_path), weights(&report.model_path));

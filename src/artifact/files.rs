@@ -311,7 +311,18 @@ impl OutputKind {
             }
             OutputKind::Tsv => head.starts_with(b"idx\tlabel\tpredict"),
             OutputKind::Png => head.starts_with(b"\x89PNG\r\n\x1a\n"),
-            OutputKind::Jsonl => head.is_empty() || text.trim_start().starts_with('{'),
+            OutputKind::Jsonl => {
+                // JSON lines: text, and a first line that is a whole JSON object.
+                let first = text.split('\n').next().unwrap_or("");
+                head.is_empty()
+                    || (!head.contains(&0)
+                        && first.trim_start().starts_with('{')
+                        && (!text.contains('\n')
+                            || serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(
+                                first,
+                            )
+                            .is_ok()))
+            }
             OutputKind::Manifest => {
                 text.starts_with("# Rampart ensemble manifest")
                     || text.trim_start().starts_with('{') && text.contains("\"strategy\"")
@@ -341,7 +352,8 @@ pub fn check_kind(path: &Path, kind: OutputKind) -> Result<(), FileError> {
     }
 }
 
-fn read_prefix(r: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
+/// Reads into `buf` until it is full or the input ends; returns how much was read.
+pub fn read_prefix(r: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
     let mut n = 0;
     while n < buf.len() {
         match r.read(&mut buf[n..])? {
@@ -437,5 +449,86 @@ impl RunLock {
             }),
             Err(std::fs::TryLockError::Error(e)) => Err(werr(e)),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn output_kinds_recognise_their_files_and_nothing_else() {
+        let safetensors = {
+            let mut b = 20u64.to_le_bytes().to_vec();
+            b.extend(b"{\"a\":1}");
+            b
+        };
+        let cases: [(&[u8], [bool; 5]); 6] = [
+            // Safetensors, Tsv, Png, Jsonl, Manifest
+            (&safetensors, [true, false, false, false, false]),
+            (
+                b"idx\tlabel\tpredict\tradius\n",
+                [false, true, false, false, false],
+            ),
+            (b"\x89PNG\r\n\x1a\nrest", [false, false, true, false, false]),
+            (
+                b"{\"epoch\": 1}\n{\"epoch\": 2}\n",
+                [false, false, false, true, false],
+            ),
+            (
+                b"# Rampart ensemble manifest\nstrategy = 1",
+                [false, false, false, false, true],
+            ),
+            (
+                b"{\n  \"strategy\": \"mean_probs\"",
+                [false, false, false, false, true],
+            ),
+        ];
+        let kinds = [
+            OutputKind::Safetensors,
+            OutputKind::Tsv,
+            OutputKind::Png,
+            OutputKind::Jsonl,
+            OutputKind::Manifest,
+        ];
+        for (head, expected) in cases {
+            for (kind, want) in kinds.iter().zip(expected) {
+                assert_eq!(
+                    kind.matches(head),
+                    want,
+                    "{kind:?} on {:?}",
+                    String::from_utf8_lossy(head)
+                );
+            }
+        }
+        assert!(
+            OutputKind::Jsonl.matches(b""),
+            "an empty file may be replaced"
+        );
+    }
+
+    #[test]
+    fn outputs_refuse_inputs_through_other_names() {
+        let dir = tempfile::tempdir().unwrap();
+        let input = dir.path().join("in.jsonl");
+        std::fs::write(&input, "{}\n").unwrap();
+        std::fs::hard_link(&input, dir.path().join("hard.jsonl")).unwrap();
+        let mut outputs = Outputs::new();
+        outputs.input(&input);
+        let e = outputs.output(&dir.path().join("hard.jsonl"), "--out", OutputKind::Jsonl);
+        assert!(
+            e.unwrap_err()
+                .to_string()
+                .contains("which this command reads")
+        );
+        let dotted = dir.path().join(".").join("in.jsonl");
+        assert!(outputs.output(&dotted, "--out", OutputKind::Jsonl).is_err());
+        let fresh = dir.path().join("new.jsonl");
+        outputs.output(&fresh, "--out", OutputKind::Jsonl).unwrap();
+        assert!(
+            outputs
+                .output(&fresh, "--other", OutputKind::Jsonl)
+                .is_err()
+        );
     }
 }

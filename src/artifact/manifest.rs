@@ -77,32 +77,56 @@ impl Manifest {
         strategy: Strategy,
         weights_from: &str,
     ) -> Result<Self, ArtifactError> {
+        let digests = models
+            .iter()
+            .map(|(path, _)| digest::sha256_file(path, files::MODEL))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Self::with_digests(
+            out,
+            models,
+            &digests,
+            weights,
+            strategy,
+            weights_from,
+        ))
+    }
+
+    /// [`Manifest::describe`] with the members' digests already taken (from the bytes that
+    /// were loaded and checked, so the manifest vouches for exactly those).
+    pub fn with_digests(
+        out: &Path,
+        models: &[(PathBuf, Option<Arch>)],
+        digests: &[String],
+        weights: &[f64],
+        strategy: Strategy,
+        weights_from: &str,
+    ) -> Self {
         let dir = manifest_dir(out);
         let base = dir.canonicalize().unwrap_or_else(|_| dir.to_path_buf());
         let members = models
             .iter()
+            .zip(digests)
             .zip(weights)
-            .map(|((path, arch), &weight)| {
-                let sha256 = digest::sha256_file(path, files::MODEL)?;
+            .map(|(((path, arch), sha256), &weight)| {
                 let full = path.canonicalize().unwrap_or_else(|_| path.clone());
                 let stored = full
                     .strip_prefix(&base)
                     .map(Path::to_path_buf)
                     .unwrap_or(full.clone());
-                Ok(Member {
+                Member {
                     path: stored,
-                    sha256,
+                    sha256: sha256.clone(),
                     weight,
                     arch: *arch,
                     validation_accuracy: None,
-                })
+                }
             })
-            .collect::<Result<Vec<_>, ArtifactError>>()?;
-        Ok(Self {
+            .collect();
+        Self {
             strategy,
             weights_from: weights_from.into(),
             members,
-        })
+        }
     }
 
     /// Reads a manifest (at most 1 MiB); unknown keys, bad values, no members or more than

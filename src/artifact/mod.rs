@@ -246,6 +246,7 @@ fn load_fusion(
         .ok_or_else(|| bad("missing".into()))?;
     let spec: FusionSpec = serde_json::from_str(json).map_err(|e| bad(e.to_string()))?;
     spec.validate().map_err(bad)?;
+    layout::check_tensors(&spec.tensor_shapes(), &header.tensors, path, "fusion")?;
     let mut net = spec.init(device);
     layout::apply(&mut net, bytes, &header.tensors, path, "fusion")?;
     Ok((net, spec))

@@ -3,7 +3,7 @@
 //! than a loss against the label.
 
 use burn::tensor::{Distribution, Int, Tensor};
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
 use super::ball::{Ball, Norm};
 use super::loss::kl_divergence;
@@ -12,7 +12,7 @@ use super::{Attack, AttackError, positive};
 use crate::classifier::{Classifier, Input};
 
 /// TRADES' attack with validated parameters; build it with [`Trades::new`].
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
 pub struct Trades {
     /// L∞ radius, input units.
     epsilon: f64,

@@ -126,7 +126,7 @@ impl Tally {
             .into_data()
             .convert::<i64>()
             .try_to_vec::<i64>()
-            .unwrap_or_default();
+            .expect("attack counts read back from the device as integers");
         let get = |i: usize| values.get(i).copied().unwrap_or(0).max(0) as u64;
         Counts {
             clean: get(0),

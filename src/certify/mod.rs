@@ -185,7 +185,10 @@ fn noise_seed(seed: u64, stage: Stage, id: u64, block: u64) -> u64 {
 }
 
 fn read_counts(counts: Tensor<2>, k: usize) -> Vec<Vec<u64>> {
-    let flat = counts.into_data().try_to_vec::<f32>().unwrap_or_default();
+    let flat = counts
+        .into_data()
+        .try_to_vec::<f32>()
+        .expect("vote counts read back from the device as f32");
     // f32 counts are exact integers up to 2^24 votes per class (n is capped below that).
     flat.chunks(k)
         .map(|r| r.iter().map(|&v| v.round() as u64).collect())
@@ -239,17 +242,4 @@ pub fn binomial_test_half(k: u64, n: u64) -> f64 {
         return 1.0;
     }
     (2.0 * b.cdf(low)).min(1.0)
-}
-
-/// Certified accuracy at `radius`: the fraction of examples certified with the correct class
-/// and a radius of at least `radius`.
-pub fn certified_accuracy(results: &[(Certificate, usize)], radius: f64) -> f64 {
-    if results.is_empty() {
-        return 0.0;
-    }
-    let ok = results
-        .iter()
-        .filter(|(c, label)| c.class == Some(*label) && c.radius >= radius)
-        .count();
-    ok as f64 / results.len() as f64
 }

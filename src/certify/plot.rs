@@ -5,7 +5,7 @@ use std::sync::OnceLock;
 
 use plotters::prelude::*;
 
-use super::run::Row;
+use super::run::{Row, certified_accuracy};
 use crate::artifact::files;
 
 /// Fonts tried for the axis labels (Debian's fonts-dejavu-core); without one the plot is
@@ -25,11 +25,6 @@ fn font_registered() -> bool {
             })
         })
     })
-}
-
-/// Certified accuracy at radius r: correct and certified with radius >= r.
-fn accuracy_at(rows: &[Row], r: f64) -> f64 {
-    rows.iter().filter(|x| x.correct && x.radius >= r).count() as f64 / rows.len().max(1) as f64
 }
 
 /// Draws certified accuracy for radii 0..max into `path` (PNG, 800x500), atomically. Returns
@@ -60,7 +55,7 @@ fn draw(
     let curve: Vec<(f64, f64)> = (0..=400)
         .map(|i| {
             let r = max_r * i as f64 / 400.0;
-            (r, accuracy_at(rows, r))
+            (r, certified_accuracy(rows, r))
         })
         .collect();
     let root = BitMapBackend::with_buffer(pixels, size).into_drawing_area();

@@ -11,7 +11,7 @@ use crate::artifact::{self, AnyModel, Manifest, OpenOptions, Outputs};
 use crate::data::DatasetChoice;
 use crate::device::{self, DeviceChoice};
 use crate::ensemble::{self as build, EnsembleTrainConfig};
-use crate::model::{Arch, Ensemble, Strategy};
+use crate::model::{Arch, Ensemble, ImageNet, Strategy};
 
 #[derive(Subcommand, Debug)]
 pub enum EnsembleCommand {
@@ -96,9 +96,13 @@ fn create(args: CreateArgs) -> CliResult {
         Some(w) => (w.clone(), "hand".to_string()),
         None => (vec![1.0; n], "equal".to_string()),
     };
+    let chosen = device::choose(args.device).map_err(CliError::Usage)?;
+    let members = open_members(&args, &chosen.device)?;
     let models: Vec<(PathBuf, Option<Arch>)> =
         args.models.iter().map(|p| (p.clone(), args.arch)).collect();
-    let mut manifest = Manifest::describe(&args.out, &models, &weights, args.strategy, &from)?;
+    let digests: Vec<String> = members.iter().map(|m| m.2.clone()).collect();
+    let mut manifest =
+        Manifest::with_digests(&args.out, &models, &digests, &weights, args.strategy, &from);
     if let Some(m) = manifest.members.iter().find(|m| m.path.is_absolute())
         && !args.allow_outside
     {
@@ -107,53 +111,70 @@ fn create(args: CreateArgs) -> CliResult {
             member: m.path.clone(),
         }));
     }
-    let chosen = device::choose(args.device).map_err(CliError::Usage)?;
-    let options = OpenOptions {
-        arch: args.arch,
-        allow_outside: true,
-    };
-    let (mut nets, mut metadata) = (Vec::new(), Vec::new());
-    for path in &args.models {
-        match artifact::open(path, options, &chosen.device)?.model {
-            AnyModel::Image {
-                net, metadata: m, ..
-            } => {
-                nets.push(net);
-                metadata.push(m);
-            }
-            other => {
-                return Err(CliError::Usage(format!(
-                    "{}: is a {} model; ensembles vote over image models",
-                    path.display(),
-                    other.kind()
-                )));
-            }
-        }
-    }
+    let nets: Vec<ImageNet> = members.iter().map(|m| m.0.clone()).collect();
     // Refuses bad weights or members that disagree on the classes before anything is written.
     Ensemble::new(nets.clone(), weights, args.strategy)
         .map_err(|e| CliError::Usage(e.to_string()))?;
     if args.fit_weights {
-        let validation = build::validation_split(
-            args.dataset,
-            args.data_dir.as_deref(),
-            args.validation_size as usize,
-            0,
-            &chosen.device,
-        )
-        .map_err(|e| CliError::Usage(e.to_string()))?;
-        if let Some(start) = validation.fashion_start {
-            warn_overlap(&args.models, &metadata, start);
-        }
-        let (w, accuracy) = build::fit_weights(&nets, &validation.set);
-        for ((m, w), a) in manifest.members.iter_mut().zip(w).zip(accuracy) {
-            m.weight = w;
-            m.validation_accuracy = Some(a);
-        }
-        manifest.weights_from = validation.description;
+        let metadata: Vec<artifact::Metadata> = members.into_iter().map(|m| m.1).collect();
+        fit(&args, &nets, &metadata, &chosen.device, &mut manifest)?;
     }
     manifest.write(&args.out)?;
     print(&describe(&args.out, &manifest))
+}
+
+/// Every member opened (an image model), with its metadata and the digest of the bytes read.
+fn open_members(
+    args: &CreateArgs,
+    device: &burn::tensor::Device,
+) -> Result<Vec<(ImageNet, artifact::Metadata, String)>, CliError> {
+    let options = OpenOptions {
+        arch: args.arch,
+        allow_outside: true,
+    };
+    args.models
+        .iter()
+        .map(|path| {
+            let opened = artifact::open(path, options, device)?;
+            match opened.model {
+                AnyModel::Image { net, metadata, .. } => Ok((net, metadata, opened.sha256)),
+                other => Err(CliError::Usage(format!(
+                    "{}: is a {} model; ensembles vote over image models",
+                    path.display(),
+                    other.kind()
+                ))),
+            }
+        })
+        .collect()
+}
+
+/// Weights proportional to each member's accuracy on the validation split, warning about
+/// members that trained on it.
+fn fit(
+    args: &CreateArgs,
+    nets: &[ImageNet],
+    metadata: &[artifact::Metadata],
+    device: &burn::tensor::Device,
+    manifest: &mut Manifest,
+) -> CliResult {
+    let validation = build::validation_split(
+        args.dataset,
+        args.data_dir.as_deref(),
+        args.validation_size as usize,
+        0,
+        device,
+    )
+    .map_err(|e| CliError::Usage(e.to_string()))?;
+    if let Some(start) = validation.fashion_start {
+        warn_overlap(&args.models, metadata, start);
+    }
+    let (w, accuracy) = build::fit_weights(nets, &validation.set);
+    for ((m, w), a) in manifest.members.iter_mut().zip(w).zip(accuracy) {
+        m.weight = w;
+        m.validation_accuracy = Some(a);
+    }
+    manifest.weights_from = validation.description;
+    Ok(())
 }
 
 fn warn_overlap(models: &[PathBuf], metadata: &[artifact::Metadata], start: usize) {

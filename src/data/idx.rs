@@ -36,7 +36,7 @@ pub fn read_idx(
             source,
         })
     };
-    let n = read_up_to(&mut file, &mut head).map_err(io)?;
+    let n = files::read_prefix(&mut file, &mut head).map_err(io)?;
     let gz = n == 2 && head == [0x1f, 0x8b];
     let chained = std::io::Cursor::new(head[..n].to_vec()).chain(file);
     if gz {
@@ -44,17 +44,6 @@ pub fn read_idx(
     } else {
         parse(chained, path, ndim, what)
     }
-}
-
-fn read_up_to(r: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
-    let mut n = 0;
-    while n < buf.len() {
-        match r.read(&mut buf[n..])? {
-            0 => break,
-            k => n += k,
-        }
-    }
-    Ok(n)
 }
 
 /// Parses IDX bytes from `r` (already decompressed), `path` naming them in errors: the header
@@ -78,7 +67,7 @@ pub fn parse(
         found,
     };
     let mut header = vec![0u8; header_len];
-    let got = read_up_to(&mut r, &mut header[..4]).map_err(io)?;
+    let got = files::read_prefix(&mut r, &mut header[..4]).map_err(io)?;
     if got < 4 {
         return Err(truncated(header_len, got));
     }
@@ -91,7 +80,7 @@ pub fn parse(
             what,
         });
     }
-    let got = 4 + read_up_to(&mut r, &mut header[4..]).map_err(io)?;
+    let got = 4 + files::read_prefix(&mut r, &mut header[4..]).map_err(io)?;
     if got < header_len {
         return Err(truncated(header_len, got));
     }

@@ -98,6 +98,8 @@ pub enum DataError {
         labels: PathBuf,
         n_labels: usize,
     },
+    #[error("{path}: holds no examples; fetch the data again")]
+    Empty { path: PathBuf },
     #[error("{path}: label {label} at index {index} is not below {num_classes}")]
     BadLabel {
         path: PathBuf,
@@ -295,6 +297,9 @@ pub fn load_split(dir: &Path, split: Split, device: &Device) -> Result<ImageSet,
             rows,
             cols,
         });
+    }
+    if n == 0 {
+        return Err(DataError::Empty { path: images_path });
     }
     if ldims[0] != n {
         return Err(DataError::CountMismatch {

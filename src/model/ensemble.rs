@@ -171,11 +171,6 @@ impl Ensemble {
         }
     }
 
-    /// The decisions the ensemble can make: the classes, plus "no decision" if unanimous.
-    pub fn decisions(&self) -> usize {
-        self.num_classes + usize::from(self.strategy == Strategy::Unanimous)
-    }
-
     /// The normalised weights as a tensor `[M]` on `device`.
     pub fn weight_tensor(&self, device: &Device) -> Tensor<1> {
         let w: Vec<f32> = self.weights.iter().map(|&w| w as f32).collect();

@@ -141,6 +141,45 @@ impl FusionSpec {
         Ok(())
     }
 
+    /// The tensors of this network in PyTorch layout, computed without building it (so a
+    /// file can be checked before anything is allocated).
+    pub fn tensor_shapes(&self) -> std::collections::BTreeMap<String, Vec<usize>> {
+        let d = self.dim;
+        let k = self.modalities.len();
+        let gated = self.fusion == Fusion::Gated;
+        let mut shapes = std::collections::BTreeMap::new();
+        let mut linear = |name: &str, i: usize, o: usize| {
+            shapes.insert(format!("{name}.weight"), vec![o, i]);
+            shapes.insert(format!("{name}.bias"), vec![o]);
+        };
+        if self.has(Modality::Text) {
+            linear("text_proj", d, d);
+        }
+        if self.has(Modality::Bytes) {
+            linear("byte_hist", 256, d);
+            linear("byte_proj", 2 * d, d);
+        }
+        if self.has(Modality::Network) {
+            linear("net1", self.network_box.len(), d);
+            linear("net2", d, d);
+        }
+        if gated {
+            linear("gate_proj", d, d);
+            linear("gate", d, 1);
+        }
+        linear("head1", if gated { d + k } else { k * d + k }, d);
+        linear("head2", d, self.num_classes());
+        if self.has(Modality::Text) {
+            shapes.insert("text_embed.weight".into(), vec![VOCAB, d]);
+        }
+        if self.has(Modality::Bytes) {
+            shapes.insert("byte_embed.weight".into(), vec![257, BYTE_DIM]);
+            shapes.insert("byte_conv.weight".into(), vec![d, BYTE_DIM, 5]);
+            shapes.insert("byte_conv.bias".into(), vec![d]);
+        }
+        shapes
+    }
+
     pub fn init(&self, device: &Device) -> FusionModel {
         let d = self.dim;
         let k = self.modalities.len();
@@ -326,5 +365,38 @@ impl FusionModel {
     /// Hashed word embeddings `[N, TEXT_LEN, dim]`, if the model reads text.
     pub fn embed_text(&self, ids: Tensor<2, Int>) -> Option<Tensor<3>> {
         self.text_embed.as_ref().map(|e| e.forward(ids))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The shapes computed without building the network are the built network's.
+    #[test]
+    fn tensor_shapes_match_the_built_network() {
+        let device = Device::flex();
+        for fusion in [Fusion::Gated, Fusion::Concat] {
+            for modalities in [
+                vec![Modality::Text, Modality::Bytes, Modality::Network],
+                vec![Modality::Text],
+                vec![Modality::Bytes, Modality::Network],
+            ] {
+                let spec = FusionSpec {
+                    class_names: vec!["a".into(), "b".into(), "c".into()],
+                    network_box: vec![(0.0, 1.0); 5],
+                    modalities,
+                    fusion,
+                    dim: 6,
+                };
+                let built = crate::artifact::layout::tensor_shapes(&spec.init(&device));
+                assert_eq!(
+                    spec.tensor_shapes(),
+                    built,
+                    "{fusion:?} {:?}",
+                    spec.modalities
+                );
+            }
+        }
     }
 }

@@ -242,3 +242,48 @@ impl ImageNet {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tensor_shapes_match_the_built_network() {
+        let device = Device::flex();
+        for arch in [Arch::Mlp, Arch::Cnn] {
+            let spec = ImageSpec {
+                num_classes: 7,
+                ..ImageSpec::new(arch)
+            };
+            let built = crate::artifact::layout::tensor_shapes(&spec.init(&device));
+            assert_eq!(spec.tensor_shapes(), built, "{arch}");
+        }
+    }
+
+    #[test]
+    fn specs_that_cannot_work_are_refused() {
+        let ok = ImageSpec::new(Arch::Mlp);
+        assert!(ok.validate().is_ok());
+        for bad in [
+            ImageSpec {
+                num_classes: 1,
+                ..ok
+            },
+            ImageSpec {
+                num_classes: MAX_CLASSES + 1,
+                ..ok
+            },
+            ImageSpec { std: 0.0, ..ok },
+            ImageSpec {
+                std: f32::NAN,
+                ..ok
+            },
+            ImageSpec {
+                mean: f32::INFINITY,
+                ..ok
+            },
+        ] {
+            assert!(bad.validate().is_err(), "{bad:?}");
+        }
+    }
+}

@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 use super::TrainError;
 use super::config::TrainConfig;
 use super::metrics::EpochMetrics;
+use super::policy::EpochAttack;
 use crate::artifact::files;
 
 /// What `checkpoint/state.json` records.
@@ -22,6 +23,9 @@ pub struct State {
     /// [`TrainConfig::from_json`]).
     pub config: serde_json::Value,
     pub history: Vec<EpochMetrics>,
+    /// The attack the next epoch trains against (absent in checkpoints of earlier versions).
+    #[serde(default)]
+    pub next_attack: Option<EpochAttack>,
 }
 
 fn err(path: &Path, e: impl std::fmt::Display) -> TrainError {
@@ -39,6 +43,7 @@ pub fn write<M: Module + ModuleSnapshot>(
     optim: &ModuleOptimizer,
     cfg: &TrainConfig,
     history: &[EpochMetrics],
+    next_attack: Option<EpochAttack>,
 ) -> Result<(), TrainError> {
     let tmp = dir.with_extension("tmp");
     let old = dir.with_extension("old");
@@ -63,6 +68,7 @@ pub fn write<M: Module + ModuleSnapshot>(
         epochs_done: history.len(),
         config: serde_json::to_value(cfg).map_err(|e| err(dir, e))?,
         history: history.to_vec(),
+        next_attack,
     };
     let text = serde_json::to_string_pretty(&state).map_err(|e| err(dir, e))?;
     files::write_atomic(&tmp.join("state.json"), text.as_bytes())?;

@@ -437,3 +437,76 @@ pub fn with_default_kinds(base: &toml::Table, mut top: toml::Table) -> toml::Tab
     }
     top
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn table(text: &str) -> toml::Table {
+        toml::from_str(text).unwrap()
+    }
+
+    #[test]
+    fn overlay_merges_sections_and_drops_keys_of_another_kind() {
+        let base =
+            table("epochs = 3\n[mode]\nkind = \"pgd\"\nepsilon = 0.3\nsteps = 5\nalpha = 0.1\n");
+        let same = overlay(base.clone(), table("[mode]\nkind = \"pgd\"\nsteps = 9\n"));
+        assert_eq!(same["mode"]["epsilon"].as_float(), Some(0.3));
+        assert_eq!(same["mode"]["steps"].as_integer(), Some(9));
+        // trades has epsilon, steps and alpha too: they stay; gaussian has none of them.
+        let trades = overlay(base.clone(), table("[mode]\nkind = \"trades\"\n"));
+        assert_eq!(trades["mode"]["alpha"].as_float(), Some(0.1));
+        let gaussian = overlay(
+            base.clone(),
+            table("[mode]\nkind = \"gaussian\"\nsigma = 0.5\n"),
+        );
+        assert_eq!(gaussian["mode"].as_table().unwrap().len(), 2);
+        assert_eq!(gaussian["epochs"].as_integer(), Some(3));
+        // Keys without a kind go into the base's kind, or the section's default.
+        let top = with_default_kinds(&base, table("[mode]\nsteps = 2\n[optimizer]\nlr = 0.5\n"));
+        assert_eq!(top["mode"]["kind"].as_str(), Some("pgd"));
+        assert_eq!(top["optimizer"]["kind"].as_str(), Some("adam"));
+    }
+
+    #[test]
+    fn check_names_the_key_and_what_would_fit() {
+        let e = check(&table("[mode]\nkind = \"gaussian\"\nepsilon = 0.1\n")).unwrap_err();
+        assert!(e.contains("`epsilon`") && e.contains("sigma"), "{e}");
+        let e = check(&table("[optimizer]\nkind = \"rmsprop\"\n")).unwrap_err();
+        assert!(e.contains("rmsprop") && e.contains("adam, sgd"), "{e}");
+        let e = check(&table("batch_size = 1.5\n")).unwrap_err();
+        assert!(
+            e.contains("batch_size") && e.contains("whole number"),
+            "{e}"
+        );
+        let e = check(&table("device = \"tpu\"\n")).unwrap_err();
+        assert!(e.contains("auto, flex, wgpu"), "{e}");
+        assert!(check(&table("epochs = 2\n[mode]\nkind = \"pgd\"\nsteps = 3\n")).is_ok());
+    }
+
+    #[test]
+    fn every_key_has_a_unique_flag() {
+        let mut flags: Vec<&str> = schema()
+            .keys
+            .iter()
+            .filter(|k| k.kind != Kind::Other)
+            .map(|k| k.flag.as_str())
+            .collect();
+        let n = flags.len();
+        flags.sort();
+        flags.dedup();
+        assert_eq!(flags.len(), n, "two keys share a flag");
+        for flag in [
+            "mode",
+            "arch",
+            "dataset",
+            "optimizer",
+            "schedule",
+            "epsilon",
+            "lr",
+            "epochs",
+        ] {
+            assert!(flags.contains(&flag), "--{flag}");
+        }
+    }
+}

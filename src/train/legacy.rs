@@ -66,8 +66,36 @@ pub fn is_flat(t: &toml::Table) -> bool {
             .any(|k| FLAT.contains(&k.as_str()) && !SHARED.contains(&k.as_str()))
 }
 
-/// The nested form of a flat table.
+/// Where a key of the flat layout lives in the nested one.
+fn moved_to(key: &str) -> &'static str {
+    match key {
+        "arch" | "normalize" | "class_names" | "network_box" | "modalities" | "fusion" | "dim" => {
+            "[model]"
+        }
+        "dataset" | "data_dir" | "train_limit" | "eval_limit" | "synthetic_size"
+        | "train_records" | "test_records" => "[data]",
+        "lr" | "momentum" | "weight_decay" => "[optimizer]",
+        "step_epochs" | "gamma" => "[schedule]",
+        _ => "[mode]",
+    }
+}
+
+/// The nested form of a flat table. A table that mixes the layouts (a flat key beside a
+/// section) is refused, naming where the flat key moved.
 pub fn migrate(flat: &toml::Table) -> Result<toml::Table, String> {
+    let sectioned = flat
+        .iter()
+        .find(|(k, v)| v.is_table() || matches!(k.as_str(), "model" | "data"));
+    if let Some((section, _)) = sectioned {
+        let key = flat
+            .keys()
+            .find(|k| FLAT.contains(&k.as_str()) && !SHARED.contains(&k.as_str()))
+            .map_or("mode", String::as_str);
+        return Err(format!(
+            "`{key}` is a key of the flat layout of earlier versions, but this config also has the section `{section}` of the nested one; move `{key}` into {} (or write the whole config in one layout)",
+            moved_to(key)
+        ));
+    }
     if let Some(k) = flat.keys().find(|k| !FLAT.contains(&k.as_str())) {
         return Err(format!("unknown key `{k}`"));
     }
@@ -210,4 +238,46 @@ fn schedule(flat: &toml::Table, kind: &str) -> toml::Table {
         copy(flat, &mut t, "gamma", "gamma");
     }
     t
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn table(text: &str) -> toml::Table {
+        toml::from_str(text).unwrap()
+    }
+
+    #[test]
+    fn flat_keys_move_to_their_sections_and_unused_ones_drop() {
+        let flat = table(
+            "arch = \"mlp\"\nmode = \"pgd\"\nepsilon = 0.2\nattack_steps = 3\nsigma = 0.5\nlr = 0.01\noptimizer = \"sgd\"\nmomentum = 0.8\ngamma = 0.5\nepochs = 4\n",
+        );
+        assert!(is_flat(&flat));
+        let nested = migrate(&flat).unwrap();
+        let want = table(
+            "epochs = 4\n[model]\narch = \"mlp\"\n[data]\ndataset = \"fashion-mnist\"\n[mode]\nkind = \"pgd\"\nepsilon = 0.2\nsteps = 3\n[optimizer]\nkind = \"sgd\"\nlr = 0.01\nmomentum = 0.8\n[schedule]\nkind = \"constant\"\n",
+        );
+        assert_eq!(nested, want);
+        // A flat fusion config keeps that layout's defaults (lr 3e-3, 8 epochs).
+        let fusion = migrate(&table(
+            "arch = \"fusion\"\nmode = \"pgd-embeddings\"\nembedding_epsilon = 2.0\n",
+        ))
+        .unwrap();
+        assert_eq!(fusion["optimizer"]["lr"].as_float(), Some(3e-3));
+        assert_eq!(fusion["epochs"].as_integer(), Some(8));
+        assert_eq!(fusion["mode"]["epsilon"].as_float(), Some(2.0));
+        assert_eq!(fusion["data"]["dataset"].as_str(), Some("records"));
+    }
+
+    #[test]
+    fn nested_tables_are_not_flat_and_mixed_ones_are_refused() {
+        assert!(!is_flat(&table("epochs = 2\n[mode]\nkind = \"pgd\"\n")));
+        let mixed = table("lr = 0.01\n[mode]\nkind = \"pgd\"\n");
+        assert!(is_flat(&mixed));
+        let e = migrate(&mixed).unwrap_err();
+        assert!(e.contains("`lr`") && e.contains("[optimizer]"), "{e}");
+        let e = migrate(&table("learning_rate = 0.1\narch = \"cnn\"\n")).unwrap_err();
+        assert!(e.contains("learning_rate"), "{e}");
+    }
 }

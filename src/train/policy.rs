@@ -13,7 +13,8 @@ use crate::attack::pgd::default_alpha;
 use crate::attack::{AttackError, Norm, Pgd};
 
 /// The attack that makes an epoch's training examples.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
 pub enum EpochAttack {
     /// One FGSM step from a uniform random start (Wong, Rice & Kolter 2020).
     FgsmRs,
@@ -30,7 +31,9 @@ impl EpochAttack {
         }
     }
 
-    pub fn parse(name: &str) -> Option<Self> {
+    /// The attack a log line names ("fgsm-rs", "pgd7"): only for checkpoints written before
+    /// the state recorded the attack itself.
+    pub fn parse_logged(name: &str) -> Option<Self> {
         if name == "fgsm-rs" {
             Some(EpochAttack::FgsmRs)
         } else if name.starts_with("pgd") {
@@ -201,18 +204,19 @@ pub struct AdaptiveChoice;
 
 impl EpochPolicy for AdaptiveChoice {
     fn review(&self, r: &Review<'_>) -> Verdict {
-        let candidates: BTreeMap<String, f64> = [EpochAttack::FgsmRs, EpochAttack::Pgd]
+        let measured: Vec<(EpochAttack, f64)> = [EpochAttack::FgsmRs, EpochAttack::Pgd]
             .into_iter()
-            .filter_map(|a| {
-                let attack = a.at(r.mode, r.next_epsilon).ok()?;
-                Some((a.name(r.mode), (r.measure)(attack)))
-            })
+            .filter_map(|a| Some((a, (r.measure)(a.at(r.mode, r.next_epsilon).ok()?))))
             .collect();
-        // min_by keeps the first of equal minima; "fgsm-rs" sorts before "pgd...".
-        let choice = candidates
+        // min_by keeps the first of equal minima: ties go to the cheaper FGSM-RS.
+        let choice = measured
             .iter()
-            .min_by(|a, b| a.1.total_cmp(b.1))
-            .and_then(|(name, _)| EpochAttack::parse(name));
+            .min_by(|a, b| a.1.total_cmp(&b.1))
+            .map(|(a, _)| *a);
+        let candidates = measured
+            .iter()
+            .map(|(a, acc)| (a.name(r.mode), *acc))
+            .collect();
         Verdict {
             action: choice.map_or(Action::Continue, Action::Switch),
             candidates: Some(candidates),

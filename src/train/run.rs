@@ -124,18 +124,19 @@ impl<'a, T: Task<D>, const D: usize> Run<'a, T, D> {
         let mut optim = build_optimizer(&cfg.optimizer);
         let dir = cfg.checkpoint_dir();
         let mut history = Vec::new();
+        let mut chose = None;
         if resume {
             let state = checkpoint::read(&dir, cfg)?;
             model = checkpoint::load_model(model, &dir)?;
             optim = checkpoint::load_optim(optim, &dir)?;
+            chose = state.next_attack.or_else(|| {
+                let logged = state.history.last()?.next_attack.as_deref()?;
+                EpochAttack::parse_logged(logged)
+            });
             history = state.history;
         } else {
             refuse_earlier_run(cfg)?;
         }
-        let chose = history
-            .last()
-            .and_then(|m: &EpochMetrics| m.next_attack.as_deref())
-            .and_then(EpochAttack::parse);
         let run = Self {
             task,
             objective,
@@ -359,7 +360,14 @@ impl<'a, T: Task<D>, const D: usize> Run<'a, T, D> {
     ) -> Result<(), TrainError> {
         self.history.push(metrics);
         let dir = self.cfg.checkpoint_dir();
-        checkpoint::write(&dir, model, &self.optim, self.cfg, &self.history)?;
+        checkpoint::write(
+            &dir,
+            model,
+            &self.optim,
+            self.cfg,
+            &self.history,
+            self.attack,
+        )?;
         let last = self.history.len() - 1;
         tell(
             &mut self.log,
