@@ -24,7 +24,7 @@ $bin attack --model "$run/model.safetensors" --attack pgd --eps 0.1 --steps 10 -
   --save-examples "$run/adversarial"
 echo "== certify (randomized smoothing at the training sigma; a short protocol: n 2000, 50 images)"
 # A model trained with --mode gaussian carries its sigma; any other is certified at 0.25.
-sigma=(); grep -Eq '^mode *= *"gaussian"' "$config" || sigma=(--sigma 0.25)
+sigma=(); grep -Eq '^kind *= *"gaussian"' "$config" || sigma=(--sigma 0.25)
 $bin certify --model "$run/model.safetensors" "${sigma[@]}" --n0 100 --n 2000 --alpha 0.001 \
   --skip 200 --limit 50 --out "$run/cert.tsv"
 echo "== report"
