@@ -353,11 +353,7 @@ pub fn save_image(
     metadata: &Metadata,
     path: &Path,
 ) -> Result<(), ArtifactError> {
-    let mut metadata = metadata.clone();
-    metadata
-        .raw
-        .insert(metadata::SPEC.into(), metadata::to_json(spec));
-    layout::save(net, &metadata, path)
+    layout::save(net, &with_spec(metadata, metadata::SPEC, spec), path)
 }
 
 /// Saves a fusion network with its spec (`rampart.fusion`) and `metadata`, atomically.
@@ -367,11 +363,14 @@ pub fn save_fusion(
     metadata: &Metadata,
     path: &Path,
 ) -> Result<(), ArtifactError> {
+    layout::save(net, &with_spec(metadata, metadata::FUSION, spec), path)
+}
+
+/// `metadata` with `spec` as JSON under `key`.
+fn with_spec<S: Serialize>(metadata: &Metadata, key: &str, spec: &S) -> Metadata {
     let mut metadata = metadata.clone();
+    metadata.raw.insert(key.into(), metadata::to_json(spec));
     metadata
-        .raw
-        .insert(metadata::FUSION.into(), metadata::to_json(spec));
-    layout::save(net, &metadata, path)
 }
 
 impl AnyModel {

@@ -65,6 +65,18 @@ pub(crate) fn positive(param: &'static str, value: f64) -> Result<(), AttackErro
     }
 }
 
+/// Checks that `steps` is between 1 and [`pgd::MAX_STEPS`].
+pub(crate) fn step_count(steps: usize) -> Result<(), AttackError> {
+    if (1..=pgd::MAX_STEPS).contains(&steps) {
+        Ok(())
+    } else {
+        Err(AttackError::new(
+            "steps",
+            format!("must be between 1 and {}, got {steps}", pgd::MAX_STEPS),
+        ))
+    }
+}
+
 /// A perturbation method.
 pub trait Attack {
     /// Adversarial examples for inputs `x` with labels `y`: untargeted (move away from `y`)

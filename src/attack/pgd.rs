@@ -7,7 +7,7 @@ use serde::{Deserialize, Serialize};
 
 use super::ball::{Ball, Norm};
 use super::loss::{AttackLoss, ascent};
-use super::{Attack, AttackError, positive};
+use super::{Attack, AttackError, positive, step_count};
 use crate::classifier::{Classifier, Input};
 
 /// Most steps an attack may take.
@@ -63,12 +63,7 @@ impl Pgd {
     /// positive and finite, `steps` between 1 and [`MAX_STEPS`].
     pub fn new(norm: Norm, epsilon: f64, steps: usize) -> Result<Self, AttackError> {
         positive("epsilon", epsilon)?;
-        if !(1..=MAX_STEPS).contains(&steps) {
-            return Err(AttackError::new(
-                "steps",
-                format!("must be between 1 and {MAX_STEPS}, got {steps}"),
-            ));
-        }
+        step_count(steps)?;
         Ok(Self {
             norm,
             epsilon,

@@ -7,8 +7,8 @@ use serde::Serialize;
 
 use super::ball::{Ball, Norm};
 use super::loss::kl_divergence;
-use super::pgd::{MAX_STEPS, default_alpha, input_gradient};
-use super::{Attack, AttackError, positive};
+use super::pgd::{default_alpha, input_gradient};
+use super::{Attack, AttackError, positive, step_count};
 use crate::classifier::{Classifier, Input};
 
 /// TRADES' attack with validated parameters; build it with [`Trades::new`].
@@ -25,12 +25,7 @@ impl Trades {
     /// `steps` steps of the default size [`default_alpha`] in the L∞ ball of `epsilon`.
     pub fn new(epsilon: f64, steps: usize) -> Result<Self, AttackError> {
         positive("epsilon", epsilon)?;
-        if !(1..=MAX_STEPS).contains(&steps) {
-            return Err(AttackError::new(
-                "steps",
-                format!("must be between 1 and {MAX_STEPS}, got {steps}"),
-            ));
-        }
+        step_count(steps)?;
         Ok(Self {
             epsilon,
             alpha: default_alpha(epsilon, steps),

@@ -56,6 +56,20 @@ impl Protocol {
         Ok(())
     }
 
+    /// `base` smoothed with noise of `sigma`, per this protocol's batch and seed.
+    pub fn smooth<'a, C: Classifier<D>, const D: usize>(
+        &self,
+        base: &'a C,
+        sigma: f64,
+    ) -> Smooth<'a, C, D> {
+        Smooth {
+            base,
+            sigma,
+            batch: self.batch,
+            seed: self.seed,
+        }
+    }
+
     /// Sigma: the flag's, else the one the model was trained with.
     pub fn sigma_for(&self, work: &Workload) -> Result<f64, WorkloadError> {
         self.sigma
@@ -85,12 +99,7 @@ impl Job for CertifyJob<'_> {
         ex: Examples<C::Input>,
     ) -> Self::Output {
         let p = self.protocol;
-        let smooth = Smooth {
-            base: model,
-            sigma: self.sigma,
-            batch: p.batch,
-            seed: p.seed,
-        };
+        let smooth = p.smooth(model, self.sigma);
         let labels = host_labels(&ex.labels);
         let run = CertifyRun {
             inputs: &ex.inputs,
@@ -215,12 +224,7 @@ impl Job for PredictJob {
         ex: Examples<C::Input>,
     ) -> Self::Output {
         let p = self.protocol;
-        let smooth = Smooth {
-            base: model,
-            sigma: self.sigma,
-            batch: p.batch,
-            seed: p.seed,
-        };
+        let smooth = p.smooth(model, self.sigma);
         let labels = host_labels(&ex.labels);
         let predicted = predict_all(&smooth, &ex.inputs, &ex.ids, p.n, p.alpha);
         ex.ids
