@@ -104,6 +104,21 @@ fn workspace() -> tempfile::TempDir {
 
 const SYNTH: [&str; 4] = ["--dataset", "synthetic", "--device", "flex"];
 
+/// One epoch of the mlp on 50 synthetic images: the shortest training run.
+const TINY_TRAIN: [&str; 11] = [
+    "train",
+    "--arch",
+    "mlp",
+    "--dataset",
+    "synthetic",
+    "--synthetic-size",
+    "50",
+    "--epochs",
+    "1",
+    "--device",
+    "flex",
+];
+
 fn with(base: &[&'static str], extra: &[&'static str]) -> Vec<&'static str> {
     base.iter().chain(extra).copied().collect()
 }
@@ -281,24 +296,7 @@ fn outputs_never_replace_links_devices_or_directories() {
     assert!(e.contains("symlink"), "{e}");
     std::fs::create_dir(d.join("run")).unwrap();
     std::os::unix::fs::symlink(d.join("target.txt"), d.join("run/model.safetensors")).unwrap();
-    let e = refused(
-        &[
-            "train",
-            "--arch",
-            "mlp",
-            "--dataset",
-            "synthetic",
-            "--synthetic-size",
-            "50",
-            "--epochs",
-            "1",
-            "--device",
-            "flex",
-            "--out",
-            "run",
-        ],
-        d,
-    );
+    let e = refused(&with(&TINY_TRAIN, &["--out", "run"]), d);
     assert!(e.contains("symlink"), "{e}");
     assert_eq!(std::fs::read(d.join("target.txt")).unwrap(), b"keep me");
 }
@@ -712,23 +710,7 @@ fn runs_do_not_share_or_clobber_a_directory() {
     let dir = workspace();
     let d = dir.path();
     let held = rampart::artifact::files::RunLock::take(&d.join("busy")).unwrap();
-    let train = |out: &'static str| -> Vec<&'static str> {
-        vec![
-            "train",
-            "--arch",
-            "mlp",
-            "--dataset",
-            "synthetic",
-            "--synthetic-size",
-            "50",
-            "--epochs",
-            "1",
-            "--device",
-            "flex",
-            "--out",
-            out,
-        ]
-    };
+    let train = |out: &'static str| with(&TINY_TRAIN, &["--out", out]);
     let e = refused(&train("busy"), d);
     assert!(e.contains("another Rampart run"), "{e}");
     drop(held);
@@ -789,27 +771,19 @@ fn misleading_messages_name_what_is_wrong() {
     );
     assert!(e.contains("optimizer.lr") && !e.contains("out,"), "{e}");
     let e = refused(
-        &[
-            "train",
-            "--arch",
-            "mlp",
-            "--dataset",
-            "synthetic",
-            "--synthetic-size",
-            "50",
-            "--epochs",
-            "1",
-            "--device",
-            "flex",
-            "--optimizer",
-            "sgd",
-            "--lr",
-            "1e30",
-            "--batch-size",
-            "10",
-            "--out",
-            "nan",
-        ],
+        &with(
+            &TINY_TRAIN,
+            &[
+                "--optimizer",
+                "sgd",
+                "--lr",
+                "1e30",
+                "--batch-size",
+                "10",
+                "--out",
+                "nan",
+            ],
+        ),
         d,
     );
     assert!(e.contains("no checkpoint") && !e.contains("is kept"), "{e}");
