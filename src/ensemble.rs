@@ -195,15 +195,24 @@ pub fn trained_past(metadata: &Metadata, start: usize) -> Option<bool> {
 
 /// Trains every member of `cfg` (a member whose `model.safetensors` exists is kept; one with
 /// a checkpoint resumes), fits the weights and writes `OUT/ensemble.toml`. `observers` hears
-/// every member's training; `note` is told what happens to each member.
+/// every member's training; `note` is told what happens to each member. `inputs` are the
+/// files the caller read (the ensemble config): no member's output nor the manifest may be one.
+/// Returns the manifest's path and the manifest.
 pub fn train_members(
     cfg: &EnsembleTrainConfig,
+    inputs: &[PathBuf],
     observers: &mut [&mut dyn Observer],
     note: &mut dyn FnMut(&str),
-) -> Result<PathBuf, EnsembleError> {
+) -> Result<(PathBuf, Manifest), EnsembleError> {
     let configs = (0..cfg.members.len())
         .map(|i| cfg.member_config(i))
         .collect::<Result<Vec<_>, _>>()?;
+    let out = cfg.out.join("ensemble.toml");
+    let mut guard = files::Outputs::new();
+    guard.inputs(inputs);
+    guard
+        .output(&out, "out (ensemble.toml)", files::OutputKind::Manifest)
+        .map_err(ArtifactError::from)?;
     for (i, member) in configs.iter().enumerate() {
         let model = member.model_path();
         if model.exists() {
@@ -221,16 +230,19 @@ pub fn train_members(
             member.out.display()
         ));
         let resume = member.checkpoint_dir().exists();
-        crate::train::train(member, resume, observers)?;
+        crate::train::train(member, inputs, resume, observers)?;
     }
     let device = crate::device::choose(configs[0].device)
         .map_err(EnsembleError::Device)?
         .device;
     let models: Vec<(PathBuf, Option<Arch>)> =
         configs.iter().map(|c| (c.model_path(), None)).collect();
-    let out = cfg.out.join("ensemble.toml");
-    let (members, digests) = open_members(&models, &device)?;
-    let (weights, accuracy, from) = if cfg.fit_weights {
+    let members = open_members(&models, &device)?;
+    let digests: Vec<String> = members.iter().map(|m| m.sha256.clone()).collect();
+    let weights = vec![1.0; members.len()];
+    let mut manifest =
+        Manifest::with_digests(&out, &models, &digests, &weights, cfg.strategy, "equal");
+    if cfg.fit_weights {
         let dataset = match configs[0].data {
             DataConfig::Synthetic(_) => DatasetChoice::Synthetic,
             _ => DatasetChoice::FashionMnist,
@@ -246,41 +258,58 @@ pub fn train_members(
             configs[0].seed,
             &device,
         )?;
-        let (w, a) = fit_weights(&members, &validation.set);
-        (w, Some(a), validation.description)
-    } else {
-        (vec![1.0; members.len()], None, "equal".to_string())
-    };
-    let mut manifest =
-        Manifest::with_digests(&out, &models, &digests, &weights, cfg.strategy, &from);
-    if let Some(accuracy) = accuracy {
-        for (m, a) in manifest.members.iter_mut().zip(accuracy) {
-            m.validation_accuracy = Some(a);
-        }
+        let nets: Vec<ImageNet> = members.into_iter().map(|m| m.net).collect();
+        fit_into(&mut manifest, &nets, &validation);
     }
     manifest.write(&out)?;
-    Ok(out)
+    Ok((out, manifest))
 }
 
-/// The trained members, with the digests of the bytes that were loaded.
-fn open_members(
+/// An ensemble member as loaded: its network, its metadata and the sha256 of its bytes.
+pub struct Member {
+    pub net: ImageNet,
+    pub metadata: Metadata,
+    pub sha256: String,
+}
+
+/// Opens each model file (with its architecture, when given) as a member: an image model.
+pub fn open_members(
     models: &[(PathBuf, Option<Arch>)],
     device: &Device,
-) -> Result<(Vec<ImageNet>, Vec<String>), EnsembleError> {
-    let mut members = Vec::new();
-    let mut digests = Vec::new();
-    for (path, _) in models {
-        let opened = artifact::open(path, artifact::OpenOptions::default(), device)?;
-        match opened.model {
-            artifact::AnyModel::Image { net, .. } => members.push(net),
-            other => {
-                return Err(EnsembleError::Config {
+) -> Result<Vec<Member>, EnsembleError> {
+    models
+        .iter()
+        .map(|(path, arch)| {
+            let options = artifact::OpenOptions {
+                arch: *arch,
+                ..Default::default()
+            };
+            let opened = artifact::open(path, options, device)?;
+            match opened.model {
+                artifact::AnyModel::Image { net, metadata, .. } => Ok(Member {
+                    net,
+                    metadata,
+                    sha256: opened.sha256,
+                }),
+                other => Err(EnsembleError::Config {
                     path: path.clone(),
-                    reason: format!("is a {} model; members must be image models", other.kind()),
-                });
+                    reason: format!(
+                        "is a {} model; ensembles vote over image models",
+                        other.kind()
+                    ),
+                }),
             }
-        }
-        digests.push(opened.sha256);
+        })
+        .collect()
+}
+
+/// Sets each member's weight and validation accuracy in `manifest` from its accuracy on
+/// `validation`, and records where the weights came from.
+pub fn fit_into(manifest: &mut Manifest, nets: &[ImageNet], validation: &Validation) {
+    let (weights, accuracy) = fit_weights(nets, &validation.set);
+    for ((m, w), a) in manifest.members.iter_mut().zip(weights).zip(accuracy) {
+        m.weight = w;
+        m.validation_accuracy = Some(a);
     }
-    Ok((members, digests))
+    manifest.weights_from = validation.description.clone();
 }

@@ -335,7 +335,7 @@ fn gaussian_training_beats_standard_training_under_smoothing() {
             out: dir.path().to_path_buf(),
             ..TrainConfig::default()
         };
-        let report = train::train(&cfg, false, &mut []).unwrap();
+        let report = train::train(&cfg, &[], false, &mut []).unwrap();
         let (model, _, _) =
             rampart::artifact::open_image(&report.model_path, None, &Device::flex()).unwrap();
         let test = common::fashion_test(50, 60);

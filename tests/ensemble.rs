@@ -163,7 +163,7 @@ fn attacks_on_an_ensemble_are_judged_on_its_decision_rule() {
         out: dir.path().to_path_buf(),
         ..Default::default()
     };
-    let report = rampart::train::train(&cfg, false, &mut []).unwrap();
+    let report = rampart::train::train(&cfg, &[], false, &mut []).unwrap();
     let (trained, _, _) = artifact::open_image(&report.model_path, None, &device).unwrap();
     let members = vec![trained, mlp(2, &device)];
     let ens = Ensemble::new(members, vec![1.0, 1.0], Strategy::Unanimous).unwrap();

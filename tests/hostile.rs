@@ -241,6 +241,18 @@ fn outputs_never_overwrite_inputs_or_foreign_files() {
     std::fs::remove_file(d.join("ex/grid.png")).unwrap();
     common::ok(&rampart(&attack, d));
     common::ok(&rampart(&attack, d));
+    // An ensemble config kept where its manifest goes: refused before any member trains.
+    std::fs::create_dir(d.join("ens")).unwrap();
+    let config = "strategy = \"mean_probs\"\nout = \"ens\"\n[base]\narch = \"mlp\"\ndataset = \"synthetic\"\n\
+                  synthetic_size = 50\nepochs = 1\ndevice = \"flex\"\n[[member]]\nseed = 1\n";
+    std::fs::write(d.join("ens/ensemble.toml"), config).unwrap();
+    let e = refused(&["ensemble", "train", "--config", "ens/ensemble.toml"], d);
+    assert!(e.contains("which this command reads"), "{e}");
+    assert_eq!(
+        std::fs::read_to_string(d.join("ens/ensemble.toml")).unwrap(),
+        config
+    );
+    assert!(!d.join("ens/member-0-standard").exists());
 }
 
 /// An output path that is a symlink, a FIFO or a directory is refused; nothing is renamed over

@@ -247,7 +247,7 @@ fn train_on(dir: &Path, name: &str, modalities: &[Modality]) -> f64 {
         out: dir.join(name),
         ..TrainConfig::default()
     };
-    let report = rampart::train::train(&cfg, false, &mut []).unwrap();
+    let report = rampart::train::train(&cfg, &[], false, &mut []).unwrap();
     report.history.last().unwrap().eval_accuracy
 }
 

@@ -44,7 +44,7 @@ fn synthetic_cfg(out: &Path, mlp: bool, epochs: usize) -> TrainConfig {
 }
 
 fn run(cfg: &TrainConfig, resume: bool) -> Result<TrainReport, TrainError> {
-    train::train(cfg, resume, &mut [])
+    train::train(cfg, &[], resume, &mut [])
 }
 
 fn weights(path: &Path) -> Vec<(String, Vec<u8>)> {
@@ -121,6 +121,7 @@ fn assert_resume_is_exact(cfg: impl Fn(&Path, usize) -> TrainConfig) {
     let full = run(&cfg(straight.path(), 2), false).unwrap();
     let e = train::train(
         &cfg(split.path(), 2),
+        &[],
         false,
         &mut [&mut Interrupt { epochs: 1 }],
     );

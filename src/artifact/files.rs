@@ -199,7 +199,8 @@ pub fn check_writable(path: &Path) -> Result<(), FileError> {
     }
 }
 
-fn parent_of(path: &Path) -> &Path {
+/// The directory holding `path` (`.` for a bare file name).
+pub fn parent_of(path: &Path) -> &Path {
     match path.parent() {
         Some(d) if !d.as_os_str().is_empty() => d,
         _ => Path::new("."),

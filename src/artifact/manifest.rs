@@ -58,14 +58,6 @@ fn is_json(path: &Path) -> bool {
     path.extension().is_some_and(|e| e == "json")
 }
 
-/// The directory member paths are relative to.
-pub fn manifest_dir(path: &Path) -> &Path {
-    match path.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d,
-        _ => Path::new("."),
-    }
-}
-
 impl Manifest {
     /// A manifest for existing model files, to be written at `out`: each member's digest is
     /// taken now (streamed); paths are stored relative to `out`'s directory when they lie
@@ -101,7 +93,7 @@ impl Manifest {
         strategy: Strategy,
         weights_from: &str,
     ) -> Self {
-        let dir = manifest_dir(out);
+        let dir = files::parent_of(out);
         let base = dir.canonicalize().unwrap_or_else(|_| dir.to_path_buf());
         let members = models
             .iter()
@@ -132,12 +124,19 @@ impl Manifest {
     /// Reads a manifest (at most 1 MiB); unknown keys, bad values, no members or more than
     /// [`MAX_MEMBERS`] are errors naming the file.
     pub fn read(path: &Path) -> Result<Self, ArtifactError> {
+        Ok(Self::read_digested(path)?.0)
+    }
+
+    /// Reads and validates a manifest, with the sha256 of the bytes parsed (read once).
+    pub fn read_digested(path: &Path) -> Result<(Self, String), ArtifactError> {
         let err = |reason: String| ArtifactError::Manifest {
             path: path.to_path_buf(),
             reason,
         };
-        let text = files::read_text(path, files::MANIFEST)?;
-        Self::parse(&text, is_json(path)).map_err(err)
+        let bytes = files::read_bounded(path, files::MANIFEST)?;
+        let text = std::str::from_utf8(&bytes).map_err(|e| err(format!("not UTF-8 text: {e}")))?;
+        let manifest = Self::parse(text, is_json(path)).map_err(err)?;
+        Ok((manifest, digest::sha256_hex(&bytes)))
     }
 
     /// Parses manifest text (JSON or TOML).
@@ -186,7 +185,7 @@ impl Manifest {
         allow_outside: bool,
     ) -> Result<PathBuf, ArtifactError> {
         let member = &self.members[i].path;
-        let dir = manifest_dir(manifest);
+        let dir = files::parent_of(manifest);
         let file = dir.join(member);
         let outside = || ArtifactError::Outside {
             manifest: manifest.to_path_buf(),

@@ -280,8 +280,7 @@ fn open_ensemble(
     options: OpenOptions,
     device: &Device,
 ) -> Result<Opened, ArtifactError> {
-    let manifest = Manifest::read(path)?;
-    let sha256 = digest::sha256_file(path, files::MANIFEST)?;
+    let (manifest, sha256) = Manifest::read_digested(path)?;
     let mut nets = Vec::new();
     let mut members = Vec::new();
     let mut read = vec![path.to_path_buf()];

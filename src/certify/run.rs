@@ -150,6 +150,13 @@ pub fn predict_all<C: Classifier<D>, const D: usize>(
         .collect()
 }
 
+/// Where the TSV for `out` is written until it is complete: `out` with `.partial` appended.
+pub fn partial_path(out: &Path) -> PathBuf {
+    let mut partial = out.as_os_str().to_os_string();
+    partial.push(".partial");
+    PathBuf::from(partial)
+}
+
 /// Writes the reference TSV incrementally into `PATH.partial`, then renames it to `PATH`.
 struct TsvWriter {
     path: PathBuf,
@@ -166,7 +173,7 @@ impl TsvWriter {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(err)?;
         }
-        let partial = PathBuf::from(format!("{}.partial", path.display()));
+        let partial = partial_path(path);
         files::check_writable(path)?;
         files::check_writable(&partial)?;
         let mut file = std::io::BufWriter::new(std::fs::File::create(&partial).map_err(err)?);

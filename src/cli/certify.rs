@@ -82,7 +82,7 @@ pub fn run(args: CertifyArgs) -> CliResult {
     let mut outputs = guard(&work.files);
     if let Some(out) = &args.out {
         outputs.output(out, "--out", OutputKind::Tsv)?;
-        let partial = PathBuf::from(format!("{}.partial", out.display()));
+        let partial = crate::certify::run::partial_path(out);
         outputs.output(&partial, "--out (its .partial)", OutputKind::Tsv)?;
     }
     if let Some(p) = &plot {

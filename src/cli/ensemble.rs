@@ -7,7 +7,7 @@ use clap::{Args, Subcommand};
 use super::observe::{Console, Progress};
 use super::{CliError, CliResult, note, print};
 use crate::artifact::files::OutputKind;
-use crate::artifact::{self, AnyModel, Manifest, OpenOptions, Outputs};
+use crate::artifact::{self, Manifest, Outputs};
 use crate::data::DatasetChoice;
 use crate::device::{self, DeviceChoice};
 use crate::ensemble::{self as build, EnsembleTrainConfig};
@@ -97,10 +97,10 @@ fn create(args: CreateArgs) -> CliResult {
         None => (vec![1.0; n], "equal".to_string()),
     };
     let chosen = device::choose(args.device).map_err(CliError::Usage)?;
-    let members = open_members(&args, &chosen.device)?;
     let models: Vec<(PathBuf, Option<Arch>)> =
         args.models.iter().map(|p| (p.clone(), args.arch)).collect();
-    let digests: Vec<String> = members.iter().map(|m| m.2.clone()).collect();
+    let members = build::open_members(&models, &chosen.device)?;
+    let digests: Vec<String> = members.iter().map(|m| m.sha256.clone()).collect();
     let mut manifest =
         Manifest::with_digests(&args.out, &models, &digests, &weights, args.strategy, &from);
     if let Some(m) = manifest.members.iter().find(|m| m.path.is_absolute())
@@ -111,76 +111,32 @@ fn create(args: CreateArgs) -> CliResult {
             member: m.path.clone(),
         }));
     }
-    let nets: Vec<ImageNet> = members.iter().map(|m| m.0.clone()).collect();
+    let nets: Vec<ImageNet> = members.iter().map(|m| m.net.clone()).collect();
     // Refuses bad weights or members that disagree on the classes before anything is written.
     Ensemble::new(nets.clone(), weights, args.strategy)
         .map_err(|e| CliError::Usage(e.to_string()))?;
     if args.fit_weights {
-        let metadata: Vec<artifact::Metadata> = members.into_iter().map(|m| m.1).collect();
-        fit(&args, &nets, &metadata, &chosen.device, &mut manifest)?;
+        let validation = build::validation_split(
+            args.dataset,
+            args.data_dir.as_deref(),
+            args.validation_size as usize,
+            0,
+            &chosen.device,
+        )
+        .map_err(|e| CliError::Usage(e.to_string()))?;
+        if let Some(start) = validation.fashion_start {
+            warn_overlap(&args.models, &members, start);
+        }
+        build::fit_into(&mut manifest, &nets, &validation);
     }
     manifest.write(&args.out)?;
     print(&describe(&args.out, &manifest))
 }
 
-/// Every member opened (an image model), with its metadata and the digest of the bytes read.
-fn open_members(
-    args: &CreateArgs,
-    device: &burn::tensor::Device,
-) -> Result<Vec<(ImageNet, artifact::Metadata, String)>, CliError> {
-    let options = OpenOptions {
-        arch: args.arch,
-        allow_outside: true,
-    };
-    args.models
-        .iter()
-        .map(|path| {
-            let opened = artifact::open(path, options, device)?;
-            match opened.model {
-                AnyModel::Image { net, metadata, .. } => Ok((net, metadata, opened.sha256)),
-                other => Err(CliError::Usage(format!(
-                    "{}: is a {} model; ensembles vote over image models",
-                    path.display(),
-                    other.kind()
-                ))),
-            }
-        })
-        .collect()
-}
-
-/// Weights proportional to each member's accuracy on the validation split, warning about
-/// members that trained on it.
-fn fit(
-    args: &CreateArgs,
-    nets: &[ImageNet],
-    metadata: &[artifact::Metadata],
-    device: &burn::tensor::Device,
-    manifest: &mut Manifest,
-) -> CliResult {
-    let validation = build::validation_split(
-        args.dataset,
-        args.data_dir.as_deref(),
-        args.validation_size as usize,
-        0,
-        device,
-    )
-    .map_err(|e| CliError::Usage(e.to_string()))?;
-    if let Some(start) = validation.fashion_start {
-        warn_overlap(&args.models, metadata, start);
-    }
-    let (w, accuracy) = build::fit_weights(nets, &validation.set);
-    for ((m, w), a) in manifest.members.iter_mut().zip(w).zip(accuracy) {
-        m.weight = w;
-        m.validation_accuracy = Some(a);
-    }
-    manifest.weights_from = validation.description;
-    Ok(())
-}
-
-fn warn_overlap(models: &[PathBuf], metadata: &[artifact::Metadata], start: usize) {
+fn warn_overlap(models: &[PathBuf], members: &[build::Member], start: usize) {
     let split = format!("Fashion-MNIST training images {start}.. (the validation split)");
-    for (path, m) in models.iter().zip(metadata) {
-        match build::trained_past(m, start) {
+    for (path, m) in models.iter().zip(members) {
+        match build::trained_past(&m.metadata, start) {
             Some(false) => {}
             Some(true) => note(&format!(
                 "warning: {} was trained on {split}: its fitted weight is optimistic",
@@ -219,9 +175,12 @@ fn train(args: TrainArgs) -> CliResult {
     let cfg = EnsembleTrainConfig::read(&args.config)?;
     let mut progress = Progress::default();
     let mut console = Console;
-    let out = build::train_members(&cfg, &mut [&mut progress, &mut console], &mut |line| {
-        note(line)
-    })?;
-    let manifest = Manifest::read(&out)?;
+    let inputs = [args.config.clone()];
+    let (out, manifest) = build::train_members(
+        &cfg,
+        &inputs,
+        &mut [&mut progress, &mut console],
+        &mut |line| note(line),
+    )?;
     print(&describe(&out, &manifest))
 }

@@ -8,8 +8,6 @@ use clap::Args;
 use super::flags::ConfigFlags;
 use super::observe::{Console, Progress};
 use super::{CliError, CliResult, print};
-use crate::artifact::Outputs;
-use crate::artifact::files::OutputKind::{Jsonl, Safetensors};
 use crate::train::config::{TrainConfig, nested, read_table};
 use crate::train::keys;
 
@@ -58,19 +56,15 @@ impl TrainArgs {
 
 pub fn run(args: TrainArgs) -> CliResult {
     let cfg = args.resolve()?;
-    if let Some(config) = &args.config {
-        let mut guard = Outputs::new();
-        guard.input(config);
-        guard.output(
-            &cfg.model_path(),
-            "--out (its model.safetensors)",
-            Safetensors,
-        )?;
-        guard.output(&cfg.metrics_path(), "--out (its metrics.jsonl)", Jsonl)?;
-    }
+    let inputs: Vec<_> = args.config.iter().cloned().collect();
     let mut progress = Progress::default();
     let mut console = Console;
-    let report = crate::train::train(&cfg, args.resume, &mut [&mut progress, &mut console])?;
+    let report = crate::train::train(
+        &cfg,
+        &inputs,
+        args.resume,
+        &mut [&mut progress, &mut console],
+    )?;
     let Some(last) = report.history.last() else {
         return Ok(());
     };

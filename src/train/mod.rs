@@ -82,8 +82,10 @@ pub struct TrainReport {
 
 /// Trains per `cfg`, resuming from its checkpoint when `resume` is set, telling `observers`
 /// what happens (a metrics log is always attached). Takes a lock on the run directory.
+/// `inputs` are files the caller read (its config): like the data files, no output may be one.
 pub fn train(
     cfg: &TrainConfig,
+    inputs: &[PathBuf],
     resume: bool,
     observers: &mut [&mut dyn Observer],
 ) -> Result<TrainReport, TrainError> {
@@ -93,13 +95,29 @@ pub fn train(
         Some(spec) => {
             let task = ImageTask::load(cfg, spec, &chosen.device)?;
             let objective = objective::for_images(&cfg.mode)?;
-            run::run(&task, objective.as_ref(), cfg, resume, &chosen, observers)
+            run::run(
+                &task,
+                objective.as_ref(),
+                cfg,
+                inputs,
+                resume,
+                &chosen,
+                observers,
+            )
         }
         None => {
             let spec = cfg.fusion_spec().map_err(TrainError::Invalid)?;
             let task = FusionTask::load(cfg, spec, &chosen.device)?;
             let objective = objective::for_fusion(&cfg.mode)?;
-            run::run(&task, objective.as_ref(), cfg, resume, &chosen, observers)
+            run::run(
+                &task,
+                objective.as_ref(),
+                cfg,
+                inputs,
+                resume,
+                &chosen,
+                observers,
+            )
         }
     }
 }

@@ -1,6 +1,7 @@
 //! The epoch loop shared by every task: seeding, shuffling, the learning-rate schedule, the
 //! optimiser step, the divergence check, evaluation, epoch policies, checkpoints, resume.
 
+use std::path::PathBuf;
 use std::time::Instant;
 
 use burn::module::Module;
@@ -64,6 +65,7 @@ pub(super) fn run<T: Task<D>, const D: usize>(
     task: &T,
     objective: &dyn Objective<T, D>,
     cfg: &TrainConfig,
+    inputs: &[PathBuf],
     resume: bool,
     chosen: &Chosen,
     observers: &mut [&mut dyn Observer],
@@ -78,6 +80,7 @@ pub(super) fn run<T: Task<D>, const D: usize>(
     let _lock = RunLock::take(&cfg.out)?;
     let mut guard = Outputs::new();
     guard.inputs(&task.files());
+    guard.inputs(inputs);
     guard.output(
         &cfg.model_path(),
         "out (model.safetensors)",
