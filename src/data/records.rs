@@ -195,6 +195,11 @@ pub fn to_set(
             reason,
         })?;
     }
+    Ok(lay_out(records, schema, name, device))
+}
+
+/// Lays checked records out as tensors on `device`.
+fn lay_out(records: &[Record], schema: &Schema, name: &str, device: &Device) -> SecuritySet {
     let n = records.len();
     let f = schema.network_box.len();
     let mut text = vec![0i64; n * TEXT_LEN];
@@ -211,7 +216,7 @@ pub fn to_set(
             present[i * 3 + TEXT] = 1.0;
         }
         if let Some(b) = &r.bytes_b64 {
-            let raw = BASE64.decode(b).unwrap_or_default(); // checked above
+            let raw = BASE64.decode(b).unwrap_or_default(); // checked before lay_out
             for (j, &v) in raw.iter().take(BYTES_LEN).enumerate() {
                 bytes[i * BYTES_LEN + j] = v as i64 + 1;
             }
@@ -229,7 +234,7 @@ pub fn to_set(
         labels.push(r.label as i64);
     }
     let synthetic = records.iter().all(|r| r.synthetic);
-    Ok(SecuritySet {
+    SecuritySet {
         text: Tensor::from_data(TensorData::new(text, [n, TEXT_LEN]), device),
         bytes: Tensor::from_data(TensorData::new(bytes, [n, BYTES_LEN]), device),
         histogram: Tensor::from_data(TensorData::new(histogram, [n, 256]), device),
@@ -241,13 +246,18 @@ pub fn to_set(
         } else {
             name.to_string()
         },
-    })
+    }
 }
 
 /// Reads, validates and lays out a JSONL file.
 pub fn load(path: &Path, schema: &Schema, device: &Device) -> Result<SecuritySet, RecordError> {
     let records = read_jsonl(path, schema)?;
-    to_set(&records, schema, &path.display().to_string(), device)
+    Ok(lay_out(
+        &records,
+        schema,
+        &path.display().to_string(),
+        device,
+    ))
 }
 
 impl SecuritySet {
