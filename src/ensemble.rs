@@ -105,6 +105,11 @@ impl EnsembleTrainConfig {
             keys::overlay(self.base.clone(), top)
         };
         let mut cfg = TrainConfig::from_table(table).map_err(member_err)?;
+        if cfg.image_spec().is_none() {
+            return Err(member_err(
+                "ensembles vote over image models; use arch mlp or cnn".into(),
+            ));
+        }
         cfg.out = self.out.join(format!("member-{i}-{}", cfg.mode.name()));
         if let DataConfig::FashionMnist(d) = &mut cfg.data {
             let cap = FASHION_TRAIN - self.validation_size;
