@@ -25,6 +25,7 @@ pub mod data;
 pub mod device;
 pub mod ensemble;
 pub mod eval;
+pub mod evaluate;
 pub mod model;
 pub mod train;
 pub mod workload;

@@ -132,6 +132,17 @@ impl Workload {
         }
     }
 
+    /// The input a job attacks: "images", or a fusion model's `modality` (default: its
+    /// default input) as "network", "text" or "bytes".
+    pub fn input_name(&self, modality: Option<Modality>) -> String {
+        match &self.opened.model {
+            AnyModel::Fusion { spec, .. } => {
+                modality_name(modality.unwrap_or(spec.default_input())).to_string()
+            }
+            _ => "images".to_string(),
+        }
+    }
+
     /// The names of the classes, in label order.
     pub fn class_names(&self) -> Vec<String> {
         match (&self.opened.model, &self.data) {

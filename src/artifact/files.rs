@@ -288,6 +288,10 @@ pub enum OutputKind {
     Jsonl,
     /// An ensemble manifest (TOML or JSON).
     Manifest,
+    /// Per-example evaluation rows (`id\tlabel\tclean_prediction\t...`).
+    EvaluationTsv,
+    /// An evaluation's state file (a JSON object with `format`, `fingerprint` and `rows`).
+    EvaluationState,
 }
 
 impl OutputKind {
@@ -298,6 +302,8 @@ impl OutputKind {
             OutputKind::Png => "PNG image",
             OutputKind::Jsonl => "JSON-lines file",
             OutputKind::Manifest => "ensemble manifest",
+            OutputKind::EvaluationTsv => "per-example evaluation TSV",
+            OutputKind::EvaluationState => "evaluation state file",
         }
     }
 
@@ -327,6 +333,12 @@ impl OutputKind {
             OutputKind::Manifest => {
                 text.starts_with("# Rampart ensemble manifest")
                     || text.trim_start().starts_with('{') && text.contains("\"strategy\"")
+            }
+            OutputKind::EvaluationTsv => head.starts_with(b"id\tlabel\tclean_prediction\t"),
+            OutputKind::EvaluationState => {
+                text.starts_with('{')
+                    && text.contains("\"fingerprint\":")
+                    && text.contains("\"format\":")
             }
         }
     }

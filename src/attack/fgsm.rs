@@ -52,6 +52,10 @@ impl Fgsm {
         self.epsilon
     }
 
+    pub fn loss(&self) -> AttackLoss {
+        self.loss
+    }
+
     /// FGSM is one PGD step of size epsilon from the clean input.
     fn as_pgd(&self) -> Pgd {
         Pgd::checked(Norm::Linf, self.epsilon, self.epsilon, 1, false, self.loss)
@@ -71,5 +75,9 @@ impl Attack for Fgsm {
 
     fn name(&self) -> String {
         "fgsm".into()
+    }
+
+    fn randomized(&self) -> bool {
+        false
     }
 }

@@ -8,7 +8,9 @@
 //!
 //! - [`ball`]: the threat model (norm, projection, random starts).
 //! - [`loss`]: cross-entropy, margin and KL, in one place.
-//! - [`fgsm`], [`pgd`], [`trades`]: the attacks.
+//! - [`fgsm`], [`pgd`], [`trades`]: gradient attacks with a fixed step.
+//! - [`apgd`]: Auto-PGD (APGD-CE, APGD-DLR, APGD-T), [`square`]: the score-based Square attack;
+//!   with [`suite`], AutoAttack's versions.
 //! - [`worst_case`]: per-example worst case over attacks and restarts, robust accuracy after
 //!   each attack.
 //! - [`run`]: `rampart attack` over any workload, and its report.
@@ -17,22 +19,27 @@
 //! A new attack is a file with a struct whose constructor validates its parameters, an
 //! [`Attack`] impl, and a variant of [`Method`].
 
+pub mod apgd;
 pub mod ball;
 pub mod examples;
 pub mod fgsm;
 pub mod loss;
 pub mod pgd;
 pub mod run;
+pub mod square;
+pub mod suite;
 pub mod trades;
 pub mod worst_case;
 
 use burn::tensor::{Int, Tensor};
 use serde::{Deserialize, Serialize};
 
+pub use apgd::Apgd;
 pub use ball::Norm;
 pub use fgsm::Fgsm;
 pub use loss::AttackLoss;
 pub use pgd::Pgd;
+pub use square::Square;
 pub use trades::Trades;
 pub use worst_case::{Outcome, Tally, worst_case};
 
@@ -89,8 +96,51 @@ pub trait Attack {
         target: Option<&Tensor<1, Int>>,
     ) -> Tensor<D>;
 
-    /// A short name for reports: "fgsm", "pgd-40".
+    /// A short name for reports: "fgsm", "pgd-40", "apgd-t".
     fn name(&self) -> String;
+
+    /// Separate runs the attack makes, each on the examples the runs before left robust
+    /// (APGD: restarts × target classes). Default 1.
+    fn runs(&self) -> usize {
+        1
+    }
+
+    /// Run `run` (below [`runs`](Attack::runs)) with, where the attack tracks it, the
+    /// iteration at which each example was first fooled.
+    fn run<const D: usize, C: Classifier<D>>(
+        &self,
+        model: &C,
+        x: &C::Input,
+        y: &Tensor<1, Int>,
+        target: Option<&Tensor<1, Int>>,
+        _run: usize,
+    ) -> Traced<D> {
+        Traced {
+            adversarial: self.perturb(model, x, y, target),
+            iteration: None,
+        }
+    }
+
+    /// Whether a second run from the same input can find something else (a random start);
+    /// deterministic attacks are not restarted.
+    fn randomized(&self) -> bool {
+        true
+    }
+
+    /// Whether the attack can aim at a user's target class.
+    fn supports_target(&self) -> bool {
+        true
+    }
+}
+
+/// What one run of an attack returned for a batch.
+pub struct Traced<const D: usize> {
+    /// The perturbed inputs, in the ball and the box.
+    pub adversarial: Tensor<D>,
+    /// Per example, the iteration (APGD) or query (Square) at which the attack's own
+    /// criterion was first met (0: at its starting point), −1 if never; `None` where the
+    /// attack does not track it.
+    pub iteration: Option<Tensor<1, Int>>,
 }
 
 /// Any attack of a user's evaluation plan, by name and parameters (what reports show).
@@ -99,6 +149,20 @@ pub trait Attack {
 pub enum Method {
     Fgsm(Fgsm),
     Pgd(Pgd),
+    Apgd(Apgd),
+    Square(Square),
+}
+
+/// Calls `$body` with `$a` bound to the attack inside any [`Method`].
+macro_rules! each {
+    ($m:expr, $a:ident => $body:expr) => {
+        match $m {
+            Method::Fgsm($a) => $body,
+            Method::Pgd($a) => $body,
+            Method::Apgd($a) => $body,
+            Method::Square($a) => $body,
+        }
+    };
 }
 
 impl Method {
@@ -106,14 +170,34 @@ impl Method {
         match self {
             Method::Fgsm(_) => Norm::Linf,
             Method::Pgd(p) => p.norm(),
+            Method::Apgd(a) => a.norm(),
+            Method::Square(s) => s.norm(),
         }
     }
 
     pub fn epsilon(&self) -> f64 {
-        match self {
-            Method::Fgsm(f) => f.epsilon(),
-            Method::Pgd(p) => p.epsilon(),
+        each!(self, a => a.epsilon())
+    }
+
+    /// Refuses a model with too few classes for the attack's loss (DLR: 3; APGD-T: 4).
+    pub fn check_classes(&self, classes: usize, targeted: bool) -> Result<(), AttackError> {
+        let (loss, targeted) = match self {
+            Method::Fgsm(f) => (f.loss(), targeted),
+            Method::Pgd(p) => (p.loss(), targeted),
+            Method::Apgd(a) => (a.loss(), targeted || a.targets() > 0),
+            Method::Square(_) => (AttackLoss::Margin, false),
+        };
+        let need = loss.min_classes(targeted);
+        if classes < need {
+            return Err(AttackError::new(
+                "classes",
+                format!(
+                    "{} needs a model with at least {need} classes; this one has {classes}",
+                    self.name()
+                ),
+            ));
         }
+        Ok(())
     }
 
     /// Refuses a radius larger than the domain itself (an epsilon of 5 on pixels in [0, 1]):
@@ -146,16 +230,33 @@ impl Attack for Method {
         y: &Tensor<1, Int>,
         target: Option<&Tensor<1, Int>>,
     ) -> Tensor<D> {
-        match self {
-            Method::Fgsm(a) => a.perturb(model, x, y, target),
-            Method::Pgd(a) => a.perturb(model, x, y, target),
-        }
+        each!(self, a => a.perturb(model, x, y, target))
     }
 
     fn name(&self) -> String {
-        match self {
-            Method::Fgsm(a) => a.name(),
-            Method::Pgd(a) => a.name(),
-        }
+        each!(self, a => a.name())
+    }
+
+    fn runs(&self) -> usize {
+        each!(self, a => a.runs())
+    }
+
+    fn run<const D: usize, C: Classifier<D>>(
+        &self,
+        model: &C,
+        x: &C::Input,
+        y: &Tensor<1, Int>,
+        target: Option<&Tensor<1, Int>>,
+        run: usize,
+    ) -> Traced<D> {
+        each!(self, a => a.run(model, x, y, target, run))
+    }
+
+    fn randomized(&self) -> bool {
+        each!(self, a => a.randomized())
+    }
+
+    fn supports_target(&self) -> bool {
+        each!(self, a => a.supports_target())
     }
 }

@@ -168,13 +168,12 @@ impl Attack for Pgd {
         } else {
             clean.clone()
         };
+        let ya = y.clone().autodiff();
+        let ta = target.map(|t| t.clone().autodiff());
         for _ in 0..self.steps {
             let xa = x_adv.clone().autodiff().require_grad();
             let logits = model.logits(x.with_x(xa.clone()));
-            let loss = match target {
-                None => ascent(self.loss, logits, y, false),
-                Some(t) => ascent(self.loss, logits, &t.clone().autodiff(), true),
-            };
+            let loss = ascent(self.loss, logits, &ya, ta.as_ref());
             let grad = input_gradient(&xa, loss);
             x_adv = ball.project(clean, x_adv + ball.step(grad, self.alpha), bounds);
         }
@@ -183,6 +182,10 @@ impl Attack for Pgd {
 
     fn name(&self) -> String {
         format!("pgd-{}", self.steps)
+    }
+
+    fn randomized(&self) -> bool {
+        self.random_start
     }
 }
 

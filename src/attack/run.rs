@@ -14,7 +14,7 @@ use super::{Attack, Method};
 use crate::artifact::ModelInfo;
 use crate::classifier::{Classifier, Input};
 use crate::model::Modality;
-use crate::workload::{DataInfo, Examples, Job, Workload, WorkloadError, modality_name};
+use crate::workload::{DataInfo, Examples, Job, Workload, WorkloadError};
 
 /// What to run: the attacks (an example is robust only if it survives all of them), how often
 /// each is restarted, an optional target class, the batch size and the seed.
@@ -139,17 +139,11 @@ pub fn run(
 ) -> Result<(AttackReport, Option<Saved>), WorkloadError> {
     let found = work.run(AttackJob { plan }, modality)??;
     let n = found.examples.max(1) as f64;
-    let input = match &work.opened.model {
-        crate::artifact::AnyModel::Fusion { spec, .. } => {
-            modality_name(modality.unwrap_or(spec.default_input())).to_string()
-        }
-        _ => "images".to_string(),
-    };
     let report = AttackReport {
         model: work.model_info(),
         data: work.data_info(),
         device: work.device.description.clone(),
-        input,
+        input: work.input_name(modality),
         units: found.units,
         attacks: plan.attacks.clone(),
         restarts: plan.restarts,

@@ -19,11 +19,17 @@ pub struct Outcome<const D: usize> {
     pub robust_after: Vec<Tensor<1, Bool>>,
     /// The adversarial example that fooled the model, else the clean input.
     pub adversarial: Tensor<D>,
+    /// 1 + the index of the attack that fooled each example first; 0 where none did.
+    pub broken_by: Tensor<1, Int>,
+    /// The iteration or query of that attack's run at which it fooled the example (see
+    /// [`Traced::iteration`](super::Traced::iteration)); −1 where unknown or not fooled.
+    pub iteration: Tensor<1, Int>,
 }
 
-/// Runs each attack `restarts` times on a batch and keeps the per-example worst case.
-/// Examples already fooled are not attacked again (they are carried, not recomputed).
-/// Gradients come from `model.logits`; success is judged on `model.decide`.
+/// Runs each attack `restarts` times (randomized attacks only; each time all of its
+/// [`Attack::runs`]) on a batch and keeps the per-example worst case. Examples already fooled
+/// are not attacked again (they are carried, not recomputed). Gradients come from
+/// `model.logits`; success is judged on `model.decide`.
 pub fn worst_case<const D: usize, C: Classifier<D>>(
     model: &C,
     x: &C::Input,
@@ -36,8 +42,17 @@ pub fn worst_case<const D: usize, C: Classifier<D>>(
     let mut robust = clean_correct.clone();
     let mut adversarial = x.x().clone();
     let mut robust_after = Vec::with_capacity(attacks.len());
-    for attack in attacks {
-        for _ in 0..restarts.max(1) {
+    let n = y.dims()[0];
+    let device = y.device();
+    let mut broken_by = Tensor::<1, Int>::zeros([n], &device);
+    let mut iteration = Tensor::<1, Int>::full([n], -1, &device);
+    for (a, attack) in attacks.iter().enumerate() {
+        let restarts = if attack.randomized() {
+            restarts.max(1)
+        } else {
+            1
+        };
+        for run in 0..restarts * attack.runs() {
             // Positions still robust (the one read-back per run: their count sizes the batch).
             let Some(idx) = robust.clone().nonzero().into_iter().next() else {
                 break;
@@ -45,14 +60,26 @@ pub fn worst_case<const D: usize, C: Classifier<D>>(
             let xs = x.select(idx.clone());
             let ys = y.clone().select(0, idx.clone());
             let ts = target.map(|t| t.clone().select(0, idx.clone()));
-            let adv = attack.perturb(model, &xs, &ys, ts.as_ref());
+            let traced = attack.run(model, &xs, &ys, ts.as_ref(), run % attack.runs());
+            let adv = traced.adversarial;
             let decision = model.decide(xs.with_x(adv.clone()));
             let fooled = match &ts {
                 None => decision.not_equal(ys),
                 Some(t) => decision.equal(t.clone()),
             };
-            robust =
-                robust.bool_and(scatter(&fooled, &idx, y.dims()[0], &y.device()).lower_elem(0.5));
+            robust = robust.bool_and(scatter(&fooled, &idx, n, &device).lower_elem(0.5));
+            // Rows selected here were unbroken (code 0, iteration −1): add, don't overwrite.
+            let hit = fooled.clone().int();
+            broken_by = broken_by.select_assign(
+                0,
+                idx.clone(),
+                hit.clone() * (a as i64 + 1),
+                IndexingUpdateOp::Add,
+            );
+            if let Some(it) = traced.iteration {
+                iteration =
+                    iteration.select_assign(0, idx.clone(), hit * (it + 1), IndexingUpdateOp::Add);
+            }
             // Fooled examples keep this adversarial example (index-add of the difference).
             let m = fooled.float().reshape(per_example(xs.x()));
             let chosen = adv * m.clone() + xs.x().clone() * (m.neg() + 1.0);
@@ -67,6 +94,8 @@ pub fn worst_case<const D: usize, C: Classifier<D>>(
         robust,
         robust_after,
         adversarial,
+        broken_by,
+        iteration,
     }
 }
 

@@ -8,6 +8,7 @@ mod certify;
 mod data;
 mod ensemble;
 mod eval;
+mod evaluate;
 pub mod flags;
 mod inspect;
 mod observe;
@@ -51,6 +52,8 @@ pub enum Command {
     Inspect(inspect::InspectArgs),
     /// Attack a model (FGSM, PGD) and report the per-example worst-case robust accuracy.
     Attack(attack::AttackArgs),
+    /// AutoAttack-grade robustness evaluation: APGD-CE, APGD-T, Square, masking checks.
+    Evaluate(evaluate::EvaluateArgs),
     /// Certify examples with randomized smoothing (Cohen et al. 2019 CERTIFY).
     Certify(certify::CertifyArgs),
     /// Smoothed predictions with abstain (Cohen et al. 2019 PREDICT).
@@ -94,6 +97,7 @@ pub fn main() -> ExitCode {
         Command::Eval(a) => eval::run(a),
         Command::Inspect(a) => inspect::run(a),
         Command::Attack(a) => attack::run(a),
+        Command::Evaluate(a) => evaluate::run(a),
         Command::Certify(a) => certify::run(a),
         Command::Predict(a) => predict::run(a),
         Command::Ensemble(c) => ensemble::run(c),

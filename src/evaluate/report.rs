@@ -1,0 +1,207 @@
+//! The report of `rampart evaluate` (one schema for every model kind) and the per-example
+//! TSV.
+
+use std::fmt;
+use std::path::PathBuf;
+
+use serde::Serialize;
+
+use super::checks::Check;
+use super::{Found, Plan, Row, attack_names};
+use crate::artifact::ModelInfo;
+use crate::attack::run::AfterAttack;
+use crate::attack::suite::Version;
+use crate::attack::{Method, Norm};
+use crate::model::Modality;
+use crate::workload::{DataInfo, Workload};
+
+#[derive(Debug, Clone, Serialize)]
+pub struct EvaluateReport {
+    pub model: ModelInfo,
+    pub data: DataInfo,
+    pub device: String,
+    /// The attacked input: "images", or a fusion model's "network", "text" or "bytes".
+    pub input: String,
+    /// The unit of epsilon.
+    pub units: String,
+    pub norm: Norm,
+    pub epsilon: f64,
+    pub version: Version,
+    /// How this protocol differs from the reference one.
+    pub notes: Vec<String>,
+    pub attacks: Vec<Method>,
+    pub examples: usize,
+    pub clean_accuracy: f64,
+    /// Per-example worst case over every attack.
+    pub robust_accuracy: f64,
+    /// Robust accuracy after each attack in turn.
+    pub after_each: Vec<AfterAttack>,
+    /// The largest perturbation of any returned example in the threat model's norm (at most
+    /// epsilon); NaN examples excluded.
+    pub max_perturbation: f64,
+    pub nan_examples: usize,
+    pub checks: Vec<Check>,
+    /// The checks' warnings, each with its reason.
+    pub warnings: Vec<String>,
+    /// Examples taken from the state file instead of attacked in this run.
+    pub resumed: usize,
+    pub examples_per_sec: f64,
+    pub seconds: f64,
+    pub per_example: Option<PathBuf>,
+    pub saved: Option<PathBuf>,
+    pub state: Option<PathBuf>,
+}
+
+pub(super) fn build(
+    work: &Workload,
+    plan: &Plan,
+    modality: Option<Modality>,
+    found: &Found,
+) -> EvaluateReport {
+    let rows = &found.rows;
+    let n = rows.len().max(1) as f64;
+    let fraction = |count: usize| count as f64 / n;
+    let clean = rows.iter().filter(|r| r.clean_correct).count();
+    let after_each = attack_names(&plan.attacks)
+        .into_iter()
+        .enumerate()
+        .map(|(a, attack)| AfterAttack {
+            attack,
+            robust_accuracy: fraction(
+                rows.iter()
+                    .filter(|r| r.clean_correct && r.broken_by.is_none_or(|b| b > a))
+                    .count(),
+            ),
+        })
+        .collect();
+    let first = plan.attacks.first();
+    let norm = first.map(Method::norm).unwrap_or(Norm::Linf);
+    let max_perturbation = rows
+        .iter()
+        .filter_map(|r| match norm {
+            Norm::Linf => r.linf,
+            Norm::L2 => r.l2,
+        })
+        .fold(0.0, f64::max);
+    let attacked = rows.len() - found.resumed;
+    EvaluateReport {
+        model: work.model_info(),
+        data: work.data_info(),
+        device: work.device.description.clone(),
+        input: work.input_name(modality),
+        units: found.units.clone(),
+        norm,
+        epsilon: first.map(Method::epsilon).unwrap_or(0.0),
+        version: plan.version,
+        notes: plan.notes.clone(),
+        attacks: plan.attacks.clone(),
+        examples: rows.len(),
+        clean_accuracy: fraction(clean),
+        robust_accuracy: fraction(rows.iter().filter(|r| r.robust()).count()),
+        after_each,
+        max_perturbation,
+        nan_examples: rows.iter().filter(|r| r.nan).count(),
+        warnings: found
+            .checks
+            .iter()
+            .filter_map(|c| c.warning.clone())
+            .collect(),
+        checks: found.checks.clone(),
+        resumed: found.resumed,
+        examples_per_sec: attacked as f64 / found.seconds.max(1e-9),
+        seconds: found.seconds,
+        per_example: None,
+        saved: None,
+        state: plan.state.clone(),
+    }
+}
+
+/// The per-example table: one header line, then one line per example.
+pub fn tsv(rows: &[Row], attacks: &[Method]) -> String {
+    let names = attack_names(attacks);
+    let mut out = String::from(
+        "id\tlabel\tclean_prediction\tclean_correct\tbroken_by\titeration\tfinal_prediction\tlinf\tl2\tnan\n",
+    );
+    let opt = |v: Option<f64>| v.map_or("nan".to_string(), |v| format!("{v:.6}"));
+    for r in rows {
+        let broken = match (r.clean_correct, r.broken_by) {
+            (false, _) => "clean".to_string(),
+            (true, Some(a)) => names.get(a).cloned().unwrap_or_else(|| a.to_string()),
+            (true, None) => "-".to_string(),
+        };
+        out.push_str(&format!(
+            "{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\t{}\n",
+            r.id,
+            r.label,
+            r.clean_prediction,
+            u8::from(r.clean_correct),
+            broken,
+            r.iteration.map_or("-".to_string(), |i| i.to_string()),
+            r.final_prediction,
+            opt(r.linf),
+            opt(r.l2),
+            u8::from(r.nan),
+        ));
+    }
+    out
+}
+
+impl fmt::Display for EvaluateReport {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "{} on {} ({} examples, {}): {:?} {:?} eps {} ({})",
+            self.model.path.display(),
+            self.data.name,
+            self.examples,
+            self.input,
+            self.version,
+            self.norm,
+            self.epsilon,
+            self.units,
+        )?;
+        for note in &self.notes {
+            writeln!(f, "note: {note}")?;
+        }
+        writeln!(f, "clean accuracy:  {:.2}%", 100.0 * self.clean_accuracy)?;
+        for a in &self.after_each {
+            writeln!(
+                f,
+                "  after {:<9} {:.2}%",
+                a.attack,
+                100.0 * a.robust_accuracy
+            )?;
+        }
+        writeln!(
+            f,
+            "robust accuracy: {:.2}% (worst case over every attack)",
+            100.0 * self.robust_accuracy
+        )?;
+        writeln!(
+            f,
+            "largest perturbation {:.4} ({:?}), {} NaN examples",
+            self.max_perturbation, self.norm, self.nan_examples
+        )?;
+        for c in &self.checks {
+            writeln!(f, "check {:<24} {:.4}", c.name, c.value)?;
+        }
+        for w in &self.warnings {
+            writeln!(f, "WARNING: {w}")?;
+        }
+        if self.resumed > 0 {
+            writeln!(f, "{} examples resumed from the state file", self.resumed)?;
+        }
+        writeln!(
+            f,
+            "{:.1} examples/s, {:.1} s",
+            self.examples_per_sec, self.seconds
+        )?;
+        if let Some(p) = &self.per_example {
+            writeln!(f, "per-example results in {}", p.display())?;
+        }
+        if let Some(dir) = &self.saved {
+            writeln!(f, "examples in {}", dir.display())?;
+        }
+        Ok(())
+    }
+}

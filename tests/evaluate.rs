@@ -1,0 +1,447 @@
+//! AutoAttack-grade evaluation: the DLR loss on hand-made logits, APGD's checkpoint schedule,
+//! APGD and Square inside the ball and the box and reaching the analytic worst case of a linear
+//! model, the worst case attacking only still-robust points and equalling the pointwise worst
+//! case, and `rampart evaluate` end to end: a resumed run equals an uninterrupted one, and
+//! bad requests get one clear error.
+
+mod common;
+
+use std::cell::RefCell;
+
+use burn::tensor::{Device, Distribution, Int, Tensor, TensorData};
+use common::{bools, failed, floats, ints, json, ok, rampart, reference_path, serial};
+use rampart::attack::apgd::{Apgd, Schedule};
+use rampart::attack::loss::{AttackLoss, per_example};
+use rampart::attack::{Attack, Fgsm, Method, Norm, Pgd, Square, worst_case};
+use rampart::classifier::{Classifier, Domain};
+
+/// K classes, logits x·W + b on 1x4x4 images in [0, 1]; records the batch size of every call.
+struct Linear {
+    w: Tensor<2>,
+    b: Tensor<1>,
+    calls: RefCell<Vec<usize>>,
+}
+
+impl Linear {
+    fn random(k: usize, device: &Device) -> Self {
+        Self {
+            w: Tensor::random([16, k], Distribution::Normal(0.0, 1.0), device),
+            b: Tensor::random([k], Distribution::Normal(0.0, 0.1), device),
+            calls: RefCell::new(Vec::new()),
+        }
+    }
+
+    /// The margin z_y − max_{i≠y} z_i of each example (two classes: z_y − z_other).
+    fn margins(&self, x: Tensor<4>, y: &Tensor<1, Int>) -> Vec<f32> {
+        let logits = self.logits(x);
+        let k = logits.dims()[1];
+        let onehot = y.clone().one_hot::<2>(k).float();
+        let own = (logits.clone() * onehot.clone()).sum_dim(1);
+        let other = (logits - onehot * 1e9).max_dim(1);
+        floats(own - other)
+    }
+}
+
+impl Classifier<4> for Linear {
+    type Input = Tensor<4>;
+
+    fn logits(&self, x: Tensor<4>) -> Tensor<2> {
+        self.calls.borrow_mut().push(x.dims()[0]);
+        let n = x.dims()[0];
+        x.reshape([n, 16]).matmul(self.w.clone()) + self.b.clone().unsqueeze_dim(0)
+    }
+
+    fn num_classes(&self) -> usize {
+        self.w.dims()[1]
+    }
+
+    fn domain(&self) -> Domain {
+        Domain {
+            shape: vec![1, 4, 4],
+            bounds: Some((0.0, 1.0)),
+            units: "pixels in [0, 1]",
+        }
+    }
+}
+
+fn close(a: f32, b: f32, tol: f32) -> bool {
+    (a - b).abs() <= tol
+}
+
+#[test]
+fn dlr_loss_matches_hand_computed_values() {
+    let d = Device::flex();
+    let logits = Tensor::<2>::from_data(
+        TensorData::new(vec![3.0f32, 1.0, 2.0, 0.0, 0.0, 5.0, 1.0, 2.0], [2, 4]),
+        &d,
+    );
+    let y = Tensor::<1, Int>::from_data(TensorData::new(vec![0i64, 3], [2]), &d);
+    let t = Tensor::<1, Int>::from_data(TensorData::new(vec![3i64, 2], [2]), &d);
+    // Row 0: sorted 3, 2, 1, 0; the true logit leads by 1: −(3 − 2)/(3 − 1).
+    // Row 1: sorted 5, 2, 1, 0; the true logit (2) trails 5: −(2 − 5)/(5 − 1).
+    let dlr = floats(per_example(AttackLoss::Dlr, logits.clone(), &y, None));
+    assert!(
+        close(dlr[0], -0.5, 1e-6) && close(dlr[1], 0.75, 1e-6),
+        "{dlr:?}"
+    );
+    // Targeted: −(z_y − z_t)/(z_π1 − (z_π3 + z_π4)/2): −(3 − 0)/(3 − 0.5), −(2 − 1)/(5 − 0.5).
+    let targeted = floats(per_example(AttackLoss::Dlr, logits.clone(), &y, Some(&t)));
+    assert!(
+        close(targeted[0], -1.2, 1e-6) && close(targeted[1], -1.0 / 4.5, 1e-6),
+        "{targeted:?}"
+    );
+    // Invariant to shifting and scaling the logits, unlike cross-entropy.
+    let moved = floats(per_example(
+        AttackLoss::Dlr,
+        logits.clone() * 3.0 + 7.0,
+        &y,
+        None,
+    ));
+    assert!(close(moved[0], dlr[0], 1e-5) && close(moved[1], dlr[1], 1e-5));
+    let ce = floats(per_example(AttackLoss::Ce, logits, &y, None));
+    let expected = (3f32.exp() + 1f32.exp() + 2f32.exp() + 1.0).ln() - 3.0;
+    assert!(close(ce[0], expected, 1e-5), "{ce:?}");
+}
+
+#[test]
+fn dlr_needs_three_classes_and_targeted_four() {
+    assert_eq!(AttackLoss::Dlr.min_classes(false), 3);
+    assert_eq!(AttackLoss::Dlr.min_classes(true), 4);
+    let apgd_t = Method::Apgd(Apgd::new(Norm::Linf, 0.1, 10).unwrap().targeted(9).unwrap());
+    let err = apgd_t.check_classes(3, false).unwrap_err();
+    assert!(err.message.contains("at least 4 classes"), "{err}");
+    assert!(apgd_t.check_classes(4, false).is_ok());
+}
+
+#[test]
+fn apgd_checkpoints_for_100_iterations() {
+    assert_eq!(
+        Schedule::checkpoints(100),
+        vec![22, 41, 57, 70, 80, 87, 93, 99]
+    );
+    // Short runs still check at least once per iteration window of one.
+    assert_eq!(Schedule::checkpoints(3), vec![1, 2, 3]);
+}
+
+/// Every adversarial example lies in the ball around its clean input and in [0, 1].
+fn assert_inside(clean: &Tensor<4>, adv: Tensor<4>, norm: Norm, eps: f32) {
+    let a = floats(adv.clone());
+    assert!(a.iter().all(|v| (0.0..=1.0).contains(v)), "left the box");
+    let n = clean.dims()[0];
+    let delta = (adv - clean.clone()).reshape([n, 16]);
+    let size = match norm {
+        Norm::Linf => delta.abs().max_dim(1),
+        Norm::L2 => delta.powf_scalar(2.0).sum_dim(1).sqrt(),
+    };
+    let largest = floats(size).into_iter().fold(0.0f32, f32::max);
+    assert!(largest <= eps + 1e-5, "{norm:?} norm {largest} > {eps}");
+}
+
+#[test]
+fn apgd_never_leaves_the_ball_or_the_box() {
+    let _turn = serial();
+    let d = Device::flex();
+    d.seed(3);
+    let model = Linear::random(10, &d);
+    // Pixels near the box's edges, so that the box is active.
+    let x =
+        Tensor::<4>::random([32, 1, 4, 4], Distribution::Uniform(0.0, 1.0), &d).powf_scalar(3.0);
+    let y = model.logits(x.clone()).argmax(1).squeeze_dim::<1>(1);
+    for (norm, eps) in [(Norm::Linf, 0.3), (Norm::L2, 1.0)] {
+        let base = Apgd::new(norm, eps, 20).unwrap();
+        for attack in [
+            base,
+            base.with_loss(AttackLoss::Dlr).unwrap(),
+            base.targeted(3).unwrap(),
+        ] {
+            for run in 0..attack.runs() {
+                let traced = attack.run(&model, &x, &y, None, run);
+                assert_inside(&x, traced.adversarial, norm, eps as f32);
+            }
+        }
+    }
+}
+
+/// Two classes, pixels at 0.5 (the box is not active for small radii): the analytic minimum
+/// margin over the L∞ ball is m − eps·‖d‖₁ and over the L2 ball m − eps·‖d‖₂, with d the
+/// difference of the two weight columns.
+fn linear_case(d: &Device) -> (Linear, Tensor<4>, Tensor<1, Int>, Vec<f32>, Vec<f32>) {
+    let model = Linear::random(2, d);
+    let x = Tensor::<4>::full([1, 1, 4, 4], 0.5, d);
+    let y = model.logits(x.clone()).argmax(1).squeeze_dim::<1>(1);
+    let w = floats(model.w.clone());
+    let diff: Vec<f32> = (0..16).map(|i| w[2 * i] - w[2 * i + 1]).collect();
+    let l1 = diff.iter().map(|v| v.abs()).sum::<f32>();
+    let l2 = diff.iter().map(|v| v * v).sum::<f32>().sqrt();
+    (model, x, y, vec![l1], vec![l2])
+}
+
+#[test]
+fn apgd_reaches_the_analytic_worst_case_of_a_linear_model() {
+    let _turn = serial();
+    let d = Device::flex();
+    d.seed(5);
+    let (model, x, y, l1, l2) = linear_case(&d);
+    let margin = model.margins(x.clone(), &y)[0];
+    for (norm, dual) in [(Norm::Linf, l1[0]), (Norm::L2, l2[0])] {
+        // A radius the example survives (40% of the way to the boundary).
+        let eps = 0.4 * margin / dual;
+        assert!(eps < 0.5, "radius {eps} would reach the box");
+        let apgd = Apgd::new(norm, f64::from(eps), 100).unwrap();
+        let adv = apgd.perturb(&model, &x, &y, None);
+        let reached = model.margins(adv, &y)[0];
+        let analytic = margin - eps * dual;
+        assert!(
+            close(reached, analytic, 1e-3 * margin),
+            "{norm:?}: APGD margin {reached}, analytic minimum {analytic}"
+        );
+    }
+}
+
+#[test]
+fn square_finds_the_minimum_margin_corner_of_a_linear_model() {
+    let _turn = serial();
+    let d = Device::flex();
+    d.seed(7);
+    let (model, x, y, l1, _) = linear_case(&d);
+    let margin = model.margins(x.clone(), &y)[0];
+    // Robust at 60% of the distance: Square must end at the corner m − eps·‖d‖₁ exactly.
+    let eps = 0.6 * margin / l1[0];
+    let square = Square::new(Norm::Linf, f64::from(eps), 1000).unwrap();
+    let adv = square.perturb(&model, &x, &y, None);
+    let reached = model.margins(adv.clone(), &y)[0];
+    let analytic = margin - eps * l1[0];
+    assert!(
+        close(reached, analytic, 1e-4 * margin),
+        "Square margin {reached}, analytic minimum {analytic}"
+    );
+    assert_inside(&x, adv, Norm::Linf, eps);
+    // Foolable only near the corner (at 105% of the distance): Square fools it.
+    let eps = 1.05 * margin / l1[0];
+    let square = Square::new(Norm::Linf, f64::from(eps), 1000).unwrap();
+    let traced = square.run(&model, &x, &y, None, 0);
+    assert!(model.margins(traced.adversarial, &y)[0] <= 0.0);
+    let at = ints(traced.iteration.unwrap())[0];
+    assert!((0..=1000).contains(&at), "query {at}");
+}
+
+#[test]
+fn worst_case_attacks_only_robust_points_and_equals_the_pointwise_worst_case() {
+    let _turn = serial();
+    let d = Device::flex();
+    d.seed(11);
+    let model = Linear::random(3, &d);
+    let x = Tensor::<4>::random([64, 1, 4, 4], Distribution::Uniform(0.2, 0.8), &d);
+    // Labels: the model's own predictions, with every fourth one wrong.
+    let pred = ints(model.logits(x.clone()).argmax(1).squeeze_dim::<1>(1));
+    let labels: Vec<i64> = pred
+        .iter()
+        .enumerate()
+        .map(|(i, p)| if i % 4 == 0 { (p + 1) % 3 } else { *p })
+        .collect();
+    let y = Tensor::<1, Int>::from_data(TensorData::new(labels, [64]), &d);
+    // Deterministic attacks: an example's outcome does not depend on the others.
+    let fgsm = Method::Fgsm(Fgsm::new(0.1).unwrap());
+    let pgd = Method::Pgd(
+        Pgd::new(Norm::Linf, 0.2, 10)
+            .unwrap()
+            .with_random_start(false),
+    );
+    let fooled = |m: &Method| -> Vec<bool> {
+        let adv = m.perturb(&model, &x, &y, None);
+        bools(model.decide(adv).not_equal(y.clone()))
+    };
+    let (by_fgsm, by_pgd) = (fooled(&fgsm), fooled(&pgd));
+    let clean = bools(model.decide(x.clone()).equal(y.clone()));
+    model.calls.borrow_mut().clear();
+    let out = worst_case(&model, &x, &y, &[fgsm, pgd], 3, None);
+    let calls = model.calls.borrow().clone();
+
+    let robust = bools(out.robust.clone());
+    let codes = ints(out.broken_by.clone());
+    let after_fgsm = (0..64).filter(|&i| clean[i] && !by_fgsm[i]).count();
+    let clean_count = clean.iter().filter(|c| **c).count();
+    assert!(
+        after_fgsm > 0 && after_fgsm < clean_count,
+        "FGSM left {after_fgsm} of {clean_count}: choose radii that split them"
+    );
+    for i in 0..64 {
+        assert_eq!(
+            robust[i],
+            clean[i] && !by_fgsm[i] && !by_pgd[i],
+            "example {i}"
+        );
+        let expected = match (clean[i], by_fgsm[i], by_pgd[i]) {
+            (false, _, _) => 0,
+            (true, true, _) => 1,
+            (true, false, true) => 2,
+            (true, false, false) => 0,
+        };
+        assert_eq!(codes[i], expected, "example {i}");
+    }
+    // Deterministic attacks run once despite 3 restarts; PGD's 10 gradient passes and its
+    // verdict see only the examples FGSM left robust.
+    let pgd_calls = calls.iter().filter(|&&c| c == after_fgsm).count();
+    assert_eq!(pgd_calls, 10 + 1, "{calls:?}");
+    assert!(calls.iter().all(|&c| c <= 64));
+}
+
+fn evaluate(dir: &std::path::Path, extra: &[&str]) -> serde_json::Value {
+    let model = reference_path();
+    let mut args = vec![
+        "evaluate",
+        "--model",
+        model.to_str().unwrap(),
+        "--eps",
+        "0.05",
+        "--version",
+        "custom",
+        "--attacks",
+        "apgd-ce,apgd-t,square",
+        "--steps",
+        "5",
+        "--targets",
+        "2",
+        "--queries",
+        "30",
+        "--limit",
+        "24",
+        "--batch",
+        "8",
+        "--no-checks",
+        "--json",
+    ];
+    args.extend_from_slice(extra);
+    json(&rampart(&args, dir))
+}
+
+#[test]
+fn resumed_evaluation_equals_an_uninterrupted_one() {
+    let _turn = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path();
+    let full = evaluate(p, &["--state", "a.json", "--per-example", "a.tsv"]);
+    // An interruption after the first batch: the state file as it was then.
+    let state: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(p.join("a.json")).unwrap()).unwrap();
+    let mut cut = state.clone();
+    let rows = cut["rows"].as_array_mut().unwrap();
+    assert_eq!(rows.len(), 24);
+    rows.truncate(8);
+    std::fs::write(p.join("b.json"), serde_json::to_vec(&cut).unwrap()).unwrap();
+    let resumed = evaluate(p, &["--state", "b.json", "--per-example", "b.tsv"]);
+    assert_eq!(resumed["resumed"], 8);
+    assert_eq!(full["resumed"], 0);
+    for key in [
+        "clean_accuracy",
+        "robust_accuracy",
+        "after_each",
+        "max_perturbation",
+    ] {
+        assert_eq!(full[key], resumed[key], "{key}");
+    }
+    let (a, b) = (
+        std::fs::read_to_string(p.join("a.tsv")).unwrap(),
+        std::fs::read_to_string(p.join("b.tsv")).unwrap(),
+    );
+    assert_eq!(a, b);
+    assert_eq!(a.lines().count(), 25);
+    // Robust accuracy never rises from one attack to the next, and ends at the worst case.
+    let after: Vec<f64> = full["after_each"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["robust_accuracy"].as_f64().unwrap())
+        .collect();
+    assert!(after.windows(2).all(|w| w[1] <= w[0]));
+    assert_eq!(after.last().copied(), full["robust_accuracy"].as_f64());
+    assert!(full["max_perturbation"].as_f64().unwrap() <= 0.05 + 1e-6);
+}
+
+#[test]
+fn a_state_file_of_another_run_is_refused() {
+    let _turn = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path();
+    evaluate(p, &["--state", "s.json"]);
+    let model = reference_path();
+    let err = failed(&rampart(
+        &[
+            "evaluate",
+            "--model",
+            model.to_str().unwrap(),
+            "--eps",
+            "0.1",
+            "--version",
+            "custom",
+            "--attacks",
+            "apgd-ce",
+            "--steps",
+            "5",
+            "--limit",
+            "24",
+            "--batch",
+            "8",
+            "--state",
+            "s.json",
+        ],
+        p,
+    ));
+    assert!(err.contains("s.json") && err.contains("another"), "{err}");
+}
+
+#[test]
+fn bad_evaluation_requests_get_one_clear_error() {
+    let _turn = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let model = reference_path();
+    let m = model.to_str().unwrap();
+    let cases: &[(&[&str], &str)] = &[
+        (&["--eps", "0.1", "--version", "custom"], "--attacks"),
+        (&["--eps", "0.1", "--attacks", "square"], "--version custom"),
+        (&["--eps", "0", "--version", "standard"], "--eps"),
+        (&["--eps", "0.1", "--steps", "0"], "--steps"),
+        (&["--eps", "0.1", "--queries", "0"], "--queries"),
+        (
+            &[
+                "--eps",
+                "0.1",
+                "--norm",
+                "l2",
+                "--version",
+                "custom",
+                "--attacks",
+                "square",
+            ],
+            "linf only",
+        ),
+    ];
+    for (flags, expected) in cases {
+        let mut args = vec!["evaluate", "--model", m, "--limit", "4"];
+        args.extend_from_slice(flags);
+        let err = failed(&rampart(&args, dir.path()));
+        assert!(err.contains(expected), "{flags:?}: {err}");
+        assert!(!err.contains("panicked"), "{err}");
+    }
+    // The L2 standard version runs without Square and says so.
+    let out = ok(&rampart(
+        &[
+            "evaluate",
+            "--model",
+            m,
+            "--limit",
+            "4",
+            "--eps",
+            "0.5",
+            "--norm",
+            "l2",
+            "--steps",
+            "3",
+            "--targets",
+            "1",
+            "--no-checks",
+        ],
+        dir.path(),
+    ));
+    assert!(out.contains("square left out"), "{out}");
+}
