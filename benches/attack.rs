@@ -1,5 +1,7 @@
-//! PGD step throughput (images·steps/s) and adversarial-training step throughput (images/s)
-//! for the `cnn` at batch 256.
+//! PGD step, APGD iteration and Square query throughput (images·steps/s, one forward and one
+//! backward per PGD/APGD step, one forward per Square query) and adversarial-training step
+//! throughput (images/s) for the `cnn` at batch 256. APGD and Square run at a radius too small
+//! to fool anything, so the whole batch is attacked at every step.
 //!
 //!   cargo bench --bench attack
 //!   RAMPART_BENCH_DEVICE=wgpu cargo bench --bench attack
@@ -8,12 +10,12 @@ use burn::nn::loss::CrossEntropyLossConfig;
 use burn::optim::{AdamConfig, GradientsParams};
 use burn::tensor::{Device, Distribution, Int, Tensor};
 use divan::{Bencher, counter::ItemsCount};
-use rampart::attack::{Attack, Norm, Pgd};
+use rampart::attack::{Apgd, Attack, Norm, Pgd, Square};
 use rampart::device;
 use rampart::model::{Arch, ImageSpec};
 
 const BATCH: usize = 256;
-const STEPS: usize = 5;
+const STEPS: usize = 20;
 
 fn main() {
     divan::main();
@@ -49,6 +51,35 @@ fn pgd_steps(bencher: Bencher) {
     let _ = attack.perturb(&model, &x, &y, None).into_data();
     bencher
         .counter(ItemsCount::new(BATCH * STEPS))
+        .bench_local(|| attack.perturb(&model, &x, &y, None).into_data());
+}
+
+/// One APGD-CE run of STEPS iterations on a batch: counter is images × steps.
+#[divan::bench(sample_count = 5, sample_size = 1)]
+fn apgd_steps(bencher: Bencher) {
+    let device = chosen();
+    let model = ImageSpec::fashion_normalised(Arch::Cnn).init(&device);
+    let (x, y) = batch(&device);
+    let attack = Apgd::new(Norm::Linf, 1e-6, STEPS).expect("valid attack");
+    let _ = attack.perturb(&model, &x, &y, None).into_data();
+    bencher
+        .counter(ItemsCount::new(BATCH * STEPS))
+        .bench_local(|| attack.perturb(&model, &x, &y, None).into_data());
+}
+
+/// Queries of one Square run on a batch: counter is images × queries.
+#[divan::bench(sample_count = 5, sample_size = 1)]
+fn square_queries(bencher: Bencher) {
+    const QUERIES: usize = 20;
+    let device = chosen();
+    let model = ImageSpec::fashion_normalised(Arch::Cnn).init(&device);
+    let (x, _) = batch(&device);
+    // Labels the model gets right, so that no example drops out of the batch.
+    let y = model.forward(x.clone()).argmax(1).squeeze_dim::<1>(1);
+    let attack = Square::new(Norm::Linf, 1e-6, QUERIES).expect("valid attack");
+    let _ = attack.perturb(&model, &x, &y, None).into_data();
+    bencher
+        .counter(ItemsCount::new(BATCH * QUERIES))
         .bench_local(|| attack.perturb(&model, &x, &y, None).into_data());
 }
 

@@ -256,7 +256,13 @@ impl Apgd {
                 bounds,
             );
 
-            let (g, l, logits) = self.gradient(model, x, &x_adv, &ya, ta.as_ref());
+            // The last point's gradient would never be used: its loss needs a forward only.
+            let last = i + 1 == self.steps;
+            let (g, l, logits) = if last {
+                self.forward(model, x, &x_adv, y, target)
+            } else {
+                self.gradient(model, x, &x_adv, &ya, ta.as_ref())
+            };
             grad = g;
             let now_wrong = fooled(logits, y, goal.as_ref());
             x_best_adv = blend(&now_wrong, &x_adv, x_best_adv);
@@ -320,6 +326,20 @@ impl Apgd {
                 t.clone() / (l2_norms(&t) + 1e-12) * self.epsilon
             }
         }
+    }
+
+    /// The per-example loss and logits at `x_adv` without a gradient (zeros in its place).
+    fn forward<const D: usize, C: Classifier<D>>(
+        &self,
+        model: &C,
+        x: &C::Input,
+        x_adv: &Tensor<D>,
+        y: &Tensor<1, Int>,
+        target: Option<&Tensor<1, Int>>,
+    ) -> (Tensor<D>, Tensor<1>, Tensor<2>) {
+        let logits = model.logits(x.with_x(x_adv.clone()));
+        let loss = loss_per_example(self.loss, logits.clone(), y, target);
+        (x_adv.zeros_like(), loss, logits)
     }
 
     /// The input gradient of the summed per-example loss at `x_adv`, averaged over `eot`

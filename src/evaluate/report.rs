@@ -150,12 +150,12 @@ impl fmt::Display for EvaluateReport {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(
             f,
-            "{} on {} ({} examples, {}): {:?} {:?} eps {} ({})",
+            "{} on {} ({} examples, {}): {} {:?} eps {} ({})",
             self.model.path.display(),
             self.data.name,
             self.examples,
             self.input,
-            self.version,
+            format!("{:?}", self.version).to_lowercase(),
             self.norm,
             self.epsilon,
             self.units,
