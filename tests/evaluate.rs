@@ -9,24 +9,31 @@ mod common;
 use std::cell::RefCell;
 
 use burn::tensor::{Device, Distribution, Int, Tensor, TensorData};
-use common::{bools, failed, floats, ints, json, ok, rampart, reference_path, serial};
+use common::{bools, failed, floats, ints, json, rampart, reference_path, serial};
 use rampart::attack::apgd::{Apgd, Schedule};
 use rampart::attack::loss::{AttackLoss, per_example};
 use rampart::attack::{Attack, Fgsm, Method, Norm, Pgd, Square, worst_case};
 use rampart::classifier::{Classifier, Domain};
 
-/// K classes, logits x·W + b on 1x4x4 images in [0, 1]; records the batch size of every call.
+/// K classes, logits x·W + b on 1xSxS images in [0, 1] (S = 4 unless said); records the
+/// batch size of every call.
 struct Linear {
     w: Tensor<2>,
     b: Tensor<1>,
+    side: usize,
     calls: RefCell<Vec<usize>>,
 }
 
 impl Linear {
     fn random(k: usize, device: &Device) -> Self {
+        Self::sized(k, 4, device)
+    }
+
+    fn sized(k: usize, side: usize, device: &Device) -> Self {
         Self {
-            w: Tensor::random([16, k], Distribution::Normal(0.0, 1.0), device),
+            w: Tensor::random([side * side, k], Distribution::Normal(0.0, 1.0), device),
             b: Tensor::random([k], Distribution::Normal(0.0, 0.1), device),
+            side,
             calls: RefCell::new(Vec::new()),
         }
     }
@@ -48,7 +55,8 @@ impl Classifier<4> for Linear {
     fn logits(&self, x: Tensor<4>) -> Tensor<2> {
         self.calls.borrow_mut().push(x.dims()[0]);
         let n = x.dims()[0];
-        x.reshape([n, 16]).matmul(self.w.clone()) + self.b.clone().unsqueeze_dim(0)
+        x.reshape([n, self.side * self.side]).matmul(self.w.clone())
+            + self.b.clone().unsqueeze_dim(0)
     }
 
     fn num_classes(&self) -> usize {
@@ -57,7 +65,7 @@ impl Classifier<4> for Linear {
 
     fn domain(&self) -> Domain {
         Domain {
-            shape: vec![1, 4, 4],
+            shape: vec![1, self.side, self.side],
             bounds: Some((0.0, 1.0)),
             units: "pixels in [0, 1]",
         }
@@ -127,8 +135,8 @@ fn apgd_checkpoints_for_100_iterations() {
 fn assert_inside(clean: &Tensor<4>, adv: Tensor<4>, norm: Norm, eps: f32) {
     let a = floats(adv.clone());
     assert!(a.iter().all(|v| (0.0..=1.0).contains(v)), "left the box");
-    let n = clean.dims()[0];
-    let delta = (adv - clean.clone()).reshape([n, 16]);
+    let [n, _, h, w] = clean.dims();
+    let delta = (adv - clean.clone()).reshape([n, h * w]);
     let size = match norm {
         Norm::Linf => delta.abs().max_dim(1),
         Norm::L2 => delta.powf_scalar(2.0).sum_dim(1).sqrt(),
@@ -402,19 +410,6 @@ fn bad_evaluation_requests_get_one_clear_error() {
         (&["--eps", "0", "--version", "standard"], "--eps"),
         (&["--eps", "0.1", "--steps", "0"], "--steps"),
         (&["--eps", "0.1", "--queries", "0"], "--queries"),
-        (
-            &[
-                "--eps",
-                "0.1",
-                "--norm",
-                "l2",
-                "--version",
-                "custom",
-                "--attacks",
-                "square",
-            ],
-            "linf only",
-        ),
     ];
     for (flags, expected) in cases {
         let mut args = vec!["evaluate", "--model", m, "--limit", "4"];
@@ -423,14 +418,14 @@ fn bad_evaluation_requests_get_one_clear_error() {
         assert!(err.contains(expected), "{flags:?}: {err}");
         assert!(!err.contains("panicked"), "{err}");
     }
-    // The L2 standard version runs without Square and says so.
-    let out = ok(&rampart(
+    // The L2 standard version runs APGD-CE, APGD-T and Square, and stays inside the ball.
+    let report = json(&rampart(
         &[
             "evaluate",
             "--model",
             m,
             "--limit",
-            "4",
+            "8",
             "--eps",
             "0.5",
             "--norm",
@@ -439,9 +434,113 @@ fn bad_evaluation_requests_get_one_clear_error() {
             "3",
             "--targets",
             "1",
+            "--queries",
+            "20",
             "--no-checks",
+            "--json",
         ],
         dir.path(),
     ));
-    assert!(out.contains("square left out"), "{out}");
+    let names: Vec<&str> = report["after_each"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["attack"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["apgd-ce", "apgd-t", "square"]);
+    assert!(report["max_perturbation"].as_f64().unwrap() <= 0.5 + 1e-5);
+}
+
+#[test]
+fn l2_square_stays_on_the_ball_and_fools_what_only_its_edge_fools() {
+    let _turn = serial();
+    let d = Device::flex();
+    d.seed(13);
+    let model = Linear::sized(2, 10, &d);
+    let x = Tensor::<4>::full([1, 1, 10, 10], 0.5, &d);
+    let y = model.logits(x.clone()).argmax(1).squeeze_dim::<1>(1);
+    let margin = model.margins(x.clone(), &y)[0];
+    let w = floats(model.w.clone());
+    let l2 = (0..100)
+        .map(|i| (w[2 * i] - w[2 * i + 1]).powi(2))
+        .sum::<f32>()
+        .sqrt();
+    // Twice the L2 distance to the boundary: fooled, but not by a random direction.
+    let eps = 2.0 * margin / l2;
+    assert!(eps < 0.5 * 10.0, "radius {eps}");
+    let square = Square::new(Norm::L2, f64::from(eps), 2000).unwrap();
+    let traced = square.run(&model, &x, &y, None, 0);
+    assert_inside(&x, traced.adversarial.clone(), Norm::L2, eps);
+    assert!(
+        model.margins(traced.adversarial, &y)[0] <= 0.0,
+        "not fooled"
+    );
+    // Inputs that are not images of at least 5x5 are refused where the plan is checked.
+    let small = Method::Square(Square::new(Norm::L2, 0.5, 10).unwrap());
+    let err = small
+        .check_domain(&Linear::random(2, &d).domain())
+        .unwrap_err();
+    assert!(err.message.contains("at least 5x5"), "{err}");
+}
+
+#[test]
+fn a_randomized_model_is_flagged_unless_evaluated_with_rand() {
+    let _turn = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let model = reference_path();
+    let run = |version: &str| {
+        json(&rampart(
+            &[
+                "evaluate",
+                "--model",
+                model.to_str().unwrap(),
+                "--eps",
+                "0.05",
+                "--sigma",
+                "0.25",
+                "--version",
+                version,
+                "--steps",
+                "3",
+                "--targets",
+                "1",
+                "--queries",
+                "10",
+                "--limit",
+                "8",
+                "--json",
+            ],
+            dir.path(),
+        ))
+    };
+    let randomized = |report: &serde_json::Value| {
+        report["checks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["name"] == "randomized_forward")
+            .cloned()
+            .unwrap()
+    };
+    let standard = run("standard");
+    let check = randomized(&standard);
+    assert!(check["value"].as_f64().unwrap() > 0.0, "{check}");
+    assert!(
+        check["warning"]
+            .as_str()
+            .unwrap()
+            .contains("--version rand"),
+        "{check}"
+    );
+    let rand = run("rand");
+    assert!(randomized(&rand)["warning"].is_null());
+    let names: Vec<&str> = rand["after_each"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["attack"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["apgd-ce", "apgd-dlr"]);
+    assert_eq!(rand["attacks"][0]["eot"], 20);
+    assert_eq!(rand["sigma"], 0.25);
 }

@@ -203,6 +203,21 @@ impl Method {
     /// Refuses a radius larger than the domain itself (an epsilon of 5 on pixels in [0, 1]):
     /// such an attack is not a threat model but a replacement of the input.
     pub fn check_domain(&self, domain: &Domain) -> Result<(), AttackError> {
+        if let Method::Square(s) = self {
+            let side = |i: usize| domain.shape.get(i).copied().unwrap_or(0);
+            if s.norm() == Norm::L2
+                && (domain.shape.len() != 3 || side(1).min(side(2)) < square::L2_MIN_SIDE)
+            {
+                return Err(AttackError::new(
+                    "norm",
+                    format!(
+                        "l2: the L2 Square attack works on images of at least {0}x{0} pixels; these inputs have shape {1:?} (use linf, or leave square out)",
+                        square::L2_MIN_SIDE,
+                        domain.shape
+                    ),
+                ));
+            }
+        }
         let diameter = match self.norm() {
             Norm::Linf => domain.linf_diameter(),
             Norm::L2 => domain.l2_diameter(),

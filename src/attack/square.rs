@@ -1,19 +1,25 @@
-//! The Square attack (Andriushchenko et al., ECCV 2020), L∞: a score-based random search that
-//! uses only the model's outputs, never its gradients, so a defence that hides its gradients
-//! does not stop it.
+//! The Square attack (Andriushchenko et al., ECCV 2020), L∞ and L2: a score-based random
+//! search that uses only the model's outputs, never its gradients, so a defence that hides its
+//! gradients does not stop it.
 //!
-//! Each run starts from vertical stripes of ±epsilon and, at each query, proposes moving one
-//! random square window of every example (side √(p · pixels), the same position for the whole
-//! batch, one random sign per channel) to the opposite corner of the ball; a proposal is kept
-//! when it lowers the margin z_y − max_{i≠y} z_i or misclassifies the example. The fraction p
+//! L∞: each run starts from vertical stripes of ±epsilon and, at each query, proposes moving
+//! one random square window of every example (side √(p · pixels), the same position for the
+//! whole batch, one random sign per channel) to a random corner of the ball. L2 ([`l2`]):
+//! the start is a grid of the paper's centred square patterns, and each query moves the mass
+//! of one window into a new pattern at another, staying on the epsilon sphere. A proposal is
+//! kept when it lowers the margin z_y − max_{i≠y} z_i or misclassifies the example. The fraction p
 //! starts at `p_init` and halves on the paper's schedule (rescaled to the query budget, as
 //! AutoAttack does). Examples already fooled drop out of the batch every few queries; that is
 //! the only read-back.
 
 use burn::tensor::{Bool, Distribution, IndexingUpdateOp, Int, Tensor};
+use rand::SeedableRng;
+use rand::rngs::StdRng;
 use serde::{Deserialize, Serialize};
 
 use super::ball::{Norm, per_example};
+
+mod l2;
 use super::{Attack, AttackError, Traced, positive};
 use crate::classifier::{Classifier, Input};
 
@@ -23,6 +29,8 @@ pub const DEFAULT_QUERIES: usize = 5_000;
 pub const DEFAULT_P_INIT: f64 = 0.8;
 /// Most queries of one run.
 pub const MAX_QUERIES: usize = 1_000_000;
+/// The smallest image side L2 Square works on (its first windows are a fifth of a side).
+pub const L2_MIN_SIDE: usize = 5;
 /// Queries between two shrinks of the batch to the examples not yet fooled.
 const SHRINK_EVERY: usize = 20;
 
@@ -61,16 +69,10 @@ impl TryFrom<SquareParams> for Square {
 }
 
 impl Square {
-    /// Square of `queries` queries (1 to [`MAX_QUERIES`]) in the L∞ ball of radius `epsilon`,
-    /// `p_init` 0.8, one run. The L2 version is not implemented yet and is refused.
+    /// Square of `queries` queries (1 to [`MAX_QUERIES`]) in the `norm` ball of radius
+    /// `epsilon`, `p_init` 0.8, one run.
     pub fn new(norm: Norm, epsilon: f64, queries: usize) -> Result<Self, AttackError> {
         positive("epsilon", epsilon)?;
-        if norm == Norm::L2 {
-            return Err(AttackError::new(
-                "norm",
-                "l2: the Square attack is implemented for linf only; leave square out of an L2 evaluation".into(),
-            ));
-        }
         if !(1..=MAX_QUERIES).contains(&queries) {
             return Err(AttackError::new(
                 "queries",
@@ -196,10 +198,23 @@ impl Square {
             margin(model.logits(xs.with_x(t.reshape(shape))), ys)
         };
         let clean = x.x().clone().reshape([n, c, h, w]);
-        let stripes = Tensor::<4>::random([n, c, 1, w], Distribution::Uniform(-1.0, 1.0), &device)
-            .sign()
-            .expand([n, c, h, w]);
-        let mut best = clamp(clean.clone() + stripes * eps);
+        let mut best = clamp(match self.norm {
+            Norm::Linf => {
+                let stripes =
+                    Tensor::<4>::random([n, c, 1, w], Distribution::Uniform(-1.0, 1.0), &device)
+                        .sign()
+                        .expand([n, c, h, w]);
+                clean.clone() + stripes * eps
+            }
+            Norm::L2 => clean.clone() + l2::start(n, c, h, w, &device) * eps,
+        });
+        // L2 windows are cut with host-side positions, from a generator seeded by the device's.
+        let mut rng = (self.norm == Norm::L2).then(|| {
+            StdRng::seed_from_u64(
+                Tensor::<1>::random([1], Distribution::Uniform(0.0, 4.0e9), &device)
+                    .into_scalar::<f64>() as u64,
+            )
+        });
         let mut margin_min = query(x, best.clone(), y);
         let never = (self.queries + 1) as f64;
         let mut first = Tensor::<1>::full([n], never, &device)
@@ -240,21 +255,34 @@ impl Square {
             }
             let m = sy.dims()[0];
             let p = self.p_at(it);
-            let (sh, sw) = if h == 1 {
-                (1, ((p * w as f64).round() as usize).clamp(1, w))
-            } else {
-                let s = ((p * features as f64 / c as f64).sqrt().round() as usize).max(1);
-                (s.min(h.min(w)), s.min(h.min(w)))
+            let proposal = match self.norm {
+                Norm::Linf => {
+                    let (sh, sw) = if h == 1 {
+                        (1, ((p * w as f64).round() as usize).clamp(1, w))
+                    } else {
+                        let s = ((p * features as f64 / c as f64).sqrt().round() as usize).max(1);
+                        (s.min(h.min(w)), s.min(h.min(w)))
+                    };
+                    let window = window(&rows, h - sh + 1, sh) * window(&cols, w - sw + 1, sw);
+                    let signs = Tensor::<4>::random(
+                        [m, c, 1, 1],
+                        Distribution::Uniform(-1.0, 1.0),
+                        &device,
+                    )
+                    .sign();
+                    let proposal = sbest.clone() + window * signs * (2.0 * eps);
+                    proposal
+                        .max_pair(sclean.clone() - eps)
+                        .min_pair(sclean.clone() + eps)
+                }
+                Norm::L2 => {
+                    let s = ((p * features as f64 / c as f64).sqrt().round() as usize).max(3);
+                    let s = (s + 1 - s % 2).min(h.min(w));
+                    let rng = rng.as_mut().expect("L2 runs seed a generator");
+                    l2::propose(&sclean, &sbest, s, eps, rng)
+                }
             };
-            let window = window(&rows, h - sh + 1, sh) * window(&cols, w - sw + 1, sw);
-            let signs =
-                Tensor::<4>::random([m, c, 1, 1], Distribution::Uniform(-1.0, 1.0), &device).sign();
-            let proposal = sbest.clone() + window * signs * (2.0 * eps);
-            let proposal = clamp(
-                proposal
-                    .max_pair(sclean.clone() - eps)
-                    .min_pair(sclean.clone() + eps),
-            );
+            let proposal = clamp(proposal);
             let margin = query(&sx, proposal.clone(), &sy);
             let accept = margin
                 .clone()

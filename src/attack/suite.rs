@@ -94,7 +94,7 @@ impl Budget {
 }
 
 /// The attacks of `version` in the order they run, and notes on what differs from the
-/// reference (no FAB-T; no L2 Square). `custom` takes `attacks`.
+/// reference (no FAB or FAB-T). `custom` takes `attacks`.
 pub fn attacks(
     version: Version,
     custom: &[Named],
@@ -131,12 +131,8 @@ pub fn attacks(
         }
     };
     if matches!(version, Version::Standard | Version::Plus) {
-        if budget.norm == Norm::Linf {
-            // After the two APGD runs in both versions, as AutoAttack orders them.
-            plan.insert(2, budget.square()?);
-        } else {
-            notes.push("square left out: only its linf version is implemented".to_string());
-        }
+        // After the two APGD runs in both versions, as AutoAttack orders them.
+        plan.insert(2, budget.square()?);
         if version == Version::Plus {
             plan.push(budget.apgd_t()?);
         }

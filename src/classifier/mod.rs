@@ -13,6 +13,7 @@
 //! [`fusion::EmbeddingView`]).
 
 pub mod fusion;
+pub mod noisy;
 
 use burn::tensor::{Int, Tensor};
 use serde::Serialize;

@@ -43,6 +43,11 @@ pub struct EvaluateArgs {
     /// APGD-T target classes (AutoAttack: 9; at most the model's classes − 1).
     #[arg(long, default_value_t = 9)]
     pub targets: usize,
+    /// Evaluate the randomized classifier that adds Gaussian noise of this standard deviation
+    /// (input units) to every input, the base classifier of randomized smoothing; use it
+    /// with --version rand.
+    #[arg(long)]
+    pub sigma: Option<f64>,
     /// Fusion models: which input to perturb (default: network features).
     #[arg(long, value_enum)]
     pub modality: Option<Modality>,
@@ -91,6 +96,11 @@ fn plan(args: &EvaluateArgs) -> Result<Plan, CliError> {
         targets: args.targets,
         ..Budget::new(args.norm, args.eps)
     };
+    if let Some(s) = args.sigma.filter(|s| !(s.is_finite() && *s > 0.0)) {
+        return Err(CliError::Usage(format!(
+            "--sigma must be a positive number, got {s}"
+        )));
+    }
     let (attacks, notes) = suite::attacks(args.version, &args.attacks, &budget).map_err(flag)?;
     Ok(Plan {
         version: args.version,
@@ -101,6 +111,7 @@ fn plan(args: &EvaluateArgs) -> Result<Plan, CliError> {
         checks: !args.no_checks,
         keep_examples: args.save_examples.is_some(),
         state: args.state.clone(),
+        sigma: args.sigma,
     })
 }
 

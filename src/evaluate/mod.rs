@@ -22,6 +22,7 @@ use crate::attack::ball::l2_norms;
 use crate::attack::examples::Saved;
 use crate::attack::suite::Version;
 use crate::attack::{Attack, AttackError, Method, worst_case};
+use crate::classifier::noisy::Noisy;
 use crate::classifier::{Classifier, Input};
 use crate::model::Modality;
 use crate::workload::{Examples, Job, Workload, WorkloadError};
@@ -61,6 +62,8 @@ pub struct Plan {
     pub keep_examples: bool,
     /// Where progress is kept after each batch, and resumed from.
     pub state: Option<PathBuf>,
+    /// Evaluate the randomized classifier with this much Gaussian input noise (input units).
+    pub sigma: Option<f64>,
 }
 
 /// One example's outcome: one line of the per-example TSV.
@@ -115,6 +118,25 @@ impl Job for EvaluateJob<'_> {
     type Output = Result<Found, EvaluateError>;
 
     fn run<const D: usize, C: Classifier<D>>(
+        self,
+        model: &C,
+        ex: Examples<C::Input>,
+    ) -> Result<Found, EvaluateError> {
+        match self.plan.sigma {
+            Some(sigma) => self.evaluate(
+                &Noisy {
+                    inner: model,
+                    sigma,
+                },
+                ex,
+            ),
+            None => self.evaluate(model, ex),
+        }
+    }
+}
+
+impl EvaluateJob<'_> {
+    fn evaluate<const D: usize, C: Classifier<D>>(
         self,
         model: &C,
         ex: Examples<C::Input>,

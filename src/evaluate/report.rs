@@ -27,6 +27,8 @@ pub struct EvaluateReport {
     pub norm: Norm,
     pub epsilon: f64,
     pub version: Version,
+    /// The Gaussian noise of the randomized classifier evaluated (`--sigma`), input units.
+    pub sigma: Option<f64>,
     /// How this protocol differs from the reference one.
     pub notes: Vec<String>,
     pub attacks: Vec<Method>,
@@ -93,6 +95,7 @@ pub(super) fn build(
         norm,
         epsilon: first.map(Method::epsilon).unwrap_or(0.0),
         version: plan.version,
+        sigma: plan.sigma,
         notes: plan.notes.clone(),
         attacks: plan.attacks.clone(),
         examples: rows.len(),
@@ -160,6 +163,9 @@ impl fmt::Display for EvaluateReport {
             self.epsilon,
             self.units,
         )?;
+        if let Some(s) = self.sigma {
+            writeln!(f, "randomized classifier: Gaussian input noise sigma {s}")?;
+        }
         for note in &self.notes {
             writeln!(f, "note: {note}")?;
         }

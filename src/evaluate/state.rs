@@ -33,6 +33,7 @@ pub fn fingerprint(work: &Workload, plan: &Plan, modality: Option<Modality>) -> 
         "modality": modality.map(modality_name),
         "attacks": plan.attacks,
         "seed": plan.seed,
+        "sigma": plan.sigma,
         "batch": plan.batch,
         "device": work.device.description,
     });
