@@ -209,3 +209,68 @@ fn auto_falls_back_from_a_software_adapter_to_flex() {
         );
     }
 }
+
+/// APGD-T (sorted logits in the DLR loss, per-example steps) and Square L∞ and L2 (row
+/// selection, window slices) on wgpu: inside the ball and the box, and they fool the mlp at a
+/// large radius. The random streams differ between backends, so this checks behaviour, not
+/// equality with flex.
+#[test]
+fn apgd_t_and_square_run_on_wgpu() {
+    use rampart::attack::{Apgd, Square};
+    use rampart::classifier::Classifier;
+    let _turn = common::serial();
+    let gpu = wgpu();
+    gpu.seed(5);
+    let model = ImageSpec::fashion_normalised(Arch::Mlp)
+        .init(&Device::flex())
+        .to_device(&gpu)
+        .valid();
+    let x = Tensor::<4>::random([16, 1, 28, 28], Distribution::Uniform(0.0, 1.0), &gpu);
+    let y = model.decide(x.clone());
+    let apgd_t = Apgd::new(Norm::Linf, 0.3, 10).unwrap().targeted(2).unwrap();
+    let mut adv_t = x.clone();
+    for run in 0..apgd_t.runs() {
+        adv_t = apgd_t.run(&model, &x, &y, None, run).adversarial;
+    }
+    let square_linf = Square::new(Norm::Linf, 0.3, 50).unwrap();
+    let square_l2 = Square::new(Norm::L2, 5.0, 50).unwrap();
+    let found = [
+        ("apgd-t", adv_t, Norm::Linf, 0.3),
+        (
+            "square linf",
+            square_linf.perturb(&model, &x, &y, None),
+            Norm::Linf,
+            0.3,
+        ),
+        (
+            "square l2",
+            square_l2.perturb(&model, &x, &y, None),
+            Norm::L2,
+            5.0,
+        ),
+    ];
+    for (name, adv, norm, eps) in found {
+        let delta = (adv.clone() - x.clone()).reshape([16, 784]);
+        let size = match norm {
+            Norm::Linf => delta.abs().max_dim(1),
+            Norm::L2 => delta.powf_scalar(2.0).sum_dim(1).sqrt(),
+        };
+        let largest = vec(size).into_iter().fold(0f32, f32::max);
+        assert!(
+            largest <= eps + 1e-4,
+            "{name}: {norm:?} norm {largest} > {eps}"
+        );
+        let pixels = vec(adv.clone().reshape([16, 784]));
+        assert!(
+            pixels.iter().all(|p| (0.0..=1.0).contains(p)),
+            "{name}: left the box"
+        );
+        let fooled: i64 = model
+            .decide(adv)
+            .not_equal(y.clone())
+            .int()
+            .sum()
+            .into_scalar();
+        assert!(fooled > 0, "{name} fooled nothing at a large radius");
+    }
+}
