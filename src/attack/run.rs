@@ -90,6 +90,8 @@ impl Job for AttackJob<'_> {
         for a in &plan.attacks {
             a.check_domain(&domain)
                 .map_err(|e| WorkloadError::Mismatch(format!("--eps: {}", e.message)))?;
+            a.check_classes(model.num_classes(), plan.target.is_some())
+                .map_err(|e| WorkloadError::Mismatch(format!("--loss: {}", e.message)))?;
         }
         let classes = model.num_classes();
         if let Some(t) = plan.target.filter(|t| *t >= classes) {
