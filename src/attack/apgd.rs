@@ -241,20 +241,35 @@ impl Apgd {
         let mut loss_best_at_check = loss_best.clone();
         let mut halved_at_check = Tensor::<1, Bool>::full([n], true, &device);
 
+        // L∞: the ball intersected with the box is a pair of bounds, computed once.
+        let linf_box = (self.norm == Norm::Linf).then(|| {
+            let lo = clean.clone() - self.epsilon;
+            let hi = clean.clone() + self.epsilon;
+            match bounds {
+                Some((a, b)) => (lo.clamp(a, b), hi.clamp(a, b)),
+                None => (lo, hi),
+            }
+        });
+        let project = |t: Tensor<D>| match &linf_box {
+            Some((lo, hi)) => t.max_pair(lo.clone()).min_pair(hi.clone()),
+            None => ball.project(clean, t, bounds),
+        };
         for i in 0..self.steps {
-            let momentum = if i == 0 { 1.0 } else { MOMENTUM };
-            let change = x_adv.clone() - x_prev;
-            x_prev = x_adv.clone();
-            let z = ball.project(
-                clean,
-                x_adv.clone() + ball.step(grad, 1.0) * col(eta.clone()),
-                bounds,
-            );
-            x_adv = ball.project(
-                clean,
-                x_adv.clone() + (z - x_adv) * momentum + change * (1.0 - momentum),
-                bounds,
-            );
+            let step = match self.norm {
+                Norm::Linf => grad.sign(),
+                Norm::L2 => ball.step(grad, 1.0),
+            } * col(eta.clone());
+            let z = project(x_adv.clone() + step);
+            x_adv = if i == 0 {
+                // Momentum 1.0 on the first step: the step itself.
+                x_prev = x_adv;
+                z
+            } else {
+                // x + α(z − x) + (1 − α)(x − x_prev), as z·α + (2x − x_prev)·(1 − α).
+                let next = z * MOMENTUM + (x_adv.clone() * 2.0 - x_prev) * (1.0 - MOMENTUM);
+                x_prev = x_adv;
+                project(next)
+            };
 
             // The last point's gradient would never be used: its loss needs a forward only.
             let last = i + 1 == self.steps;

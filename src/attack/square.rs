@@ -10,11 +10,12 @@
 //! kept when it lowers the margin z_y − max_{i≠y} z_i or misclassifies the example. The fraction p
 //! starts at `p_init` and halves on the paper's schedule (rescaled to the query budget, as
 //! AutoAttack does). Examples already fooled drop out of the batch every few queries; that is
-//! the only read-back.
+//! the only read-back besides one per run that seeds the host generator drawing the windows'
+//! positions.
 
-use burn::tensor::{Bool, Distribution, IndexingUpdateOp, Int, Tensor};
-use rand::SeedableRng;
+use burn::tensor::{Bool, Device, Distribution, IndexingUpdateOp, Int, Tensor, TensorData};
 use rand::rngs::StdRng;
+use rand::{RngExt, SeedableRng};
 use serde::{Deserialize, Serialize};
 
 use super::ball::{Norm, per_example};
@@ -154,15 +155,6 @@ fn image_shape(dims: &[usize]) -> [usize; 4] {
     }
 }
 
-/// The margin z_y − max_{i≠y} z_i per example (positive: still correct).
-fn margin(logits: Tensor<2>, y: &Tensor<1, Int>) -> Tensor<1> {
-    let k = logits.dims()[1];
-    let onehot = y.clone().one_hot::<2>(k).float();
-    let own = (logits.clone() * onehot.clone()).sum_dim(1);
-    let other = (logits - onehot * 1e9).max_dim(1);
-    (own - other).squeeze_dim::<1>(1)
-}
-
 /// Rows of `a` where `mask` holds, else rows of `b`.
 fn blend(mask: &Tensor<1, Bool>, a: Tensor<4>, b: Tensor<4>) -> Tensor<4> {
     let shape = b.dims();
@@ -192,11 +184,17 @@ impl Square {
             Some((lo, hi)) => t.clamp(lo, hi),
             None => t,
         };
-        let query = |xs: &C::Input, t: Tensor<4>, ys: &Tensor<1, Int>| {
+        let classes = model.num_classes();
+        // The margin of each row, with the labels' one-hot penalty computed once per subset.
+        let query = |xs: &C::Input, t: Tensor<4>, onehot: &Tensor<2>| {
             let mut shape = dims;
             shape[0] = t.dims()[0];
-            margin(model.logits(xs.with_x(t.reshape(shape))), ys)
+            let logits = model.logits(xs.with_x(t.reshape(shape)));
+            let own = (logits.clone() * onehot.clone()).sum_dim(1);
+            let other = (logits - onehot.clone() * 1e9).max_dim(1);
+            (own - other).squeeze_dim::<1>(1)
         };
+        let onehot_of = |ys: &Tensor<1, Int>| ys.clone().one_hot::<2>(classes).float();
         let clean = x.x().clone().reshape([n, c, h, w]);
         let mut best = clamp(match self.norm {
             Norm::Linf => {
@@ -208,34 +206,27 @@ impl Square {
             }
             Norm::L2 => clean.clone() + l2::start(n, c, h, w, &device) * eps,
         });
-        // L2 windows are cut with host-side positions, from a generator seeded by the device's.
-        let mut rng = (self.norm == Norm::L2).then(|| {
-            StdRng::seed_from_u64(
-                Tensor::<1>::random([1], Distribution::Uniform(0.0, 4.0e9), &device)
-                    .into_scalar::<f64>() as u64,
-            )
-        });
-        let mut margin_min = query(x, best.clone(), y);
-        let never = (self.queries + 1) as f64;
-        let mut first = Tensor::<1>::full([n], never, &device)
-            .mask_fill(margin_min.clone().lower_equal_elem(0.0), 0.0);
-
-        let rows = Tensor::<1, Int>::arange(0..h as i64, &device)
-            .float()
-            .reshape([1, 1, h, 1]);
-        let cols = Tensor::<1, Int>::arange(0..w as i64, &device)
-            .float()
-            .reshape([1, 1, 1, w]);
+        // Window positions come from a host generator seeded by the device's (one read).
+        let mut rng = StdRng::seed_from_u64(
+            Tensor::<1>::random([1], Distribution::Uniform(0.0, 4.0e9), &device)
+                .into_scalar::<f64>() as u64,
+        );
+        let mut margin_min = query(x, best.clone(), &onehot_of(y));
+        let fooled_at_start = margin_min.clone().lower_equal_elem(0.0);
+        // Queries after which each example was still unfooled: its first fooling query − 1.
+        let mut alive = Tensor::<1>::zeros([n], &device);
         let features = c * h * w;
         // The examples still correct: their positions in the batch, and their rows.
         let mut idx = Tensor::<1, Int>::arange(0..n as i64, &device);
         let (mut sx, mut sclean, mut sbest) = (x.clone(), clean.clone(), best.clone());
-        let (mut sy, mut smargin, mut sfirst) = (y.clone(), margin_min.clone(), first.clone());
+        let (mut smargin, mut salive, mut sonehot) =
+            (margin_min.clone(), alive.clone(), onehot_of(y));
+        let (mut lo, mut hi) = (clean.clone(), clean.clone());
         for it in 0..self.queries {
             if it % SHRINK_EVERY == 0 {
                 best = put(best, &idx, sbest.clone());
                 margin_min = put(margin_min, &idx, smargin.clone());
-                first = put(first, &idx, sfirst.clone());
+                alive = put(alive, &idx, salive.clone());
                 let Some(left) = margin_min
                     .clone()
                     .greater_elem(0.0)
@@ -249,11 +240,14 @@ impl Square {
                 sx = x.select(idx.clone());
                 sclean = clean.clone().select(0, idx.clone());
                 sbest = best.clone().select(0, idx.clone());
-                sy = y.clone().select(0, idx.clone());
+                sonehot = onehot_of(&y.clone().select(0, idx.clone()));
                 smargin = margin_min.clone().select(0, idx.clone());
-                sfirst = first.clone().select(0, idx.clone());
+                salive = alive.clone().select(0, idx.clone());
+                // The L∞ ball intersected with the box, once per subset.
+                lo = clamp(sclean.clone() - eps);
+                hi = clamp(sclean.clone() + eps);
             }
-            let m = sy.dims()[0];
+            let m = smargin.dims()[0];
             let p = self.p_at(it);
             let proposal = match self.norm {
                 Norm::Linf => {
@@ -263,68 +257,63 @@ impl Square {
                         let s = ((p * features as f64 / c as f64).sqrt().round() as usize).max(1);
                         (s.min(h.min(w)), s.min(h.min(w)))
                     };
-                    let window = window(&rows, h - sh + 1, sh) * window(&cols, w - sw + 1, sw);
+                    let window = window(h, w, sh, sw, &mut rng, &device);
                     let signs = Tensor::<4>::random(
                         [m, c, 1, 1],
                         Distribution::Uniform(-1.0, 1.0),
                         &device,
                     )
                     .sign();
-                    let proposal = sbest.clone() + window * signs * (2.0 * eps);
-                    proposal
-                        .max_pair(sclean.clone() - eps)
-                        .min_pair(sclean.clone() + eps)
+                    (sbest.clone() + window * signs * (2.0 * eps))
+                        .max_pair(lo.clone())
+                        .min_pair(hi.clone())
                 }
                 Norm::L2 => {
                     let s = ((p * features as f64 / c as f64).sqrt().round() as usize).max(3);
                     let s = (s + 1 - s % 2).min(h.min(w));
-                    let rng = rng.as_mut().expect("L2 runs seed a generator");
-                    l2::propose(&sclean, &sbest, s, eps, rng)
+                    clamp(l2::propose(&sclean, &sbest, s, eps, &mut rng))
                 }
             };
-            let proposal = clamp(proposal);
-            let margin = query(&sx, proposal.clone(), &sy);
+            let margin = query(&sx, proposal.clone(), &sonehot);
             let accept = margin
                 .clone()
                 .lower(smargin.clone())
                 .bool_or(margin.clone().lower_equal_elem(0.0));
             smargin = smargin.mask_where(accept.clone(), margin);
             sbest = blend(&accept, proposal, sbest);
-            sfirst = sfirst.min_pair(
-                Tensor::<1>::full([m], never, &device)
-                    .mask_fill(smargin.clone().lower_equal_elem(0.0), (it + 1) as f64),
-            );
+            salive = salive + smargin.clone().greater_elem(0.0).float();
         }
         let best = put(best, &idx, sbest);
-        let first = put(first, &idx, sfirst);
+        let margin_min = put(margin_min, &idx, smargin);
+        let alive = put(alive, &idx, salive);
+        let first = (alive + 1.0)
+            .mask_fill(fooled_at_start, 0.0)
+            .mask_fill(margin_min.greater_elem(0.0), -1.0);
         Traced {
             adversarial: best.reshape(dims),
-            iteration: Some(
-                first
-                    .clone()
-                    .mask_fill(first.greater_equal_elem(never), -1.0)
-                    .int(),
-            ),
+            iteration: Some(first.int()),
         }
     }
 }
 
-/// A 0/1 mask along one axis (`axis` holds 0, 1, …): `size` consecutive ones starting at one
-/// of `positions` offsets, uniformly. (AutoAttack draws from one position fewer, so that its
-/// windows never reach the last row or column; on a 28x28 image that matters little, on a
-/// small input it leaves coordinates that Square can never move.)
-fn window(axis: &Tensor<4>, positions: usize, size: usize) -> Tensor<4> {
-    let device = axis.device();
-    let start = (Tensor::<4>::random([1, 1, 1, 1], Distribution::Uniform(0.0, 1.0), &device)
-        * positions as f64)
-        .floor()
-        .clamp_max((positions - 1) as f64);
-    let offset = axis.clone() - start;
-    offset
-        .clone()
-        .greater_equal_elem(0.0)
-        .bool_and(offset.lower_elem(size as f64))
-        .float()
+/// A 0/1 mask `[1, 1, h, w]` with an `sh`×`sw` window of ones at a uniformly drawn position,
+/// built on the host. (AutoAttack draws from one position fewer per axis, so that its windows
+/// never reach the last row or column; on a 28x28 image that matters little, on a small input
+/// it leaves coordinates that Square can never move.)
+fn window(
+    h: usize,
+    w: usize,
+    sh: usize,
+    sw: usize,
+    rng: &mut StdRng,
+    device: &Device,
+) -> Tensor<4> {
+    let (r, q) = (rng.random_range(0..=h - sh), rng.random_range(0..=w - sw));
+    let mut mask = vec![0f32; h * w];
+    for row in mask.chunks_exact_mut(w).skip(r).take(sh) {
+        row[q..q + sw].fill(1.0);
+    }
+    Tensor::from_data(TensorData::new(mask, [1, 1, h, w]), device)
 }
 
 impl Attack for Square {
