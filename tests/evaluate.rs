@@ -544,3 +544,69 @@ fn a_randomized_model_is_flagged_unless_evaluated_with_rand() {
     assert_eq!(rand["attacks"][0]["eot"], 20);
     assert_eq!(rand["sigma"], 0.25);
 }
+
+#[test]
+fn every_model_kind_is_evaluated() {
+    let _turn = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path();
+    let fixtures = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+    let small = [
+        "--steps",
+        "3",
+        "--targets",
+        "1",
+        "--queries",
+        "10",
+        "--no-checks",
+        "--json",
+    ];
+    // A voting ensemble: surrogate gradients, judged on the vote.
+    for (i, src) in [reference_path(), fixtures.join("torch-cnn.safetensors")]
+        .iter()
+        .enumerate()
+    {
+        std::fs::copy(src, p.join(format!("m{i}.safetensors"))).unwrap();
+    }
+    common::ok(&rampart(
+        &[
+            "ensemble",
+            "create",
+            "--strategy",
+            "weighted_majority",
+            "--out",
+            "ens.toml",
+            "m0.safetensors",
+            "m1.safetensors",
+        ],
+        p,
+    ));
+    let mut args = vec![
+        "evaluate", "--model", "ens.toml", "--eps", "0.05", "--limit", "8",
+    ];
+    args.extend_from_slice(&small);
+    let ens = json(&rampart(&args, p));
+    assert_eq!(ens["model"]["kind"], "ensemble");
+    assert_eq!(ens["after_each"].as_array().unwrap().len(), 3);
+    // A fusion model over its network features and its text embeddings.
+    let model = fixtures.join("torch-fusion.safetensors");
+    let records = fixtures.join("torch-fusion-records.jsonl");
+    for modality in ["network", "text"] {
+        let mut args = vec![
+            "evaluate",
+            "--model",
+            model.to_str().unwrap(),
+            "--records",
+            records.to_str().unwrap(),
+            "--modality",
+            modality,
+            "--eps",
+            "0.1",
+        ];
+        args.extend_from_slice(&small);
+        let report = json(&rampart(&args, p));
+        assert_eq!(report["input"], modality);
+        assert_eq!(report["model"]["kind"], "fusion");
+        assert!(report["max_perturbation"].as_f64().unwrap() <= 0.1 + 1e-6);
+    }
+}
