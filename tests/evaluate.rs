@@ -316,7 +316,6 @@ fn evaluate(dir: &std::path::Path, extra: &[&str]) -> serde_json::Value {
         "24",
         "--batch",
         "8",
-        "--no-checks",
         "--json",
     ];
     args.extend_from_slice(extra);

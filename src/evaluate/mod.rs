@@ -93,6 +93,9 @@ impl Row {
     }
 }
 
+/// Mixed into the seed for the masking checks' random stream.
+const CHECKS_STREAM: u64 = 0xC4EC_5EED;
+
 /// Values read back per example, in this order (one column each).
 const COLUMNS: usize = 9;
 
@@ -170,7 +173,15 @@ impl EvaluateJob<'_> {
         let mut rows = self.resume;
         let resumed = rows.len();
         state::check_prefix(plan, &rows, &ex.ids)?;
+        // The checks look at the first batch, with their own random stream, so that a resumed
+        // run checks the same examples and its attacks draw what an uninterrupted run's draw.
         let mut checks = Vec::new();
+        if plan.checks && n > 0 {
+            device.seed(plan.seed ^ CHECKS_STREAM);
+            let x = ex.inputs.range(0, batch);
+            let y = ex.labels.clone().narrow(0, 0, x.len());
+            checks = checks::before(model, &x, &y, plan);
+        }
         let mut saved = plan.keep_examples.then(Saved::default);
         for (b, start) in (0..n).step_by(batch).enumerate() {
             if start < resumed {
@@ -179,9 +190,6 @@ impl EvaluateJob<'_> {
             device.seed(plan.seed.wrapping_add(b as u64));
             let x = ex.inputs.range(start, start + batch);
             let y = ex.labels.clone().narrow(0, start, x.len());
-            if plan.checks && checks.is_empty() {
-                checks = checks::before(model, &x, &y, plan);
-            }
             let out = worst_case(model, &x, &y, &attacks, 1, None);
             let values = outcome_columns(model, &x, &y, &out);
             let ids = &ex.ids[start..start + x.len()];
