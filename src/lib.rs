@@ -22,6 +22,7 @@ pub mod certify;
 pub mod classifier;
 pub mod cli;
 pub mod data;
+pub mod detect;
 pub mod device;
 pub mod ensemble;
 pub mod eval;
