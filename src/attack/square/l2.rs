@@ -60,7 +60,7 @@ fn signs(n: usize, c: usize, device: &Device) -> Tensor<4> {
 /// with a random sign per example and channel, centred in the image.
 pub(super) fn start(n: usize, c: usize, h: usize, w: usize, device: &Device) -> Tensor<4> {
     let s = (h / 5).max(1);
-    let offset = (h - s * 5) / 2;
+    let offset = h.saturating_sub(s * 5) / 2;
     let tile = pattern(s, device);
     let mut delta = Tensor::<4>::zeros([n, c, h, w], device);
     for i in 0..h / s {
