@@ -206,6 +206,134 @@ fn apgd_reaches_the_analytic_worst_case_of_a_linear_model() {
     }
 }
 
+/// Two classes on 1x4x4 images: logits [0, −s·‖x − c‖²], so that the cross-entropy of
+/// class 0 peaks at the interior point `c` and no input is ever misclassified.
+struct Bowl {
+    c: Tensor<4>,
+}
+
+impl Classifier<4> for Bowl {
+    type Input = Tensor<4>;
+
+    fn logits(&self, x: Tensor<4>) -> Tensor<2> {
+        let n = x.dims()[0];
+        let d2 = (x - self.c.clone())
+            .powf_scalar(2.0)
+            .reshape([n, 16])
+            .sum_dim(1);
+        Tensor::cat(vec![d2.zeros_like(), d2 * -10.0], 1)
+    }
+
+    fn num_classes(&self) -> usize {
+        2
+    }
+
+    fn domain(&self) -> Domain {
+        Domain {
+            shape: vec![1, 4, 4],
+            bounds: Some((0.0, 1.0)),
+            units: "pixels in [0, 1]",
+        }
+    }
+}
+
+#[test]
+fn apgd_halves_its_step_to_settle_on_an_interior_maximum() {
+    let _turn = serial();
+    let d = Device::flex();
+    d.seed(11);
+    let eps = 0.2f32;
+    let x = Tensor::<4>::full([1, 1, 4, 4], 0.5, &d);
+    let offsets = Tensor::<4>::random([1, 1, 4, 4], Distribution::Uniform(-0.6, 0.6), &d);
+    let model = Bowl {
+        c: x.clone() + offsets * eps,
+    };
+    let y = Tensor::<1, Int>::zeros([1], &d);
+    let worst = |adv: Tensor<4>| {
+        floats((adv - model.c.clone()).abs().max())
+            .into_iter()
+            .fold(0.0f32, f32::max)
+    };
+    // A fixed step of eps/4 cannot land closer than its own lattice allows; APGD, which
+    // starts at 2·eps and halves whenever the loss oscillates, must get 20 times closer.
+    let pgd = Pgd::new(Norm::Linf, f64::from(eps), 100)
+        .unwrap()
+        .with_alpha(f64::from(eps) / 4.0)
+        .unwrap();
+    let pgd_error = worst(pgd.perturb(&model, &x, &y, None));
+    let apgd_error = worst(
+        Apgd::new(Norm::Linf, f64::from(eps), 100)
+            .unwrap()
+            .perturb(&model, &x, &y, None),
+    );
+    assert!(
+        apgd_error < eps / 20.0,
+        "APGD ended {apgd_error} from the maximum (radius {eps})"
+    );
+    assert!(
+        pgd_error > apgd_error * 4.0,
+        "fixed-step PGD ended {pgd_error} from it, APGD {apgd_error}: the test no longer tells step-size control from none"
+    );
+}
+
+#[test]
+fn square_schedule_reads_the_query_index_as_autoattack_does() {
+    let square = Square::new(Norm::Linf, 0.1, 5000).unwrap();
+    let p = |it| square.p_at(it) / 0.8;
+    assert_eq!(
+        [p(0), p(10), p(11), p(50), p(51), p(4000), p(4001), p(4999)],
+        [
+            1.0,
+            1.0,
+            0.5,
+            0.5,
+            0.25,
+            1.0 / 64.0,
+            1.0 / 128.0,
+            1.0 / 128.0
+        ]
+    );
+    // Stretched over the budget, 5,000 queries walk the whole 10,000-query schedule.
+    let stretched = square.with_rescaled_schedule(true);
+    assert_eq!(stretched.p_at(5), 0.8);
+    assert_eq!(stretched.p_at(6), 0.4);
+    assert_eq!(stretched.p_at(4999), 0.8 / 512.0);
+}
+
+#[test]
+fn dlr_counts_equal_logits_apart_and_targets_rank_by_logit() {
+    let d = Device::flex();
+    // Sorted: 3, 3, 1, 0; DLR = −(z_y − max other)/(z_π1 − z_π3) = −(3 − 3)/(3 − 1) for y = 0,
+    // and −(1 − 3)/2 = 1 for y = 2.
+    let logits = Tensor::<2>::from_data(
+        TensorData::new(vec![3f32, 3.0, 1.0, 0.0, 3.0, 3.0, 1.0, 0.0], [2, 4]),
+        &d,
+    );
+    let y = Tensor::<1, Int>::from_data(TensorData::new(vec![0i64, 2], [2]), &d);
+    let dlr = floats(per_example(AttackLoss::Dlr, logits.clone(), &y, None));
+    assert!(
+        close(dlr[0], 0.0, 1e-6) && close(dlr[1], 1.0, 1e-6),
+        "{dlr:?}"
+    );
+    let ranked = Tensor::<2>::from_data(TensorData::new(vec![0.1f32, 0.5, 0.3], [1, 3]), &d);
+    let at = |rank| ints(rampart::attack::loss::class_at_rank(&ranked, rank))[0];
+    assert_eq!([at(0), at(1), at(2), at(9)], [1, 2, 0, 0]);
+}
+
+#[test]
+fn put_replaces_rows_exactly() {
+    let d = Device::flex();
+    let full = Tensor::<2>::from_data(
+        TensorData::new(vec![0.1f32, 0.7, 0.3, 1e8, 0.9, 0.2], [3, 2]),
+        &d,
+    );
+    let rows = Tensor::<2>::from_data(TensorData::new(vec![0.3f32, 1e-8, 0.6, 0.1], [2, 2]), &d);
+    let idx = Tensor::<1, Int>::from_data(TensorData::new(vec![2i64, 1], [2]), &d);
+    let out = floats(rampart::attack::ball::put(full, &idx, rows));
+    // Adding the difference (1e-8 − 1e8) to 1e8 would give 0, not 1e-8.
+    assert_eq!(out, vec![0.1, 0.7, 0.6, 0.1, 0.3, 1e-8]);
+}
+
 #[test]
 fn square_finds_the_minimum_margin_corner_of_a_linear_model() {
     let _turn = serial();
@@ -229,8 +357,10 @@ fn square_finds_the_minimum_margin_corner_of_a_linear_model() {
     let square = Square::new(Norm::Linf, f64::from(eps), 1000).unwrap();
     let traced = square.run(&model, &x, &y, None, 0);
     assert!(model.margins(traced.adversarial, &y)[0] <= 0.0);
+    // Fooled by a proposal (query ≥ 1) and not by the stripes it starts from: those move
+    // each column by ±eps together, far from the corner that fools it.
     let at = ints(traced.iteration.unwrap())[0];
-    assert!((0..=1000).contains(&at), "query {at}");
+    assert!((1..=1000).contains(&at), "query {at}");
 }
 
 #[test]
@@ -292,6 +422,60 @@ fn worst_case_attacks_only_robust_points_and_equals_the_pointwise_worst_case() {
     let pgd_calls = calls.iter().filter(|&&c| c == after_fgsm).count();
     assert_eq!(pgd_calls, 10 + 1, "{calls:?}");
     assert!(calls.iter().all(|&c| c <= 64));
+}
+
+#[test]
+fn worst_case_keeps_the_iteration_of_the_run_that_fooled_each_example() {
+    let _turn = serial();
+    let d = Device::flex();
+    d.seed(13);
+    let model = Linear::random(3, &d);
+    let x = Tensor::<4>::random([48, 1, 4, 4], Distribution::Uniform(0.2, 0.8), &d);
+    let y = model.logits(x.clone()).argmax(1).squeeze_dim::<1>(1);
+    let apgd = Apgd::new(Norm::Linf, 0.04, 20).unwrap();
+    let square = Square::new(Norm::Linf, 0.06, 200).unwrap();
+    // Every example is clean-correct, so APGD runs on the whole batch: seeded alike, its own
+    // trace is what worst_case must keep for the examples it fooled.
+    d.seed(21);
+    let alone = apgd.run(&model, &x, &y, None, 0);
+    let alone_fooled = bools(model.decide(alone.adversarial).not_equal(y.clone()));
+    let alone_at = ints(alone.iteration.unwrap());
+    d.seed(21);
+    let out = worst_case(
+        &model,
+        &x,
+        &y,
+        &[Method::Apgd(apgd), Method::Square(square)],
+        1,
+        None,
+    );
+    let (codes, at) = (ints(out.broken_by), ints(out.iteration));
+    let still = bools(model.decide(out.adversarial).equal(y.clone()));
+    let robust = bools(out.robust);
+    let by_square = codes.iter().filter(|&&c| c == 2).count();
+    assert!(
+        alone_fooled.iter().any(|f| *f) && by_square > 0 && robust.iter().any(|r| *r),
+        "radii must leave examples to each attack and some robust: {codes:?}"
+    );
+    for i in 0..48 {
+        match codes[i] {
+            1 => {
+                assert!(alone_fooled[i], "example {i}");
+                assert_eq!(at[i], alone_at[i], "example {i}");
+                assert!((0..=20).contains(&at[i]), "example {i}: {}", at[i]);
+            }
+            2 => {
+                assert!(!alone_fooled[i], "example {i}");
+                assert!((0..=200).contains(&at[i]), "example {i}: {}", at[i]);
+            }
+            _ => {
+                assert!(robust[i] && !alone_fooled[i], "example {i}");
+                assert_eq!(at[i], -1, "example {i}");
+            }
+        }
+        // The kept adversarial example fools the model exactly where one was found.
+        assert_eq!(still[i], codes[i] == 0, "example {i}");
+    }
 }
 
 fn evaluate(dir: &std::path::Path, extra: &[&str]) -> serde_json::Value {
@@ -366,35 +550,77 @@ fn resumed_evaluation_equals_an_uninterrupted_one() {
 }
 
 #[test]
-fn a_state_file_of_another_run_is_refused() {
+fn a_state_file_of_another_run_or_a_damaged_one_is_refused() {
     let _turn = serial();
     let dir = tempfile::tempdir().unwrap();
     let p = dir.path();
     evaluate(p, &["--state", "s.json"]);
-    let model = reference_path();
-    let err = failed(&rampart(
-        &[
-            "evaluate",
-            "--model",
-            model.to_str().unwrap(),
-            "--eps",
-            "0.1",
-            "--version",
-            "custom",
-            "--attacks",
-            "apgd-ce",
-            "--steps",
-            "5",
-            "--limit",
-            "24",
-            "--batch",
-            "8",
-            "--state",
-            "s.json",
-        ],
-        p,
-    ));
-    assert!(err.contains("s.json") && err.contains("another"), "{err}");
+    // Each case changes one setting of the run that wrote s.json.
+    let refused = |change: &[&str], expected: &str| {
+        let model = reference_path();
+        let mut settings = vec![
+            ("--model", model.to_str().unwrap()),
+            ("--eps", "0.05"),
+            ("--version", "custom"),
+            ("--attacks", "apgd-ce,apgd-t,square"),
+            ("--steps", "5"),
+            ("--targets", "2"),
+            ("--queries", "30"),
+            ("--limit", "24"),
+            ("--batch", "8"),
+            ("--seed", "0"),
+            ("--state", "s.json"),
+        ];
+        for pair in change.chunks(2) {
+            let slot = settings.iter_mut().find(|(f, _)| *f == pair[0]).unwrap();
+            slot.1 = pair[1];
+        }
+        let mut args = vec!["evaluate"];
+        args.extend(settings.iter().flat_map(|(f, v)| [*f, *v]));
+        let err = failed(&rampart(&args, p));
+        assert!(err.contains(expected), "{change:?}: {err}");
+        assert!(!err.contains("panicked"), "{err}");
+    };
+    for change in [
+        &["--eps", "0.06"][..],
+        &["--seed", "1"],
+        &["--batch", "4"],
+        &["--steps", "6"],
+        &["--queries", "31"],
+        &["--targets", "1"],
+        &["--attacks", "apgd-ce,square"],
+        &["--limit", "23"],
+    ] {
+        refused(change, "another");
+    }
+    // The same run, but the file damaged: not JSON, rows cut mid-batch, a label changed.
+    let good: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(p.join("s.json")).unwrap()).unwrap();
+    std::fs::write(p.join("s.json"), b"{\"format\": 1, \"fingerp").unwrap();
+    refused(&[], "not an evaluation state file");
+    // Its own file damaged in place can be read and refused too (past the output guard,
+    // which only looks at the first bytes).
+    std::fs::write(
+        p.join("s.json"),
+        b"{\"format\": 1, \"fingerprint\": 3, \"rows\": 7}",
+    )
+    .unwrap();
+    refused(&[], "not an evaluation state file (");
+    let mut cut = good.clone();
+    cut["rows"].as_array_mut().unwrap().truncate(5);
+    std::fs::write(p.join("s.json"), serde_json::to_vec(&cut).unwrap()).unwrap();
+    refused(&[], "whole batches");
+    let mut relabelled = good.clone();
+    let label = relabelled["rows"][3]["label"].as_i64().unwrap();
+    relabelled["rows"][3]["label"] = ((label + 1) % 10).into();
+    std::fs::write(p.join("s.json"), serde_json::to_vec(&relabelled).unwrap()).unwrap();
+    refused(&[], "labels");
+    // The model file itself given as the state file is read, refused, and left as it was.
+    let model = p.join("m.safetensors");
+    std::fs::copy(reference_path(), &model).unwrap();
+    let before = std::fs::read(&model).unwrap();
+    refused(&["--state", "m.safetensors"], "m.safetensors");
+    assert_eq!(std::fs::read(&model).unwrap(), before);
 }
 
 #[test]
@@ -409,6 +635,7 @@ fn bad_evaluation_requests_get_one_clear_error() {
         (&["--eps", "0", "--version", "standard"], "--eps"),
         (&["--eps", "0.1", "--steps", "0"], "--steps"),
         (&["--eps", "0.1", "--queries", "0"], "--queries"),
+        (&["--eps", "0.1", "--targets", "0"], "--targets"),
     ];
     for (flags, expected) in cases {
         let mut args = vec!["evaluate", "--model", m, "--limit", "4"];

@@ -87,6 +87,17 @@ pub const STATE: Limit = Limit {
     what: "checkpoint state file",
 };
 
+/// A fitted detector: 1 GiB (a covariance of 16,000 features).
+pub const DETECTOR: Limit = Limit {
+    bytes: 1 << 30,
+    what: "detector file",
+};
+/// A resumable evaluation's state file: 256 MiB (about a million rows).
+pub const EVALUATION_STATE: Limit = Limit {
+    bytes: 256 << 20,
+    what: "evaluation state file",
+};
+
 fn kind_of(meta: &std::fs::Metadata) -> &'static str {
     let t = meta.file_type();
     if t.is_dir() {
@@ -292,6 +303,10 @@ pub enum OutputKind {
     EvaluationTsv,
     /// An evaluation's state file (a JSON object with `format`, `fingerprint` and `rows`).
     EvaluationState,
+    /// A fitted detector (safetensors with `rampart.detector` metadata).
+    Detector,
+    /// A detector's per-example scores (`id\tlabel\tprediction\t...`).
+    DetectionTsv,
 }
 
 impl OutputKind {
@@ -304,6 +319,8 @@ impl OutputKind {
             OutputKind::Manifest => "ensemble manifest",
             OutputKind::EvaluationTsv => "per-example evaluation TSV",
             OutputKind::EvaluationState => "evaluation state file",
+            OutputKind::Detector => "fitted detector",
+            OutputKind::DetectionTsv => "per-example detection TSV",
         }
     }
 
@@ -340,6 +357,11 @@ impl OutputKind {
                     && text.contains("\"fingerprint\":")
                     && text.contains("\"format\":")
             }
+            OutputKind::Detector => {
+                OutputKind::Safetensors.matches(head)
+                    && String::from_utf8_lossy(head).contains("rampart.detector")
+            }
+            OutputKind::DetectionTsv => head.starts_with(b"id\tlabel\tprediction\t"),
         }
     }
 }
@@ -358,7 +380,12 @@ pub fn check_kind(path: &Path, kind: OutputKind) -> Result<(), FileError> {
         Err(FileError::Refused {
             path: path.to_path_buf(),
             reason: format!(
-                "the file there is not a {}; Rampart replaces only an earlier output of the same kind (move it, or choose another path)",
+                "the file there is not {} {}; Rampart replaces only an earlier output of the same kind (move it, or choose another path)",
+                if kind.name().starts_with(['a', 'e', 'i', 'o', 'u']) {
+                    "an"
+                } else {
+                    "a"
+                },
                 kind.name()
             ),
         })

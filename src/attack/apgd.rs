@@ -490,9 +490,9 @@ impl Attack for Apgd {
             (Some(t), _) => self.single(model, x, y, Some(t), Success::Target),
             (None, 0) => self.single(model, x, y, None, Success::Untargeted),
             (None, _) => {
+                // More targets than other classes repeat the last one (no panic).
                 let rank = 1 + run / self.restarts;
-                let (_, order) = model.logits(x.clone()).sort_descending_with_indices(1);
-                let t = order.narrow(1, rank, 1).squeeze_dim::<1>(1);
+                let t = super::loss::class_at_rank(&model.logits(x.clone()), rank);
                 self.single(model, x, y, Some(&t), Success::Untargeted)
             }
         }

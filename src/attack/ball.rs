@@ -1,7 +1,7 @@
 //! The threat model every attack shares: an L∞ or L2 ball of radius epsilon around the clean
 //! input, intersected with the input box; projection onto it and random points in it.
 
-use burn::tensor::{Distribution, Tensor};
+use burn::tensor::{Distribution, IndexingUpdateOp, Int, Tensor};
 use serde::{Deserialize, Serialize};
 
 /// The norm of a threat model.
@@ -83,4 +83,30 @@ pub fn per_example<const D: usize>(t: &Tensor<D>) -> [usize; D] {
     let mut shape = [1; D];
     shape[0] = t.dims()[0];
     shape
+}
+
+/// `full` with its rows at positions `idx` (distinct) replaced by `rows`, exactly: the rows
+/// are scattered into zeros and chosen by a mask, never added as a difference (which can move
+/// a value by an ulp, past the ball or the box).
+pub fn put<const D: usize>(full: Tensor<D>, idx: &Tensor<1, Int>, rows: Tensor<D>) -> Tensor<D> {
+    let dims = full.dims();
+    let device = full.device();
+    let m = rows.dims()[0];
+    let placed = Tensor::<D>::zeros(dims, &device).select_assign(
+        0,
+        idx.clone(),
+        rows,
+        IndexingUpdateOp::Add,
+    );
+    let hit = Tensor::<1>::zeros([dims[0]], &device)
+        .select_assign(
+            0,
+            idx.clone(),
+            Tensor::ones([m], &device),
+            IndexingUpdateOp::Add,
+        )
+        .greater_elem(0.5)
+        .reshape(per_example(&full))
+        .expand(dims);
+    full.mask_where(hit, placed)
 }

@@ -70,22 +70,40 @@ pub fn per_example(
         (AttackLoss::Margin, None) => best_other(y) - logit_of(y),
         (AttackLoss::Margin, Some(t)) => logit_of(t) - best_other(t),
         (AttackLoss::Dlr, None) => {
-            let sorted = logits.clone().sort_descending(1);
-            let scale = column(&sorted, 0) - column(&sorted, 2) + DLR_TINY;
-            (best_other(y) - logit_of(y)) / scale
+            let z = largest(&logits, 3);
+            (best_other(y) - logit_of(y)) / (z[0].0.clone() - z[2].0.clone() + DLR_TINY)
         }
         (AttackLoss::Dlr, Some(t)) => {
-            let sorted = logits.clone().sort_descending(1);
-            let scale =
-                column(&sorted, 0) - (column(&sorted, 2) + column(&sorted, 3)) * 0.5 + DLR_TINY;
+            let z = largest(&logits, 4);
+            let scale = z[0].0.clone() - (z[2].0.clone() + z[3].0.clone()) * 0.5 + DLR_TINY;
             (logit_of(t) - logit_of(y)) / scale
         }
     }
 }
 
-/// Column `j` of `[N, K]` as `[N]`.
-fn column(t: &Tensor<2>, j: usize) -> Tensor<1> {
-    t.clone().narrow(1, j, 1).squeeze_dim::<1>(1)
+/// The class with the `rank`-th largest logit of each row (0: the top class), `[N]`; `rank`
+/// past the last class means the last.
+pub fn class_at_rank(logits: &Tensor<2>, rank: usize) -> Tensor<1, Int> {
+    let k = logits.dims()[1];
+    let mut z = largest(logits, (rank + 1).min(k));
+    z.pop().map(|(_, class)| class).expect("at least one class")
+}
+
+/// The `count` (≤ classes) largest logits of each row, largest first, each `[N]` with its
+/// class (equal logits counted apart, as a sort would). `count` max reductions, the winner
+/// masked out each time, rather than a sort: some device backends sort on the host.
+fn largest(logits: &Tensor<2>, count: usize) -> Vec<(Tensor<1>, Tensor<1, Int>)> {
+    let k = logits.dims()[1];
+    let mut rest = logits.clone();
+    (0..count)
+        .map(|_| {
+            let (values, at) = rest.clone().max_dim_with_indices(1);
+            let at = at.squeeze_dim::<1>(1);
+            let taken = at.clone().one_hot::<2>(k).equal_elem(1);
+            rest = rest.clone().mask_fill(taken, f32::NEG_INFINITY);
+            (values.squeeze_dim::<1>(1), at)
+        })
+        .collect()
 }
 
 /// The scalar the attacker ascends: [`per_example`] summed over the batch, so that each

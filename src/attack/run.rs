@@ -92,6 +92,12 @@ impl Job for AttackJob<'_> {
                 .map_err(|e| WorkloadError::Mismatch(format!("--eps: {}", e.message)))?;
             a.check_classes(model.num_classes(), plan.target.is_some())
                 .map_err(|e| WorkloadError::Mismatch(format!("--loss: {}", e.message)))?;
+            if plan.target.is_some() && !a.supports_target() {
+                return Err(WorkloadError::Mismatch(format!(
+                    "--target: {} is untargeted; drop --target or choose another --attack",
+                    a.name()
+                )));
+            }
         }
         let classes = model.num_classes();
         if let Some(t) = plan.target.filter(|t| *t >= classes) {

@@ -4,21 +4,25 @@
 //!
 //! L∞: each run starts from vertical stripes of ±epsilon and, at each query, proposes moving
 //! one random square window of every example (side √(p · pixels), the same position for the
-//! whole batch, one random sign per channel) to a random corner of the ball. L2 ([`l2`]):
+//! whole batch) to a random corner of the ball, with one random sign per example and channel
+//! (the reference draws one sign per channel for the whole batch; each example sees the same
+//! distribution either way). On a feature vector `[N, f]` the window is a strip of round(p · f)
+//! coordinates, where the reference's square would always be a single coordinate. L2 ([`l2`]):
 //! the start is a grid of the paper's centred square patterns, and each query moves the mass
 //! of one window into a new pattern at another, staying on the epsilon sphere. A proposal is
 //! kept when it lowers the margin z_y − max_{i≠y} z_i or misclassifies the example. The fraction p
-//! starts at `p_init` and halves on the paper's schedule (rescaled to the query budget, as
-//! AutoAttack does). Examples already fooled drop out of the batch every few queries; that is
+//! starts at `p_init` and halves on the paper's schedule for 10,000 queries, read at the query
+//! index as AutoAttack does (`resc_schedule=False`: a 5,000-query budget ends at p_init/128);
+//! [`Square::with_rescaled_schedule`] stretches it over the budget instead. Examples already fooled drop out of the batch every few queries; that is
 //! the only read-back besides one per run that seeds the host generator drawing the windows'
 //! positions.
 
-use burn::tensor::{Bool, Device, Distribution, IndexingUpdateOp, Int, Tensor, TensorData};
+use burn::tensor::{Bool, Device, Distribution, Int, Tensor, TensorData};
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
 use serde::{Deserialize, Serialize};
 
-use super::ball::{Norm, per_example};
+use super::ball::{Norm, per_example, put};
 
 mod l2;
 use super::{Attack, AttackError, Traced, positive};
@@ -47,6 +51,8 @@ pub struct Square {
     /// Initial fraction of the pixels a window covers, in (0, 1].
     p_init: f64,
     restarts: usize,
+    /// Whether the schedule is stretched over `queries` instead of read at the query index.
+    rescale_schedule: bool,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize)]
@@ -57,6 +63,8 @@ struct SquareParams {
     queries: usize,
     p_init: f64,
     restarts: usize,
+    #[serde(default)]
+    rescale_schedule: bool,
 }
 
 impl TryFrom<SquareParams> for Square {
@@ -66,6 +74,7 @@ impl TryFrom<SquareParams> for Square {
         Square::new(p.norm, p.epsilon, p.queries)?
             .with_p_init(p.p_init)?
             .with_restarts(p.restarts)
+            .map(|s| s.with_rescaled_schedule(p.rescale_schedule))
     }
 }
 
@@ -86,6 +95,7 @@ impl Square {
             queries,
             p_init: DEFAULT_P_INIT,
             restarts: 1,
+            rescale_schedule: false,
         })
     }
 
@@ -113,6 +123,15 @@ impl Square {
         Ok(Self { restarts, ..self })
     }
 
+    /// Stretches the paper's 10,000-query schedule over this budget (the reference's
+    /// `resc_schedule=True`); AutoAttack's default, and Rampart's, reads it at the query index.
+    pub fn with_rescaled_schedule(self, rescale_schedule: bool) -> Self {
+        Self {
+            rescale_schedule,
+            ..self
+        }
+    }
+
     pub fn norm(&self) -> Norm {
         self.norm
     }
@@ -126,9 +145,13 @@ impl Square {
     }
 
     /// The window fraction at query `it` (0-based): the paper's schedule for 10,000 queries,
-    /// rescaled to this budget.
+    /// stretched over this budget when [`Square::with_rescaled_schedule`] asked for it.
     pub fn p_at(&self, it: usize) -> f64 {
-        let it = (it as f64 / self.queries as f64 * 10_000.0) as usize;
+        let it = if self.rescale_schedule {
+            (it as f64 / self.queries as f64 * 10_000.0) as usize
+        } else {
+            it
+        };
         let halvings = match it {
             0..=10 => 0,
             11..=50 => 1,
@@ -162,12 +185,6 @@ fn blend(mask: &Tensor<1, Bool>, a: Tensor<4>, b: Tensor<4>) -> Tensor<4> {
     b.mask_where(m, a)
 }
 
-/// Writes `rows` of a subset back into `full` at positions `idx`.
-fn put<const K: usize>(full: Tensor<K>, idx: &Tensor<1, Int>, rows: Tensor<K>) -> Tensor<K> {
-    let current = full.clone().select(0, idx.clone());
-    full.select_assign(0, idx.clone(), rows - current, IndexingUpdateOp::Add)
-}
-
 impl Square {
     fn single<const D: usize, C: Classifier<D>>(
         &self,
@@ -196,6 +213,11 @@ impl Square {
         };
         let onehot_of = |ys: &Tensor<1, Int>| ys.clone().one_hot::<2>(classes).float();
         let clean = x.x().clone().reshape([n, c, h, w]);
+        // Window positions come from a host generator seeded by the device's (one read).
+        let mut rng = StdRng::seed_from_u64(
+            Tensor::<1>::random([1], Distribution::Uniform(0.0, 4.0e9), &device)
+                .into_scalar::<f64>() as u64,
+        );
         let mut best = clamp(match self.norm {
             Norm::Linf => {
                 let stripes =
@@ -204,13 +226,8 @@ impl Square {
                         .expand([n, c, h, w]);
                 clean.clone() + stripes * eps
             }
-            Norm::L2 => clean.clone() + l2::start(n, c, h, w, &device) * eps,
+            Norm::L2 => clean.clone() + l2::start(n, c, h, w, &mut rng, &device) * eps,
         });
-        // Window positions come from a host generator seeded by the device's (one read).
-        let mut rng = StdRng::seed_from_u64(
-            Tensor::<1>::random([1], Distribution::Uniform(0.0, 4.0e9), &device)
-                .into_scalar::<f64>() as u64,
-        );
         let mut margin_min = query(x, best.clone(), &onehot_of(y));
         let fooled_at_start = margin_min.clone().lower_equal_elem(0.0);
         // Queries after which each example was still unfooled: its first fooling query − 1.

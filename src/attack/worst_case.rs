@@ -5,7 +5,7 @@
 
 use burn::tensor::{Bool, Device, IndexingUpdateOp, Int, Tensor};
 
-use super::ball::per_example;
+use super::ball::{per_example, put};
 use super::{Attack, Method};
 use crate::classifier::{Classifier, Input};
 
@@ -80,12 +80,10 @@ pub fn worst_case<const D: usize, C: Classifier<D>>(
                 iteration =
                     iteration.select_assign(0, idx.clone(), hit * (it + 1), IndexingUpdateOp::Add);
             }
-            // Fooled examples keep this adversarial example (index-add of the difference).
-            let m = fooled.float().reshape(per_example(xs.x()));
-            let chosen = adv * m.clone() + xs.x().clone() * (m.neg() + 1.0);
-            let current = adversarial.clone().select(0, idx.clone());
-            adversarial =
-                adversarial.select_assign(0, idx, chosen - current, IndexingUpdateOp::Add);
+            // Fooled examples keep this adversarial example; the others stay clean.
+            let m = fooled.reshape(per_example(xs.x())).expand(adv.dims());
+            let chosen = xs.x().clone().mask_where(m, adv);
+            adversarial = put(adversarial, &idx, chosen);
         }
         robust_after.push(robust.clone());
     }

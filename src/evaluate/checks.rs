@@ -18,6 +18,8 @@ use crate::classifier::{Classifier, Input};
 const CHECK_EXAMPLES: usize = 128;
 /// PGD-100 this far (fraction) below PGD-20 means the attack had not converged.
 const PGD_GAP: f64 = 0.05;
+/// Two forward passes differing by more than this fraction of the largest logit are random.
+const RANDOMIZED_TOLERANCE: f64 = 1e-4;
 /// Square breaking more than this fraction after the gradient attacks (AutoAttack: 0.2 points).
 const SQUARE_GAP: f64 = 0.002;
 
@@ -84,12 +86,14 @@ fn randomized<const D: usize, C: Classifier<D>>(
     version: Version,
 ) -> Check {
     let again = model.logits(x.clone());
-    let diff = f64::from((again - logits).abs().max().into_scalar::<f32>());
-    let random = diff > 1e-6 && version != Version::Rand;
+    // Relative to the logits' scale, so that large logits' rounding does not count.
+    let scale = f64::from(logits.clone().abs().max().into_scalar::<f32>()).max(1.0);
+    let diff = f64::from((again - logits).abs().max().into_scalar::<f32>()) / scale;
+    let random = diff > RANDOMIZED_TOLERANCE && version != Version::Rand;
     Check::new(
         "randomized_forward",
         diff,
-        random.then(|| format!("two forward passes on the same inputs differ by up to {diff:.3e}: the model is randomized; use --version rand (expectation over 20 draws)")),
+        random.then(|| format!("two forward passes on the same inputs differ by up to {diff:.3e} of the largest logit: the model is randomized; use --version rand (expectation over 20 draws)")),
     )
 }
 

@@ -102,6 +102,8 @@ const COLUMNS: usize = 9;
 /// What the job found.
 pub struct Found {
     pub units: String,
+    /// The attacks as run (APGD-T's targets capped at the model's classes − 1).
+    pub attacks: Vec<Method>,
     pub rows: Vec<Row>,
     /// Rows taken from the state file.
     pub resumed: usize,
@@ -145,17 +147,29 @@ impl EvaluateJob<'_> {
         ex: Examples<C::Input>,
     ) -> Result<Found, EvaluateError> {
         let plan = self.plan;
-        let attack_error = |error| EvaluateError::Attack {
-            flag: "--eps",
-            error,
-        };
         let domain = model.domain();
         for a in &plan.attacks {
-            a.check_domain(&domain).map_err(attack_error)?;
-            a.check_classes(model.num_classes(), false)
+            a.check_domain(&domain)
                 .map_err(|error| EvaluateError::Attack {
-                    flag: "--attacks",
+                    flag: if error.param == "norm" {
+                        "--norm"
+                    } else {
+                        "--eps"
+                    },
                     error,
+                })?;
+            a.check_classes(model.num_classes(), false)
+                .map_err(|mut error| {
+                    if plan.version != Version::Custom {
+                        error.message.push_str(&format!(
+                            "; --version {} runs APGD-DLR or APGD-T, so evaluate this model with --version custom --attacks apgd-ce,square",
+                            format!("{:?}", plan.version).to_lowercase()
+                        ));
+                    }
+                    EvaluateError::Attack {
+                        flag: "--attacks",
+                        error,
+                    }
                 })?;
         }
         let attacks: Vec<Method> = plan
@@ -172,7 +186,18 @@ impl EvaluateJob<'_> {
         let batch = plan.batch.max(1);
         let mut rows = self.resume;
         let resumed = rows.len();
-        state::check_prefix(plan, &rows, &ex.ids)?;
+        if resumed > 0 {
+            // One read of the labels, to check the resumed rows against them.
+            let labels = ex
+                .labels
+                .clone()
+                .narrow(0, 0, resumed.min(n))
+                .into_data()
+                .convert::<i64>()
+                .try_into_vec::<i64>()
+                .map_err(|e| EvaluateError::Device(format!("{e:?}")))?;
+            state::check_prefix(plan, &rows, &ex.ids, &labels)?;
+        }
         // The checks look at the first batch, with their own random stream, so that a resumed
         // run checks the same examples and its attacks draw what an uninterrupted run's draw.
         let mut checks = Vec::new();
@@ -207,6 +232,7 @@ impl EvaluateJob<'_> {
         }
         Ok(Found {
             units: domain.units.to_string(),
+            attacks,
             rows,
             resumed,
             checks,

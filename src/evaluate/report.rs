@@ -64,7 +64,7 @@ pub(super) fn build(
     let n = rows.len().max(1) as f64;
     let fraction = |count: usize| count as f64 / n;
     let clean = rows.iter().filter(|r| r.clean_correct).count();
-    let after_each = attack_names(&plan.attacks)
+    let after_each = attack_names(&found.attacks)
         .into_iter()
         .enumerate()
         .map(|(a, attack)| AfterAttack {
@@ -76,7 +76,7 @@ pub(super) fn build(
             ),
         })
         .collect();
-    let first = plan.attacks.first();
+    let first = found.attacks.first();
     let norm = first.map(Method::norm).unwrap_or(Norm::Linf);
     let max_perturbation = rows
         .iter()
@@ -97,7 +97,7 @@ pub(super) fn build(
         version: plan.version,
         sigma: plan.sigma,
         notes: plan.notes.clone(),
-        attacks: plan.attacks.clone(),
+        attacks: found.attacks.clone(),
         examples: rows.len(),
         clean_accuracy: fraction(clean),
         robust_accuracy: fraction(rows.iter().filter(|r| r.robust()).count()),

@@ -24,9 +24,10 @@ struct State {
     rows: Vec<Row>,
 }
 
-/// What a run's rows depend on, hashed.
+/// What a run's rows depend on, hashed (the labels are checked row by row on resuming).
 pub fn fingerprint(work: &Workload, plan: &Plan, modality: Option<Modality>) -> String {
     let identity = serde_json::json!({
+        "rampart": env!("CARGO_PKG_VERSION"),
         "model": work.opened.sha256,
         "data": work.data_info().name,
         "ids": work.ids,
@@ -49,7 +50,7 @@ pub fn read(path: &Path, fingerprint: &str) -> Result<Vec<Row>, EvaluateError> {
         path: path.to_path_buf(),
         message,
     };
-    let text = files::read_text(path, files::STATE)?;
+    let text = files::read_text(path, files::EVALUATION_STATE)?;
     let state: State = serde_json::from_str(&text).map_err(|e| {
         bad(format!(
             "not an evaluation state file ({e}); pass another --state path or delete it"
@@ -62,21 +63,30 @@ pub fn read(path: &Path, fingerprint: &str) -> Result<Vec<Row>, EvaluateError> {
         )));
     }
     if state.fingerprint != fingerprint {
-        return Err(bad("was written by an evaluation with another model, data, attack plan, seed, batch size or device; pass another --state path, or delete it to start over".into()));
+        return Err(bad("was written by an evaluation with another model, data, attack plan, seed, batch size, device or rampart version; pass another --state path, or delete it to start over".into()));
     }
     Ok(state.rows)
 }
 
-/// Checks that resumed rows are whole batches of the first examples.
-pub fn check_prefix(plan: &Plan, rows: &[Row], ids: &[usize]) -> Result<(), EvaluateError> {
+/// Checks that resumed rows are whole batches of the first examples, with their labels.
+pub fn check_prefix(
+    plan: &Plan,
+    rows: &[Row],
+    ids: &[usize],
+    labels: &[i64],
+) -> Result<(), EvaluateError> {
     let whole = rows.len().is_multiple_of(plan.batch.max(1)) || rows.len() == ids.len();
-    let same = rows.len() <= ids.len() && rows.iter().zip(ids).all(|(r, id)| r.id == *id);
+    let same = rows.len() <= ids.len()
+        && rows
+            .iter()
+            .zip(ids.iter().zip(labels))
+            .all(|(r, (id, label))| r.id == *id && r.label == *label);
     if whole && same {
         return Ok(());
     }
     Err(EvaluateError::State {
         path: plan.state.clone().unwrap_or_default(),
-        message: "its rows are not whole batches of this run's examples; delete it to start over"
+        message: "its rows are not whole batches of this run's examples with their labels; delete it to start over"
             .into(),
     })
 }
@@ -89,5 +99,17 @@ pub fn write(path: &Path, fingerprint: &str, rows: &[Row]) -> Result<(), FileErr
         rows: rows.to_vec(),
     };
     let json = serde_json::to_vec(&state).expect("evaluation state serialises to JSON");
+    let limit = files::EVALUATION_STATE;
+    if json.len() as u64 > limit.bytes {
+        return Err(FileError::Refused {
+            path: path.to_path_buf(),
+            reason: format!(
+                "the {} would be {} bytes, more than the {} a later run may read; evaluate fewer examples (--limit) per run",
+                limit.what,
+                json.len(),
+                limit.bytes
+            ),
+        });
+    }
     files::write_atomic(path, &json)
 }

@@ -39,8 +39,9 @@ fn unit(mut v: Vec<f32>) -> Vec<f32> {
 }
 
 /// The `s`×`s` pattern: the upper half's rectangles positive, the lower half's negative, unit
-/// L2 norm, shaped `[1, 1, s, s]`.
-fn pattern(s: usize, device: &Device) -> Tensor<4> {
+/// L2 norm, shaped `[1, 1, s, s]`; transposed (left half positive) with probability ½, as
+/// the reference's `eta` is at every call.
+fn pattern(s: usize, rng: &mut StdRng, device: &Device) -> Tensor<4> {
     let top = rectangles(s / 2, s);
     let bottom = rectangles(s - s / 2, s);
     let values = unit(
@@ -48,7 +49,12 @@ fn pattern(s: usize, device: &Device) -> Tensor<4> {
             .chain(bottom.into_iter().map(|v| -v))
             .collect(),
     );
-    Tensor::from_data(TensorData::new(values, [1, 1, s, s]), device)
+    let tile = Tensor::from_data(TensorData::new(values, [1, 1, s, s]), device);
+    if rng.random_bool(0.5) {
+        tile.swap_dims(2, 3)
+    } else {
+        tile
+    }
 }
 
 /// Random ±1 per example and channel, `[n, c, 1, 1]`.
@@ -57,11 +63,17 @@ fn signs(n: usize, c: usize, device: &Device) -> Tensor<4> {
 }
 
 /// The starting direction, unit L2 norm per example: a grid of patterns of side h/5, each
-/// with a random sign per example and channel, centred in the image.
-pub(super) fn start(n: usize, c: usize, h: usize, w: usize, device: &Device) -> Tensor<4> {
+/// with a random sign per example and channel and a random orientation, centred in the image.
+pub(super) fn start(
+    n: usize,
+    c: usize,
+    h: usize,
+    w: usize,
+    rng: &mut StdRng,
+    device: &Device,
+) -> Tensor<4> {
     let s = (h / 5).max(1);
     let offset = h.saturating_sub(s * 5) / 2;
-    let tile = pattern(s, device);
     let mut delta = Tensor::<4>::zeros([n, c, h, w], device);
     for i in 0..h / s {
         for j in 0..w / s {
@@ -69,7 +81,7 @@ pub(super) fn start(n: usize, c: usize, h: usize, w: usize, device: &Device) -> 
             if r + s > h || q + s > w {
                 continue;
             }
-            let block = tile.clone() * signs(n, c, device);
+            let block = pattern(s, rng, device) * signs(n, c, device);
             let ranges = [0..n, 0..c, r..r + s, q..q + s];
             let current = delta.clone().slice(ranges.clone());
             delta = delta.slice_assign(ranges, current + block);
@@ -112,7 +124,7 @@ pub(super) fn propose(
         )
     };
     let windows_norm = window_norm(delta.clone() * both);
-    let fresh = pattern(s, &device) * signs(m, c, &device) + old / (old_norm + 1e-12);
+    let fresh = pattern(s, rng, &device) * signs(m, c, &device) + old / (old_norm + 1e-12);
     let room = ((image_norm.powf_scalar(2.0).neg() + eps * eps).clamp_min(0.0) / c as f64
         + windows_norm.powf_scalar(2.0))
     .sqrt();
