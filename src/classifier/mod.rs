@@ -159,6 +159,13 @@ pub trait Classifier<const D: usize> {
 
     fn num_classes(&self) -> usize;
 
+    /// The penultimate layer's activations `[N, F]` (what the last layer reads), for
+    /// detectors that model the representation; `None` where there is no single such layer
+    /// (ensembles, adapters).
+    fn features(&self, _x: Self::Input) -> Option<Tensor<2>> {
+        None
+    }
+
     /// The decision meaning "no decision" (index `num_classes`), for models that can refuse.
     fn abstain(&self) -> Option<usize> {
         None
@@ -181,6 +188,10 @@ impl Classifier<4> for ImageNet {
 
     fn num_classes(&self) -> usize {
         ImageNet::num_classes(self)
+    }
+
+    fn features(&self, x: Tensor<4>) -> Option<Tensor<2>> {
+        Some(ImageNet::features(self, x))
     }
 
     fn domain(&self) -> Domain {
@@ -250,6 +261,13 @@ impl Classifier<4> for ImageModel {
         match self {
             Self::Single(_) => None,
             Self::Ensemble(e) => e.abstain(),
+        }
+    }
+
+    fn features(&self, x: Tensor<4>) -> Option<Tensor<2>> {
+        match self {
+            Self::Single(m) => Classifier::features(m, x),
+            Self::Ensemble(_) => None,
         }
     }
 

@@ -153,11 +153,15 @@ impl Mlp {
     }
 
     pub fn forward(&self, x: Tensor<4>) -> Tensor<2> {
+        self.fc3.forward(self.features(x))
+    }
+
+    /// What `fc3` reads, `[N, 256]`.
+    pub fn features(&self, x: Tensor<4>) -> Tensor<2> {
         let x = (x - self.mean) / self.std;
         let x: Tensor<2> = x.flatten(1, 3);
         let x = relu(self.fc1.forward(x));
-        let x = relu(self.fc2.forward(x));
-        self.fc3.forward(x)
+        relu(self.fc2.forward(x))
     }
 }
 
@@ -191,12 +195,17 @@ impl Cnn {
     }
 
     pub fn forward(&self, x: Tensor<4>) -> Tensor<2> {
+        self.fc2.forward(self.features(x))
+    }
+
+    /// What `fc2` reads, `[N, 1024]`.
+    pub fn features(&self, x: Tensor<4>) -> Tensor<2> {
         let x = (x - self.mean) / self.std;
         let x = self.pool.forward(relu(self.conv1.forward(x)));
         let x = self.pool.forward(relu(self.conv2.forward(x)));
         // [N, 64, 7, 7] flattened in C, H, W order, as torch.flatten(x, 1).
         let x: Tensor<2> = x.flatten(1, 3);
-        self.fc2.forward(relu(self.fc1.forward(x)))
+        relu(self.fc1.forward(x))
     }
 }
 
@@ -215,6 +224,14 @@ impl ImageNet {
         match self {
             ImageNet::Mlp(m) => m.forward(x),
             ImageNet::Cnn(m) => m.forward(x),
+        }
+    }
+
+    /// The penultimate layer's activations `[N, F]`: what the last layer reads.
+    pub fn features(&self, x: Tensor<4>) -> Tensor<2> {
+        match self {
+            ImageNet::Mlp(m) => m.features(x),
+            ImageNet::Cnn(m) => m.features(x),
         }
     }
 
