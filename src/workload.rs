@@ -34,8 +34,8 @@ pub enum WorkloadError {
 /// Where the examples come from.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Source {
-    /// The Fashion-MNIST test split (directory: flag, `$RAMPART_DATA`, or the defaults).
-    FashionMnist { dir: Option<PathBuf> },
+    /// A Fashion-MNIST split (directory: flag, `$RAMPART_DATA`, or the defaults).
+    FashionMnist { dir: Option<PathBuf>, split: Split },
     /// `size` SYNTHETIC bar images drawn with `seed`.
     Synthetic { size: usize, seed: u64 },
     /// JSONL records, for fusion models.
@@ -49,7 +49,8 @@ pub struct WorkloadSpec {
     pub open: OpenOptions,
     pub source: Source,
     pub device: DeviceChoice,
-    /// Every `skip`-th example (at least 1), at most `limit` of them.
+    /// Every `skip`-th example (at least 1) from example `offset` on, at most `limit` of them.
+    pub offset: usize,
     pub skip: usize,
     pub limit: Option<usize>,
 }
@@ -287,7 +288,7 @@ fn load_data(
         (AnyModel::Fusion { spec: fspec, .. }, Source::Records(records_path)) => {
             files.push(records_path.clone());
             let all = records::load(records_path, &fspec.schema(), d)?;
-            let ids = data::every_index(all.len(), spec.skip, spec.limit);
+            let ids = data::every_index(all.len(), spec.offset, spec.skip, spec.limit);
             let set = all.select(data::indices(&ids, d));
             (Data::Records(set), ids)
         }
@@ -296,10 +297,10 @@ fn load_data(
                 "--records is for multimodal fusion models; {path} is an image model (use --dataset)"
             )));
         }
-        (_, Source::FashionMnist { dir }) => {
+        (_, Source::FashionMnist { dir, split }) => {
             let dir = data::resolve_data_dir(dir.as_deref())?;
-            files.extend(data::split_files(&dir, Split::Test));
-            images(opened, data::load_split(&dir, Split::Test, d)?, spec)?
+            files.extend(data::split_files(&dir, *split));
+            images(opened, data::load_split(&dir, *split, d)?, spec)?
         }
         (_, Source::Synthetic { size, seed }) => {
             images(opened, data::synthetic(*size, *seed, d), spec)?
@@ -307,8 +308,8 @@ fn load_data(
     };
     if ids.is_empty() {
         return Err(WorkloadError::Mismatch(format!(
-            "no examples to run on (skip {}, limit {:?}); the data set is empty",
-            spec.skip, spec.limit
+            "no examples to run on (offset {}, skip {}, limit {:?}); the data set is empty or ends before the offset",
+            spec.offset, spec.skip, spec.limit
         )));
     }
     Ok((data, ids))
@@ -321,8 +322,11 @@ fn images(
     spec: &WorkloadSpec,
 ) -> Result<(Data, Vec<usize>), WorkloadError> {
     check_classes(opened, &all)?;
-    let ids = data::every_index(all.len(), spec.skip, spec.limit);
-    Ok((Data::Images(all.every(spec.skip, spec.limit)), ids))
+    let ids = data::every_index(all.len(), spec.offset, spec.skip, spec.limit);
+    Ok((
+        Data::Images(all.every(spec.offset, spec.skip, spec.limit)),
+        ids,
+    ))
 }
 
 fn check_classes(opened: &Opened, set: &ImageSet) -> Result<(), WorkloadError> {

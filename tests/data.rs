@@ -175,7 +175,7 @@ fn every_picks_every_kth_example() {
     let dir = tempfile::tempdir().unwrap();
     write_split(dir.path(), "t10k", 7, &[0, 1, 2, 3, 4, 5, 6], false);
     let set = data::load_split(dir.path(), Split::Test, &Device::flex()).unwrap();
-    let picked = set.every(3, Some(2));
+    let picked = set.every(0, 3, Some(2));
     let labels: Vec<i64> = picked
         .labels
         .into_data()

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use clap::Args;
 
 use crate::artifact::{OpenOptions, Outputs};
-use crate::data::DatasetChoice;
+use crate::data::{DatasetChoice, Split};
 use crate::device::DeviceChoice;
 use crate::model::Arch;
 use crate::workload::{Source, WorkloadSpec};
@@ -47,6 +47,12 @@ pub struct DataArgs {
     /// JSONL records to run a multimodal fusion model on (instead of --dataset).
     #[arg(long, conflicts_with = "dataset")]
     pub records: Option<PathBuf>,
+    /// Which Fashion-MNIST split to run on: test (10,000 images) or train (60,000).
+    #[arg(long, value_enum, default_value_t = Split::Test)]
+    pub split: Split,
+    /// Start at this example (0-based), e.g. past the examples a detector was calibrated on.
+    #[arg(long, default_value_t = 0)]
+    pub offset: u64,
     /// At most this many examples (the first ones, or after --skip).
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
     pub limit: Option<u64>,
@@ -74,6 +80,7 @@ impl WorkloadArgs {
             (Some(r), _) => Source::Records(r.clone()),
             (None, DatasetChoice::FashionMnist) => Source::FashionMnist {
                 dir: self.data.data_dir.clone(),
+                split: self.data.split,
             },
             (None, DatasetChoice::Synthetic) => Source::Synthetic {
                 size: SYNTHETIC_TEST.0,
@@ -85,6 +92,7 @@ impl WorkloadArgs {
             open: self.model.open_options(),
             source,
             device: self.device,
+            offset: self.data.offset as usize,
             skip: skip.max(1),
             limit: self.data.limit.map(|l| l as usize),
         }

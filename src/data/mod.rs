@@ -122,7 +122,7 @@ pub enum DatasetChoice {
 }
 
 /// Which half of a dataset.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Split {
     Train,
     Test,
@@ -202,14 +202,14 @@ impl ImageSet {
         }
     }
 
-    /// Every `skip`-th example starting at 0, then at most `limit` of them, as Cohen et al.
-    /// pick certification images ("every 20th test image").
-    pub fn every(self, skip: usize, limit: Option<usize>) -> ImageSet {
+    /// Every `skip`-th example starting at `offset`, then at most `limit` of them, as Cohen
+    /// et al. pick certification images ("every 20th test image").
+    pub fn every(self, offset: usize, skip: usize, limit: Option<usize>) -> ImageSet {
         let skip = skip.max(1);
-        if skip == 1 {
+        if skip == 1 && offset == 0 {
             return self.take(limit);
         }
-        let (images, labels) = self.gather(&every_index(self.len(), skip, limit));
+        let (images, labels) = self.gather(&every_index(self.len(), offset, skip, limit));
         ImageSet {
             images,
             labels,
@@ -223,9 +223,9 @@ impl ImageSet {
     }
 }
 
-/// Indices 0, skip, 2·skip, ... below `n`, at most `limit` of them.
-pub fn every_index(n: usize, skip: usize, limit: Option<usize>) -> Vec<usize> {
-    (0..n)
+/// Indices offset, offset + skip, offset + 2·skip, ... below `n`, at most `limit` of them.
+pub fn every_index(n: usize, offset: usize, skip: usize, limit: Option<usize>) -> Vec<usize> {
+    (offset.min(n)..n)
         .step_by(skip.max(1))
         .take(limit.unwrap_or(usize::MAX))
         .collect()

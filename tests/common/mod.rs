@@ -70,7 +70,7 @@ pub fn fashion_test(skip: usize, n: usize) -> ImageSet {
     let dir = data::resolve_data_dir(None).expect("Fashion-MNIST: run scripts/fetch-data.sh");
     data::load_split(&dir, Split::Test, &Device::flex())
         .unwrap()
-        .every(skip, Some(n))
+        .every(0, skip, Some(n))
 }
 
 pub fn floats<const D: usize>(t: Tensor<D>) -> Vec<f32> {
