@@ -15,7 +15,7 @@ const FONT_PATHS: [&str; 2] = [
     "/usr/share/fonts/dejavu/DejaVuSans.ttf",
 ];
 
-fn font_registered() -> bool {
+pub fn font_registered() -> bool {
     static FONT: OnceLock<bool> = OnceLock::new();
     *FONT.get_or_init(|| {
         FONT_PATHS.iter().any(|p| {

@@ -6,6 +6,7 @@ pub mod args;
 mod attack;
 mod certify;
 mod data;
+mod detect;
 mod ensemble;
 mod eval;
 mod evaluate;
@@ -64,6 +65,9 @@ pub enum Command {
     /// Data tools: the SYNTHETIC multimodal security set.
     #[command(subcommand)]
     Data(data::DataCommand),
+    /// Detectors of adversarial inputs: fit and calibrate, score, evaluate against attacks.
+    #[command(subcommand)]
+    Detect(detect::DetectCommand),
 }
 
 /// Why a command failed.
@@ -102,6 +106,7 @@ pub fn main() -> ExitCode {
         Command::Predict(a) => predict::run(a),
         Command::Ensemble(c) => ensemble::run(c),
         Command::Data(c) => data::run(c),
+        Command::Detect(c) => detect::run(c),
     };
     match result {
         Ok(()) | Err(CliError::ClosedPipe) => ExitCode::SUCCESS,

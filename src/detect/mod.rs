@@ -1,11 +1,28 @@
-//! Detectors: drift, adversarial inputs and model extraction (issue 13, in progress).
+//! Detectors: of adversarial inputs, of drift, of model extraction (issue 13, in progress).
 //!
-//! So far: [`univariate`], the per-feature two-sample drift tests and distances, with the
-//! corrections across features. Each later detector will be a file behind one `Detector` trait
-//! (fit on reference data, score a batch into statistics and p-values, save and load its
-//! state), as docs/ARCHITECTURE.md describes.
+//! - [`univariate`]: per-feature two-sample drift tests and distances (KS, chi-square, PSI,
+//!   Jensen-Shannon) with the corrections across features.
+//! - [`shapiro`]: the Shapiro-Wilk test of normality (Royston's AS R94, as scipy's `shapiro`).
+//! - [`cvm`]: the two-sample Cramér-von Mises test, exact or asymptotic (as scipy's).
+//! - [`adversarial`]: per-example scores of suspicious inputs, one file per method.
+//! - [`calibrate`]: conformal p-values and alarms at a chosen false-positive rate; fusion.
+//! - [`fit`], [`score`], [`evaluate`]: the jobs behind `rampart detect fit|score|evaluate`;
+//!   [`store`] the fitted detector file; [`adaptive`] the attack that tries to slip past a
+//!   detector; [`roc`] ROC areas and curves.
 
+pub mod adaptive;
+pub mod adversarial;
+pub mod calibrate;
+pub mod cvm;
+pub mod evaluate;
+pub mod fit;
+pub mod roc;
+pub mod score;
+pub mod shapiro;
+pub mod store;
 pub mod univariate;
+
+use crate::workload::WorkloadError;
 
 /// A detector's input it cannot use, named.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -20,4 +37,15 @@ pub enum DetectError {
     NotFinite { what: &'static str },
     #[error("{0}")]
     Invalid(String),
+}
+
+/// What a detector job can fail on.
+#[derive(Debug, thiserror::Error)]
+pub enum RunError {
+    #[error(transparent)]
+    Workload(#[from] WorkloadError),
+    #[error(transparent)]
+    Detect(#[from] DetectError),
+    #[error(transparent)]
+    Store(#[from] store::StoreError),
 }

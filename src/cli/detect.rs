@@ -1,0 +1,425 @@
+//! `rampart detect`: detectors of adversarial inputs, fitted and calibrated on clean data
+//! (`fit`), applied to inputs (`score`), and measured against Rampart's own attacks and an
+//! adaptive attacker (`evaluate`).
+
+use std::path::PathBuf;
+
+use clap::{Args, Subcommand};
+
+use super::args::{WorkloadArgs, guard};
+use super::{CliError, CliResult, emit, note};
+use crate::artifact::files::{self, OutputKind};
+use crate::attack::apgd::Apgd;
+use crate::attack::{Fgsm, Method as AttackMethod, Norm, Pgd};
+use crate::data::Split;
+use crate::detect::adaptive::Adaptive;
+use crate::detect::adversarial::{Kind, Settings, Squeeze, Vote};
+use crate::detect::calibrate::Fusion;
+use crate::detect::evaluate::{self, EvalPlan};
+use crate::detect::fit::{self, FitPlan};
+use crate::detect::score::{self, ScoreRow};
+use crate::detect::store::Fitted;
+use crate::detect::{DetectError, RunError};
+use crate::workload::{Examples, Job, Source, Workload};
+
+/// Clean examples calibrated on when `--limit` is not given.
+const DEFAULT_CALIBRATION: usize = 2000;
+
+#[derive(Subcommand, Debug)]
+pub enum DetectCommand {
+    /// Fit detectors on training data and calibrate their alarms to --fpr on held-out clean
+    /// examples (the selected ones: by default the first 2,000 test images).
+    Fit(FitArgs),
+    /// Score inputs with a fitted detector: scores, p-values, alarms, per example.
+    Score(ScoreArgs),
+    /// Measure a fitted detector: false positives on clean data, detection of FGSM, PGD and
+    /// APGD examples, and an adaptive attack on each differentiable detector.
+    Evaluate(EvaluateArgs),
+}
+
+#[derive(Args, Debug)]
+#[command(allow_negative_numbers = true)]
+pub struct FitArgs {
+    #[command(flatten)]
+    pub on: WorkloadArgs,
+    /// Detectors, comma-separated, fused in this order.
+    #[arg(
+        long,
+        value_enum,
+        value_delimiter = ',',
+        default_value = "msp,entropy,squeeze,mahalanobis,vote"
+    )]
+    pub detectors: Vec<Kind>,
+    /// False-positive rate the alarms are calibrated to, in (0, 1).
+    #[arg(long, default_value_t = 0.05)]
+    pub fpr: f64,
+    /// How the detectors' p-values are fused into one alarm.
+    #[arg(long, value_enum, default_value_t = Fusion::Bonferroni)]
+    pub fusion: Fusion,
+    /// Training examples the Mahalanobis detector is fitted on (the first of Fashion-MNIST's
+    /// train split; the SYNTHETIC set and records fit on themselves).
+    #[arg(long, default_value_t = 10_000, value_parser = clap::value_parser!(u64).range(1..))]
+    pub fit_limit: u64,
+    /// Feature squeezing: bits kept per pixel, 1 to 8.
+    #[arg(long, default_value_t = 4)]
+    pub squeeze_bits: u32,
+    /// Feature squeezing: median filter side, 0 (none), 2 or 3.
+    #[arg(long, default_value_t = 2)]
+    pub median: usize,
+    /// Vote detector: noise standard deviation, input units.
+    #[arg(long, default_value_t = 0.25)]
+    pub vote_sigma: f64,
+    /// Vote detector: noisy copies per input.
+    #[arg(long, default_value_t = 32)]
+    pub vote_copies: usize,
+    #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u64).range(1..=65_536))]
+    pub batch: u64,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// The fitted detector file to write (safetensors).
+    #[arg(long)]
+    pub out: PathBuf,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct ScoreArgs {
+    #[command(flatten)]
+    pub on: WorkloadArgs,
+    /// A detector file from `rampart detect fit` for this model.
+    #[arg(long)]
+    pub detector: PathBuf,
+    /// Write one line per example (scores, p-values, alarms) to this TSV.
+    #[arg(long)]
+    pub per_example: Option<PathBuf>,
+    #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u64).range(1..=65_536))]
+    pub batch: u64,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug)]
+#[command(allow_negative_numbers = true)]
+pub struct EvaluateArgs {
+    #[command(flatten)]
+    pub on: WorkloadArgs,
+    /// A detector file from `rampart detect fit` for this model.
+    #[arg(long)]
+    pub detector: PathBuf,
+    /// L∞ radius of FGSM, PGD-40, APGD-CE and the adaptive attack, input units.
+    #[arg(long, default_value_t = 0.1)]
+    pub eps: f64,
+    /// L2 radius of the L2 PGD-40 attack, input units.
+    #[arg(long, default_value_t = 1.5)]
+    pub eps_l2: f64,
+    /// PGD and adaptive-attack steps.
+    #[arg(long, default_value_t = 40)]
+    pub steps: usize,
+    /// APGD-CE iterations (0 leaves APGD out).
+    #[arg(long, default_value_t = 100)]
+    pub apgd_steps: usize,
+    /// Skip the adaptive attack.
+    #[arg(long)]
+    pub no_adaptive: bool,
+    /// Draw each detector's ROC curve against each attack into this PNG.
+    #[arg(long)]
+    pub roc: Option<PathBuf>,
+    #[arg(long, default_value_t = 250, value_parser = clap::value_parser!(u64).range(1..=65_536))]
+    pub batch: u64,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    #[arg(long)]
+    pub json: bool,
+}
+
+impl From<RunError> for CliError {
+    fn from(e: RunError) -> Self {
+        match e {
+            RunError::Workload(w) => CliError::Workload(w),
+            RunError::Store(crate::detect::store::StoreError::File(f)) => CliError::File(f),
+            other => CliError::Usage(other.to_string()),
+        }
+    }
+}
+
+fn usage(e: DetectError) -> CliError {
+    CliError::Usage(e.to_string())
+}
+
+pub fn run(command: DetectCommand) -> CliResult {
+    match command {
+        DetectCommand::Fit(a) => run_fit(a),
+        DetectCommand::Score(a) => run_score(a),
+        DetectCommand::Evaluate(a) => run_evaluate(a),
+    }
+}
+
+fn run_fit(args: FitArgs) -> CliResult {
+    let mut detectors = args.detectors.clone();
+    detectors.dedup();
+    if detectors.len() != args.detectors.len() {
+        return Err(CliError::Usage(
+            "--detectors names a detector twice; name each once".into(),
+        ));
+    }
+    let settings = Settings {
+        squeeze: Squeeze::new(args.squeeze_bits, args.median).map_err(usage)?,
+        vote: Vote::new(args.vote_sigma, args.vote_copies).map_err(usage)?,
+    };
+    let plan = FitPlan {
+        detectors,
+        settings,
+        fpr: args.fpr,
+        fusion: args.fusion,
+        batch: args.batch as usize,
+        seed: args.seed,
+    };
+    let mut calibrate_spec = args.on.spec(1);
+    calibrate_spec.limit = calibrate_spec.limit.or(Some(DEFAULT_CALIBRATION));
+    let mut fit_spec = calibrate_spec.clone();
+    if let Source::FashionMnist { split, .. } = &mut fit_spec.source {
+        *split = Split::Train;
+    }
+    fit_spec.offset = 0;
+    fit_spec.limit = Some(args.fit_limit as usize);
+    let calibrate_on = Workload::open(&calibrate_spec)?;
+    let fit_on = Workload::open(&fit_spec)?;
+    let mut outputs = guard(&calibrate_on.files);
+    outputs.inputs(&fit_on.files);
+    outputs.output(&args.out, "--out", OutputKind::Detector)?;
+    note(&format!("device: {}", calibrate_on.device.description));
+    let fitted = fit::fit(&fit_on, &calibrate_on, &plan)?;
+    fitted.save(&args.out).map_err(RunError::from)?;
+    let summary = FitSummary {
+        out: args.out.clone(),
+        detectors: fitted
+            .header
+            .detectors
+            .iter()
+            .map(|d| d.name().into())
+            .collect(),
+        thresholds: score::thresholds(&fitted).map_err(usage)?,
+        fpr: fitted.header.fpr,
+        fit_examples: fitted.header.fit_examples,
+        fit_data: fitted.header.fit_data.clone(),
+        calibration_examples: fitted.header.calibration_ids.len(),
+        calibration_data: fitted.header.calibration_data.clone(),
+    };
+    emit(&summary, args.json)
+}
+
+/// What `detect fit` prints.
+#[derive(Debug, serde::Serialize)]
+struct FitSummary {
+    out: PathBuf,
+    detectors: Vec<String>,
+    /// Alarm thresholds on each detector's score at `fpr`.
+    thresholds: Vec<f32>,
+    fpr: f64,
+    fit_examples: usize,
+    fit_data: String,
+    calibration_examples: usize,
+    calibration_data: String,
+}
+
+impl std::fmt::Display for FitSummary {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(
+            f,
+            "fitted on {} examples of {}, calibrated on {} of {}; alarms at a false-positive rate of {}:",
+            self.fit_examples,
+            self.fit_data,
+            self.calibration_examples,
+            self.calibration_data,
+            self.fpr
+        )?;
+        for (d, t) in self.detectors.iter().zip(&self.thresholds) {
+            writeln!(f, "  {d:<12} score > {t}")?;
+        }
+        writeln!(f, "wrote {}", self.out.display())
+    }
+}
+
+/// Opens a detector file for the workload's model, refusing one fitted for another model.
+fn open_detector(path: &std::path::Path, work: &Workload) -> Result<Fitted, CliError> {
+    let fitted = Fitted::load(path, &work.device.device).map_err(RunError::from)?;
+    if fitted.header.model_sha256 != work.opened.sha256 {
+        return Err(CliError::Usage(format!(
+            "--detector {}: was fitted for another model (SHA-256 {}…), not {}; fit one for this model with `rampart detect fit`",
+            path.display(),
+            &fitted.header.model_sha256[..12.min(fitted.header.model_sha256.len())],
+            work.opened.path.display()
+        )));
+    }
+    Ok(fitted)
+}
+
+struct ScoreJob<'a> {
+    fitted: &'a Fitted,
+    batch: usize,
+    seed: u64,
+}
+
+impl Job for ScoreJob<'_> {
+    type Output = Result<Vec<ScoreRow>, DetectError>;
+
+    fn run<const D: usize, C: crate::classifier::Classifier<D>>(
+        self,
+        model: &C,
+        ex: Examples<C::Input>,
+    ) -> Self::Output {
+        use crate::classifier::Input;
+        score::check_model(self.fitted, model, &ex.inputs)?;
+        let device = ex.labels.device();
+        device.seed(self.seed);
+        let thresholds = score::thresholds(self.fitted)?;
+        let labels: Vec<i64> = ex
+            .labels
+            .clone()
+            .into_data()
+            .convert::<i64>()
+            .try_into_vec::<i64>()
+            .map_err(|e| DetectError::Invalid(format!("reading labels back: {e:?}")))?;
+        let mut rows = Vec::with_capacity(ex.inputs.len());
+        for start in (0..ex.inputs.len()).step_by(self.batch) {
+            let x = ex.inputs.range(start, start + self.batch);
+            let end = start + x.len();
+            let b = score::score_batch(self.fitted, model, &x)?;
+            rows.extend(b.rows(
+                &ex.ids[start..end],
+                &labels[start..end],
+                &thresholds,
+                self.fitted.header.fpr,
+            ));
+        }
+        Ok(rows)
+    }
+}
+
+/// What `detect score` prints.
+#[derive(Debug, serde::Serialize)]
+struct ScoreSummary {
+    detectors: Vec<String>,
+    fpr: f64,
+    examples: usize,
+    /// Alarms per detector, then fused.
+    alarms: Vec<(String, usize)>,
+    per_example: Option<PathBuf>,
+}
+
+impl std::fmt::Display for ScoreSummary {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(
+            f,
+            "{} examples scored; alarms at a false-positive rate of {}:",
+            self.examples, self.fpr
+        )?;
+        for (d, n) in &self.alarms {
+            writeln!(
+                f,
+                "  {d:<20} {n} ({:.2}%)",
+                100.0 * *n as f64 / self.examples.max(1) as f64
+            )?;
+        }
+        if let Some(p) = &self.per_example {
+            writeln!(f, "per example: {}", p.display())?;
+        }
+        Ok(())
+    }
+}
+
+fn run_score(args: ScoreArgs) -> CliResult {
+    let work = Workload::open(&args.on.spec(1))?;
+    let mut outputs = guard(&work.files);
+    outputs.inputs(std::slice::from_ref(&args.detector));
+    if let Some(p) = &args.per_example {
+        outputs.output(p, "--per-example", OutputKind::DetectionTsv)?;
+    }
+    let fitted = open_detector(&args.detector, &work)?;
+    let rows = work
+        .run(
+            ScoreJob {
+                fitted: &fitted,
+                batch: args.batch as usize,
+                seed: args.seed,
+            },
+            None,
+        )?
+        .map_err(usage)?;
+    let names: Vec<&str> = fitted.header.detectors.iter().map(|d| d.name()).collect();
+    if let Some(p) = &args.per_example {
+        files::write_atomic(p, score::tsv(&rows, &names).as_bytes())?;
+    }
+    let mut alarms: Vec<(String, usize)> = names
+        .iter()
+        .enumerate()
+        .map(|(d, n)| (n.to_string(), rows.iter().filter(|r| r.alarms[d]).count()))
+        .collect();
+    alarms.push(("fused".into(), rows.iter().filter(|r| r.alarm).count()));
+    emit(
+        &ScoreSummary {
+            detectors: names.iter().map(|n| n.to_string()).collect(),
+            fpr: fitted.header.fpr,
+            examples: rows.len(),
+            alarms,
+            per_example: args.per_example.clone(),
+        },
+        args.json,
+    )
+}
+
+fn run_evaluate(args: EvaluateArgs) -> CliResult {
+    let bad = |flag: &str, e: crate::attack::AttackError| {
+        CliError::Usage(format!("--{flag} {}", e.message))
+    };
+    let mut attacks = vec![
+        (
+            format!("FGSM L∞ {}", args.eps),
+            AttackMethod::Fgsm(Fgsm::new(args.eps).map_err(|e| bad("eps", e))?),
+        ),
+        (
+            format!("PGD-{} L∞ {}", args.steps, args.eps),
+            AttackMethod::Pgd(
+                Pgd::new(Norm::Linf, args.eps, args.steps).map_err(|e| bad("eps", e))?,
+            ),
+        ),
+        (
+            format!("PGD-{} L2 {}", args.steps, args.eps_l2),
+            AttackMethod::Pgd(
+                Pgd::new(Norm::L2, args.eps_l2, args.steps).map_err(|e| bad("eps-l2", e))?,
+            ),
+        ),
+    ];
+    if args.apgd_steps > 0 {
+        attacks.push((
+            format!("APGD-CE-{} L∞ {}", args.apgd_steps, args.eps),
+            AttackMethod::Apgd(
+                Apgd::new(Norm::Linf, args.eps, args.apgd_steps)
+                    .map_err(|e| bad("apgd-steps", e))?,
+            ),
+        ));
+    }
+    let plan = EvalPlan {
+        attacks,
+        adaptive: (!args.no_adaptive).then_some(Adaptive {
+            norm: Norm::Linf,
+            epsilon: args.eps,
+            steps: args.steps,
+        }),
+        batch: args.batch as usize,
+        seed: args.seed,
+    };
+    let work = Workload::open(&args.on.spec(1))?;
+    let mut outputs = guard(&work.files);
+    outputs.inputs(std::slice::from_ref(&args.detector));
+    if let Some(p) = &args.roc {
+        outputs.output(p, "--roc", OutputKind::Png)?;
+    }
+    let fitted = open_detector(&args.detector, &work)?;
+    note(&format!("device: {}", work.device.description));
+    let report = evaluate::evaluate(&work, &fitted, &plan, args.roc.as_deref())?;
+    emit(&report, args.json)
+}

@@ -1,0 +1,74 @@
+//! The randomized-smoothing vote (Cohen et al. 2019, used as a detector): the base classifier
+//! votes on `copies` noisy copies of the input; an input near a decision boundary, as most
+//! adversarial examples are, splits the vote. The score is 1 − the top class's share of the
+//! votes, in [0, 1 − 1/K]. Randomized, so scores of the same input differ from call to call;
+//! not differentiable.
+
+use burn::tensor::{Distribution, Int, Tensor};
+use serde::{Deserialize, Serialize};
+
+use super::{Detector, Kind};
+use crate::classifier::{Classifier, Input};
+use crate::detect::DetectError;
+
+/// Most noisy copies per input.
+pub const MAX_COPIES: usize = 1024;
+
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Vote {
+    /// Standard deviation of the noise, input units (positive).
+    pub sigma: f64,
+    /// Noisy copies per input, 2 to [`MAX_COPIES`].
+    pub copies: usize,
+}
+
+impl Vote {
+    pub fn new(sigma: f64, copies: usize) -> Result<Self, DetectError> {
+        if !(sigma.is_finite() && sigma > 0.0) {
+            return Err(DetectError::Invalid(format!(
+                "--vote-sigma must be a positive number, got {sigma}"
+            )));
+        }
+        if !(2..=MAX_COPIES).contains(&copies) {
+            return Err(DetectError::Invalid(format!(
+                "--vote-copies must be between 2 and {MAX_COPIES}, got {copies}"
+            )));
+        }
+        Ok(Self { sigma, copies })
+    }
+}
+
+impl Detector for Vote {
+    fn kind(&self) -> Kind {
+        Kind::Vote
+    }
+
+    fn randomized(&self) -> bool {
+        true
+    }
+
+    /// Scores `[N]`: all copies of the batch in one forward pass, votes counted on the
+    /// device as onehot(owner)ᵀ · onehot(decision).
+    fn score<const D: usize, C: Classifier<D>>(&self, model: &C, x: &C::Input) -> Tensor<1> {
+        let n = x.len();
+        let device = x.x().device();
+        let owner = Tensor::<1, Int>::arange(0..n as i64, &device)
+            .unsqueeze_dim::<2>(1)
+            .repeat_dim(1, self.copies)
+            .reshape([n * self.copies]);
+        let copies = x.select(owner.clone());
+        let noise = copies
+            .x()
+            .random_like(Distribution::Normal(0.0, self.sigma));
+        let noisy = copies.with_x(copies.x().clone() + noise);
+        let votes = model.decide(noisy).one_hot::<2>(model.decisions()).float();
+        let per_input = owner
+            .one_hot::<2>(n.max(2))
+            .float()
+            .transpose()
+            .matmul(votes)
+            .narrow(0, 0, n);
+        (per_input.max_dim(1).squeeze_dim::<1>(1) / self.copies as f64).neg() + 1.0
+    }
+}

@@ -1,0 +1,204 @@
+//! A fitted detector on disk: one safetensors file, its tensors (each detector's sorted clean
+//! calibration scores, the Mahalanobis means and precision) beside a `rampart.detector`
+//! metadata entry holding the settings as JSON, with a format version. Written atomically;
+//! read bounded, with every tensor's name, dtype and shape checked before it is used, and
+//! bound to the model it was fitted for by the model file's SHA-256.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use burn::tensor::{Device, Tensor, TensorData};
+use safetensors::tensor::TensorView;
+use safetensors::{Dtype, SafeTensors};
+use serde::{Deserialize, Serialize};
+
+use super::adversarial::{Detector, Entropy, Kind, Mahalanobis, Method, Msp, Settings};
+use super::calibrate::{Calibration, Fusion};
+use crate::artifact::files::{self, FileError};
+
+/// The metadata key of the settings.
+pub const KEY: &str = "rampart.detector";
+/// The format this version writes and reads.
+pub const FORMAT: u32 = 1;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error(transparent)]
+    File(#[from] FileError),
+    #[error("{path}: not a Rampart detector file: {reason}")]
+    Invalid { path: PathBuf, reason: String },
+}
+
+/// What a detector file says about itself.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Header {
+    pub format: u32,
+    /// "adversarial".
+    pub family: String,
+    /// SHA-256 of the model file the detector was fitted for.
+    pub model_sha256: String,
+    /// The detectors, in the order their p-values are fused.
+    pub detectors: Vec<Kind>,
+    pub settings: Settings,
+    /// The false-positive rate alarms are calibrated to, in (0, 1).
+    pub fpr: f64,
+    pub fusion: Fusion,
+    /// The data it was fitted on, and how many examples.
+    pub fit_data: String,
+    pub fit_examples: usize,
+    /// The data it was calibrated on, and which examples (evaluations refuse to reuse them).
+    pub calibration_data: String,
+    pub calibration_ids: Vec<usize>,
+}
+
+/// A fitted, calibrated set of detectors.
+#[derive(Debug, Clone)]
+pub struct Fitted {
+    pub header: Header,
+    pub methods: Vec<Method>,
+    pub calibrations: Vec<Calibration>,
+}
+
+fn f32_bytes(v: &[f32]) -> Vec<u8> {
+    v.iter().flat_map(|f| f.to_le_bytes()).collect()
+}
+
+fn host(t: &Tensor<2>) -> Vec<f32> {
+    t.clone()
+        .into_data()
+        .convert::<f32>()
+        .try_into_vec::<f32>()
+        .expect("f32 tensor reads back")
+}
+
+impl Fitted {
+    /// Writes the detector to `path` atomically.
+    pub fn save(&self, path: &Path) -> Result<(), StoreError> {
+        let werr = |e: &dyn std::fmt::Display| {
+            StoreError::File(FileError::Write {
+                path: path.to_path_buf(),
+                source: std::io::Error::other(e.to_string()),
+            })
+        };
+        let mut owned: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::new();
+        for (method, cal) in self.methods.iter().zip(&self.calibrations) {
+            let name = method.kind().name();
+            owned.push((
+                format!("{name}.calibration"),
+                vec![cal.len()],
+                f32_bytes(&cal.scores),
+            ));
+            if let Method::Mahalanobis(m) = method {
+                owned.push((
+                    "mahalanobis.means".into(),
+                    m.means.dims().to_vec(),
+                    f32_bytes(&host(&m.means)),
+                ));
+                owned.push((
+                    "mahalanobis.precision".into(),
+                    m.precision.dims().to_vec(),
+                    f32_bytes(&host(&m.precision)),
+                ));
+            }
+        }
+        let mut views = Vec::with_capacity(owned.len());
+        for (name, shape, bytes) in &owned {
+            let view = TensorView::new(Dtype::F32, shape.clone(), bytes).map_err(|e| werr(&e))?;
+            views.push((name.as_str(), view));
+        }
+        let header = serde_json::to_string(&self.header).expect("detector header serialises");
+        let metadata = HashMap::from([(KEY.to_string(), header)]);
+        let bytes = safetensors::serialize(views, Some(metadata)).map_err(|e| werr(&e))?;
+        files::write_atomic(path, &bytes)?;
+        Ok(())
+    }
+
+    /// Reads a detector file, checking everything before building tensors on `device`.
+    pub fn load(path: &Path, device: &Device) -> Result<Self, StoreError> {
+        let bytes = files::read_bounded(path, files::DETECTOR)?;
+        let bad = |reason: String| StoreError::Invalid {
+            path: path.to_path_buf(),
+            reason,
+        };
+        let (_, meta) = SafeTensors::read_metadata(&bytes).map_err(|e| bad(e.to_string()))?;
+        let text = meta
+            .metadata()
+            .as_ref()
+            .and_then(|m| m.get(KEY))
+            .ok_or_else(|| {
+                bad(format!(
+                    "no {KEY} metadata (is it a model file? fit one with `rampart detect fit`)"
+                ))
+            })?;
+        let header: Header =
+            serde_json::from_str(text).map_err(|e| bad(format!("{KEY} metadata: {e}")))?;
+        if header.format != FORMAT {
+            return Err(bad(format!(
+                "format {} (this rampart reads {FORMAT}); fit the detector again",
+                header.format
+            )));
+        }
+        if !(header.fpr > 0.0 && header.fpr < 1.0) {
+            return Err(bad(format!("fpr {} is not in (0, 1)", header.fpr)));
+        }
+        if header.detectors.is_empty() {
+            return Err(bad("it lists no detectors".into()));
+        }
+        let tensors = SafeTensors::deserialize(&bytes).map_err(|e| bad(e.to_string()))?;
+        let read = |name: &str, rank: usize| -> Result<(Vec<usize>, Vec<f32>), StoreError> {
+            let t = tensors
+                .tensor(name)
+                .map_err(|_| bad(format!("tensor {name} is missing")))?;
+            if t.dtype() != Dtype::F32 || t.shape().len() != rank {
+                return Err(bad(format!(
+                    "tensor {name} is {:?} of shape {:?}, expected F32 of rank {rank}",
+                    t.dtype(),
+                    t.shape()
+                )));
+            }
+            let values: Vec<f32> = t
+                .data()
+                .chunks_exact(4)
+                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                .collect();
+            if values.iter().any(|v| !v.is_finite()) {
+                return Err(bad(format!("tensor {name} has NaN or infinite values")));
+            }
+            Ok((t.shape().to_vec(), values))
+        };
+        let mut methods = Vec::new();
+        let mut calibrations = Vec::new();
+        for kind in &header.detectors {
+            let (_, scores) = read(&format!("{}.calibration", kind.name()), 1)?;
+            calibrations.push(Calibration::new(scores, device).map_err(|e| bad(e.to_string()))?);
+            methods.push(match kind {
+                Kind::Msp => Method::Msp(Msp),
+                Kind::Entropy => Method::Entropy(Entropy),
+                Kind::Squeeze => Method::Squeeze(header.settings.squeeze),
+                Kind::Vote => Method::Vote(header.settings.vote),
+                Kind::Mahalanobis => {
+                    let (ms, means) = read("mahalanobis.means", 2)?;
+                    let (ps, precision) = read("mahalanobis.precision", 2)?;
+                    if ps[0] != ps[1] || ms[1] != ps[0] {
+                        return Err(bad(format!(
+                            "mahalanobis.means {ms:?} and mahalanobis.precision {ps:?} do not fit together"
+                        )));
+                    }
+                    Method::Mahalanobis(Mahalanobis {
+                        means: Tensor::from_data(TensorData::new(means, [ms[0], ms[1]]), device),
+                        precision: Tensor::from_data(
+                            TensorData::new(precision, [ps[0], ps[1]]),
+                            device,
+                        ),
+                    })
+                }
+            });
+        }
+        Ok(Self {
+            header,
+            methods,
+            calibrations,
+        })
+    }
+}

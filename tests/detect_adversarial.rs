@@ -1,0 +1,519 @@
+//! Adversarial-input detectors: the squeezers, the Mahalanobis algebra, conformal
+//! calibration, fusion, ROC areas, the detector file, and `rampart detect` end to end on
+//! Fashion-MNIST with the reference CNN.
+
+mod common;
+
+use burn::tensor::{Device, Distribution, Int, Tensor, TensorData};
+use common::{failed, floats, json, rampart, reference_path, serial};
+use nalgebra::DMatrix;
+use rampart::classifier::{Classifier, Domain};
+use rampart::detect::adversarial::squeeze::{median_filter, reduce_bits};
+use rampart::detect::adversarial::{Detector, Kind, Mahalanobis, Method, Settings, Squeeze, Vote};
+use rampart::detect::calibrate::{Calibration, Fusion, fuse};
+use rampart::detect::roc::auc;
+use rampart::detect::score::{alarm, p_alarm, score_batch};
+use rampart::detect::store::{FORMAT, Fitted, Header};
+
+fn tensor1(v: &[f32], d: &Device) -> Tensor<1> {
+    Tensor::from_data(TensorData::new(v.to_vec(), [v.len()]), d)
+}
+
+#[test]
+fn median_filters_match_their_definition() {
+    let d = Device::flex();
+    d.seed(3);
+    let (n, c, h, w) = (2, 2, 5, 6);
+    let x = Tensor::<4>::random([n, c, h, w], Distribution::Uniform(0.0, 1.0), &d);
+    let v = floats(x.clone());
+    for k in [2usize, 3] {
+        let got = floats(median_filter(x.clone(), k));
+        // scipy.ndimage.median_filter(size=k): window offsets −1..=0 (k = 2) or −1..=1
+        // (k = 3), edges reflected, the element of rank k²/2 of the sorted window.
+        let lo = -1isize;
+        let hi = if k == 2 { 0isize } else { 1 };
+        for plane in 0..n * c {
+            for r in 0..h {
+                for q in 0..w {
+                    let mut window = Vec::new();
+                    for dr in lo..=hi {
+                        for dq in lo..=hi {
+                            let rr = (r as isize + dr).clamp(0, h as isize - 1) as usize;
+                            let qq = (q as isize + dq).clamp(0, w as isize - 1) as usize;
+                            window.push(v[plane * h * w + rr * w + qq]);
+                        }
+                    }
+                    window.sort_by(f32::total_cmp);
+                    let at = plane * h * w + r * w + q;
+                    assert_eq!(got[at], window[k * k / 2], "k {k} plane {plane} ({r}, {q})");
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn bit_depth_reduction_rounds_to_evenly_spaced_levels() {
+    let d = Device::flex();
+    let x = tensor1(&[0.0, 0.1, 0.49, 0.51, 0.8, 1.0], &d);
+    assert_eq!(
+        floats(reduce_bits(x.clone(), 1, 0.0, 1.0)),
+        [0.0, 0.0, 0.0, 1.0, 1.0, 1.0]
+    );
+    let two = floats(reduce_bits(x, 2, 0.0, 1.0));
+    let expected = [0.0, 0.0, 1.0 / 3.0, 2.0 / 3.0, 2.0 / 3.0, 1.0];
+    for (g, e) in two.iter().zip(expected) {
+        assert!((g - e).abs() < 1e-6, "{two:?}");
+    }
+    assert!(Squeeze::new(0, 2).is_err() && Squeeze::new(4, 4).is_err());
+}
+
+#[test]
+fn conformal_alarms_are_exactly_the_p_values_at_most_the_rate() {
+    let d = Device::flex();
+    // 99 clean scores with ties: 1, 1, 2, 2, ..., 49, 49, 50.
+    let clean: Vec<f32> = (0..99).map(|i| (i / 2 + 1) as f32).collect();
+    let cal = Calibration::new(clean.clone(), &d).unwrap();
+    let probes: Vec<f32> = (0..=110)
+        .map(|i| i as f32 * 0.5)
+        .chain([f32::NAN])
+        .collect();
+    let p = floats(cal.p_values(tensor1(&probes, &d)));
+    for fpr in [0.01, 0.05, 0.1, 0.33] {
+        let threshold = cal.threshold(fpr).unwrap();
+        for (s, p) in probes.iter().zip(&p) {
+            let expected = (1 + clean.iter().filter(|c| **c >= *s).count()) as f32 / 100.0;
+            if !s.is_nan() {
+                assert_eq!(*p, expected, "score {s}");
+            }
+            assert_eq!(
+                alarm(*s, threshold),
+                p_alarm(*p, fpr),
+                "fpr {fpr} score {s} p {p}"
+            );
+        }
+    }
+    // 99 clean scores allow no alarm at 0.5%: an error that says how many are needed.
+    let err = cal.threshold(0.005).unwrap_err().to_string();
+    assert!(err.contains("199"), "{err}");
+    assert!(Calibration::new(vec![1.0, f32::NAN], &d).is_err());
+}
+
+#[test]
+fn fusion_matches_bonferroni_and_the_cauchy_combination() {
+    let d = Device::flex();
+    let p = [tensor1(&[0.01, 0.3], &d), tensor1(&[0.5, 0.4], &d)];
+    let bonferroni = floats(fuse(Fusion::Bonferroni, &p));
+    assert!((bonferroni[0] - 0.02).abs() < 1e-7 && (bonferroni[1] - 0.6).abs() < 1e-6);
+    // 0.5 − atan(mean tan((0.5 − p)π))/π for p = (0.01, 0.5), by Python's math module.
+    let cauchy = floats(fuse(Fusion::Cauchy, &p));
+    assert!(
+        (f64::from(cauchy[0]) - 0.019980299664053736).abs() < 1e-5,
+        "{cauchy:?}"
+    );
+}
+
+#[test]
+fn roc_area_counts_pairs_and_half_ties() {
+    assert_eq!(auc(&[0.1, 0.2, 0.3], &[0.25, 0.35]), Some(5.0 / 6.0));
+    assert_eq!(auc(&[1.0, 1.0], &[1.0]), Some(0.5));
+    assert_eq!(auc(&[0.0], &[f32::NAN]), Some(1.0));
+    assert_eq!(auc(&[], &[1.0]), None);
+}
+
+/// Features = the input itself (4 coordinates), logits = the features; two or four classes.
+struct Identity {
+    classes: usize,
+}
+
+impl Classifier<2> for Identity {
+    type Input = Tensor<2>;
+    fn logits(&self, x: Tensor<2>) -> Tensor<2> {
+        x.narrow(1, 0, self.classes)
+    }
+    fn features(&self, x: Tensor<2>) -> Option<Tensor<2>> {
+        Some(x)
+    }
+    fn num_classes(&self) -> usize {
+        self.classes
+    }
+    fn domain(&self) -> Domain {
+        Domain {
+            shape: vec![4],
+            bounds: None,
+            units: "units",
+        }
+    }
+}
+
+#[test]
+fn mahalanobis_fits_class_means_and_the_shared_covariance() {
+    let d = Device::flex();
+    // Two classes with means (0,0,0,0) and (3,0,0,0) and the same spread.
+    let rows = [
+        [1.0f32, 0.0, 0.0, 1.0],
+        [-1.0, 0.0, 0.0, -1.0],
+        [0.0, 2.0, 1.0, 0.0],
+        [0.0, -2.0, -1.0, 0.0],
+        [4.0, 0.0, 0.0, 1.0],
+        [2.0, 0.0, 0.0, -1.0],
+        [3.0, 2.0, 1.0, 0.0],
+        [3.0, -2.0, -1.0, 0.0],
+    ];
+    let x = Tensor::<2>::from_data(TensorData::new(rows.concat(), [8, 4]), &d);
+    let y = Tensor::<1, Int>::from_data(TensorData::new(vec![0i64, 0, 0, 0, 1, 1, 1, 1], [8]), &d);
+    let model = Identity { classes: 2 };
+    let m = Mahalanobis::fit(&model, &x, &y, 3).unwrap();
+    assert_eq!(
+        floats(m.means.clone()),
+        [0.0, 0.0, 0.0, 0.0, 3.0, 0.0, 0.0, 0.0]
+    );
+    // Centred rows give Σ = (1/8)·Σ rowᵀrow, singular (coordinates 1 and 2 move together).
+    let centred: Vec<[f64; 4]> = rows
+        .iter()
+        .enumerate()
+        .map(|(i, r)| {
+            let mean = if i < 4 { 0.0 } else { 3.0 };
+            [
+                f64::from(r[0]) - mean,
+                f64::from(r[1]),
+                f64::from(r[2]),
+                f64::from(r[3]),
+            ]
+        })
+        .collect();
+    let sigma = DMatrix::from_fn(4, 4, |a, b| {
+        centred.iter().map(|r| r[a] * r[b]).sum::<f64>() / 8.0
+    });
+    let pinv = sigma.clone().pseudo_inverse(1e-12).unwrap();
+    let got = floats(m.precision.clone());
+    for a in 0..4 {
+        for b in 0..4 {
+            assert!(
+                (f64::from(got[a * 4 + b]) - pinv[(a, b)]).abs() < 1e-5,
+                "{a},{b}"
+            );
+        }
+    }
+    // Scores: the smaller of the two squared distances, each (f − μ)ᵀ Σ⁺ (f − μ).
+    let probe = [0.5f32, 1.0, -0.5, 2.0];
+    let f = Tensor::<2>::from_data(TensorData::new(probe.to_vec(), [1, 4]), &d);
+    let score = floats(m.score(&model, &f))[0];
+    let dist = |mu: f64| {
+        let v = nalgebra::DVector::from_fn(4, |i, _| {
+            f64::from(probe[i]) - if i == 0 { mu } else { 0.0 }
+        });
+        (v.transpose() * &pinv * &v)[(0, 0)]
+    };
+    let expected = dist(0.0).min(dist(3.0));
+    assert!(
+        (f64::from(score) - expected).abs() < 1e-4 * expected.max(1.0),
+        "{score} vs {expected}"
+    );
+    // A class without two examples cannot be fitted.
+    let y1 = Tensor::<1, Int>::from_data(TensorData::new(vec![0i64, 0, 0, 0, 0, 0, 0, 1], [8]), &d);
+    let err = Mahalanobis::fit(&model, &x, &y1, 8)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("class 1 has 1"), "{err}");
+}
+
+#[test]
+fn a_saved_detector_loads_and_scores_identically() {
+    let d = Device::flex();
+    d.seed(9);
+    let model = Identity { classes: 4 };
+    let x = Tensor::<2>::random([64, 4], Distribution::Normal(0.0, 1.0), &d);
+    let y = x.clone().argmax(1).squeeze_dim::<1>(1);
+    let settings = Settings {
+        squeeze: Squeeze::new(4, 0).unwrap(),
+        vote: Vote::new(0.25, 8).unwrap(),
+    };
+    let kinds = [Kind::Msp, Kind::Entropy, Kind::Mahalanobis];
+    let methods: Vec<Method> = kinds
+        .iter()
+        .map(|k| Method::fit(*k, &settings, &model, &x, &y, 16).unwrap())
+        .collect();
+    let calibrations = methods
+        .iter()
+        .map(|m| Calibration::new(floats(m.score(&model, &x)), &d).unwrap())
+        .collect();
+    let fitted = Fitted {
+        header: Header {
+            format: FORMAT,
+            family: "adversarial".into(),
+            model_sha256: "ab".repeat(32),
+            detectors: kinds.to_vec(),
+            settings,
+            fpr: 0.1,
+            fusion: Fusion::Cauchy,
+            fit_data: "toy".into(),
+            fit_examples: 64,
+            calibration_data: "toy".into(),
+            calibration_ids: (0..64).collect(),
+        },
+        methods,
+        calibrations,
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("d.safetensors");
+    fitted.save(&path).unwrap();
+    let loaded = Fitted::load(&path, &d).unwrap();
+    assert_eq!(loaded.header, fitted.header);
+    let probe = Tensor::<2>::random([16, 4], Distribution::Normal(0.0, 2.0), &d);
+    let (a, b) = (
+        score_batch(&fitted, &model, &probe).unwrap(),
+        score_batch(&loaded, &model, &probe).unwrap(),
+    );
+    assert_eq!(
+        (a.scores, a.p_values, a.fused),
+        (b.scores, b.p_values, b.fused)
+    );
+    // A damaged file: cut short, or a model file instead.
+    let bytes = std::fs::read(&path).unwrap();
+    std::fs::write(
+        dir.path().join("cut.safetensors"),
+        &bytes[..bytes.len() - 9],
+    )
+    .unwrap();
+    for (file, expected) in [
+        (
+            dir.path().join("cut.safetensors"),
+            "not a Rampart detector file",
+        ),
+        (reference_path(), "no rampart.detector metadata"),
+    ] {
+        let err = Fitted::load(&file, &d).unwrap_err().to_string();
+        assert!(err.contains(expected), "{err}");
+    }
+}
+
+#[test]
+fn detect_fits_calibrates_and_measures_on_fashion_mnist() {
+    let _turn = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path();
+    let model = reference_path();
+    let m = model.to_str().unwrap();
+    let fit = json(&rampart(
+        &[
+            "detect",
+            "fit",
+            "--model",
+            m,
+            "--fit-limit",
+            "2000",
+            "--limit",
+            "1000",
+            "--fpr",
+            "0.1",
+            "--vote-copies",
+            "8",
+            "--out",
+            "d.safetensors",
+            "--json",
+        ],
+        p,
+    ));
+    assert_eq!(fit["calibration_examples"], 1000);
+    assert_eq!(fit["detectors"].as_array().unwrap().len(), 5);
+    // Evaluated on the calibration examples themselves: refused.
+    let err = failed(&rampart(
+        &[
+            "detect",
+            "evaluate",
+            "--model",
+            m,
+            "--detector",
+            "d.safetensors",
+            "--limit",
+            "10",
+        ],
+        p,
+    ));
+    assert!(err.contains("--offset 1000"), "{err}");
+    let report = json(&rampart(
+        &[
+            "detect",
+            "evaluate",
+            "--model",
+            m,
+            "--detector",
+            "d.safetensors",
+            "--offset",
+            "1000",
+            "--limit",
+            "600",
+            "--steps",
+            "10",
+            "--apgd-steps",
+            "10",
+            "--roc",
+            "roc.png",
+            "--json",
+        ],
+        p,
+    ));
+    // Calibration holds on fresh test images (exchangeable with the calibration ones): each
+    // detector's false-positive rate lies in its 99.9% interval around the target.
+    let n = 600.0;
+    let sd = (0.1f64 * 0.9 / n).sqrt();
+    for (name, rate) in report["false_positives"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| (&r[0], &r[1]))
+    {
+        let measured = rate["rate"].as_f64().unwrap();
+        assert!(
+            (measured - 0.1).abs() <= 3.3 * sd + 0.002,
+            "{name}: false-positive rate {measured}"
+        );
+    }
+    // Against PGD the best detector catches clearly more than its false-positive rate (the
+    // lower end of its 95% interval above 15%, at a 10% rate) and ranks better than chance.
+    let pgd = &report["attacks"][1];
+    assert!(pgd["attack"].as_str().unwrap().starts_with("PGD-10 L∞"));
+    let detectors = pgd["detectors"].as_array().unwrap();
+    let low = detectors
+        .iter()
+        .map(|d| d["detection"]["low"].as_f64().unwrap())
+        .fold(0.0, f64::max);
+    let auc = detectors
+        .iter()
+        .map(|d| d["auc"].as_f64().unwrap())
+        .fold(0.0, f64::max);
+    assert!(low > 0.15 && auc > 0.7, "{pgd}");
+    assert_eq!(report["adaptive"].as_array().unwrap().len(), 3);
+    assert!(p.join("roc.png").exists());
+    // The detector file of this model, scored on new images, written per example.
+    let scored = json(&rampart(
+        &[
+            "detect",
+            "score",
+            "--model",
+            m,
+            "--detector",
+            "d.safetensors",
+            "--offset",
+            "1000",
+            "--limit",
+            "50",
+            "--per-example",
+            "s.tsv",
+            "--json",
+        ],
+        p,
+    ));
+    assert_eq!(scored["examples"], 50);
+    let tsv = std::fs::read_to_string(p.join("s.tsv")).unwrap();
+    assert_eq!(tsv.lines().count(), 51);
+    assert!(tsv.starts_with("id\tlabel\tprediction\tmsp_score\tmsp_p\tmsp_alarm"));
+    // Careless requests: one clear error each, the detector file never overwritten.
+    let before = std::fs::read(p.join("d.safetensors")).unwrap();
+    for (args, expected) in [
+        (
+            vec![
+                "detect",
+                "fit",
+                "--model",
+                m,
+                "--fpr",
+                "1.5",
+                "--out",
+                "e.safetensors",
+            ],
+            "--fpr",
+        ),
+        (
+            vec![
+                "detect",
+                "fit",
+                "--model",
+                m,
+                "--detectors",
+                "msp,msp",
+                "--out",
+                "e.safetensors",
+            ],
+            "twice",
+        ),
+        (
+            vec![
+                "detect",
+                "fit",
+                "--model",
+                m,
+                "--median",
+                "5",
+                "--out",
+                "e.safetensors",
+            ],
+            "--median",
+        ),
+        (
+            vec![
+                "detect",
+                "fit",
+                "--model",
+                m,
+                "--limit",
+                "5",
+                "--fpr",
+                "0.01",
+                "--fit-limit",
+                "20",
+                "--detectors",
+                "msp",
+                "--out",
+                "e.safetensors",
+            ],
+            "calibration examples",
+        ),
+        (vec!["detect", "fit", "--model", m, "--out", m], "overwrite"),
+        (
+            vec!["detect", "score", "--model", m, "--detector", m],
+            "no rampart.detector metadata",
+        ),
+        (
+            vec![
+                "detect",
+                "score",
+                "--model",
+                m,
+                "--detector",
+                "d.safetensors",
+                "--per-example",
+                "d.safetensors",
+            ],
+            "overwrite",
+        ),
+    ] {
+        let err = failed(&rampart(&args, p));
+        assert!(err.contains(expected), "{args:?}: {err}");
+        assert!(!err.contains("panicked"), "{err}");
+    }
+    assert_eq!(std::fs::read(p.join("d.safetensors")).unwrap(), before);
+    // A detector fitted for another model (its recorded digest changed) is refused.
+    let st = safetensors::SafeTensors::deserialize(&before).unwrap();
+    let (_, meta) = safetensors::SafeTensors::read_metadata(&before).unwrap();
+    let mut metadata = meta.metadata().clone().unwrap();
+    let header = metadata.get_mut("rampart.detector").unwrap();
+    *header = header.replacen("\"model_sha256\":\"", "\"model_sha256\":\"00", 1);
+    let other = safetensors::serialize(st.tensors(), Some(metadata)).unwrap();
+    std::fs::write(p.join("other.safetensors"), other).unwrap();
+    let err = failed(&rampart(
+        &[
+            "detect",
+            "score",
+            "--model",
+            m,
+            "--detector",
+            "other.safetensors",
+            "--limit",
+            "5",
+        ],
+        p,
+    ));
+    assert!(err.contains("another model"), "{err}");
+}
