@@ -111,6 +111,12 @@ fn fusion_matches_bonferroni_and_the_cauchy_combination() {
         (f64::from(cauchy[0]) - 0.019980299664053736).abs() < 1e-5,
         "{cauchy:?}"
     );
+    // p = 1 (a score at or below every clean one) must not turn into an alarm: in f32,
+    // (0.5 − 1)·π lies just past −π/2, where tan is +2·10⁷.
+    let ones = [tensor1(&[1.0, 1.0, 0.2], &d), tensor1(&[1.0, 0.3, 1.0], &d)];
+    for fused in floats(fuse(Fusion::Cauchy, &ones)) {
+        assert!(fused > 0.3, "{fused}");
+    }
 }
 
 #[test]
@@ -286,6 +292,46 @@ fn a_saved_detector_loads_and_scores_identically() {
         let err = Fitted::load(&file, &d).unwrap_err().to_string();
         assert!(err.contains(expected), "{err}");
     }
+    // Hostile headers: each is refused by name, before anything is built from it.
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let (_, meta) = safetensors::SafeTensors::read_metadata(&bytes).unwrap();
+    let header = meta.metadata().as_ref().unwrap()["rampart.detector"].clone();
+    for (from, to, expected) in [
+        ("\"median\":0", "\"median\":1", "--median"),
+        ("\"bits\":4", "\"bits\":40", "--squeeze-bits"),
+        ("\"copies\":8", "\"copies\":0", "--vote-copies"),
+        (
+            "\"model_sha256\":\"abab",
+            "\"model_sha256\":\"éabab",
+            "SHA-256",
+        ),
+        (
+            "[\"msp\",\"entropy\",",
+            "[\"msp\",\"entropy\",\"msp\",",
+            "each detector once",
+        ),
+        (
+            "\"calibration_ids\":[0,",
+            "\"calibration_ids\":[",
+            "63 calibration examples",
+        ),
+        (
+            "\"family\":\"adversarial\"",
+            "\"family\":\"drift\"",
+            "family",
+        ),
+    ] {
+        assert!(header.contains(from), "{from} not in {header}");
+        let metadata = std::collections::HashMap::from([(
+            "rampart.detector".to_string(),
+            header.replacen(from, to, 1),
+        )]);
+        let hostile = dir.path().join("hostile.safetensors");
+        let bytes = safetensors::serialize(st.tensors(), Some(metadata)).unwrap();
+        std::fs::write(&hostile, bytes).unwrap();
+        let err = Fitted::load(&hostile, &d).unwrap_err().to_string();
+        assert!(err.contains(expected), "{from} → {to}: {err}");
+    }
 }
 
 #[test]
@@ -354,21 +400,24 @@ fn detect_fits_calibrates_and_measures_on_fashion_mnist() {
         ],
         p,
     ));
-    // Calibration holds on fresh test images (exchangeable with the calibration ones): each
-    // detector's false-positive rate lies in its 99.9% interval around the target.
+    // Calibration holds on fresh test images (exchangeable with the calibration ones): no
+    // detector's false-positive rate is above the upper end of its 99.9% interval around the
+    // target; ties among clean scores and Bonferroni's fusion only make it smaller, so the
+    // lower end is held for the tie-free scores only.
     let n = 600.0;
     let sd = (0.1f64 * 0.9 / n).sqrt();
-    for (name, rate) in report["false_positives"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|r| (&r[0], &r[1]))
-    {
-        let measured = rate["rate"].as_f64().unwrap();
+    for rate in report["false_positives"].as_array().unwrap() {
+        let (name, measured) = (rate[0].as_str().unwrap(), rate[1]["rate"].as_f64().unwrap());
         assert!(
-            (measured - 0.1).abs() <= 3.3 * sd + 0.002,
+            measured <= 0.1 + 3.3 * sd,
             "{name}: false-positive rate {measured}"
         );
+        if ["mahalanobis", "squeeze"].contains(&name) {
+            assert!(
+                measured >= 0.1 - 3.3 * sd,
+                "{name}: false-positive rate {measured}"
+            );
+        }
     }
     // Against PGD the best detector catches clearly more than its false-positive rate (the
     // lower end of its 95% interval above 15%, at a 10% rate) and ranks better than chance.
@@ -384,7 +433,21 @@ fn detect_fits_calibrates_and_measures_on_fashion_mnist() {
         .map(|d| d["auc"].as_f64().unwrap())
         .fold(0.0, f64::max);
     assert!(low > 0.15 && auc > 0.7, "{pgd}");
-    assert_eq!(report["adaptive"].as_array().unwrap().len(), 3);
+    // The adaptive attack on each differentiable detector slips past it at least about as
+    // often as plain PGD at the same radius does (the same budget, aimed at both goals).
+    let adaptive = report["adaptive"].as_array().unwrap();
+    assert_eq!(adaptive.len(), 3);
+    for a in adaptive {
+        let name = a["detector"].as_str().unwrap();
+        let row = detectors.iter().find(|d| d["detector"] == name).unwrap();
+        let pgd_evaded = pgd["success"]["rate"].as_f64().unwrap()
+            * (1.0 - row["detection"]["rate"].as_f64().unwrap());
+        let evaded = a["evaded"]["rate"].as_f64().unwrap();
+        assert!(
+            evaded >= pgd_evaded - 0.05,
+            "{name}: adaptive {evaded}, PGD {pgd_evaded}"
+        );
+    }
     assert!(p.join("roc.png").exists());
     // The detector file of this model, scored on new images, written per example.
     let scored = json(&rampart(
@@ -432,7 +495,7 @@ fn detect_fits_calibrates_and_measures_on_fashion_mnist() {
                 "--model",
                 m,
                 "--detectors",
-                "msp,msp",
+                "msp,entropy,msp",
                 "--out",
                 "e.safetensors",
             ],
@@ -499,7 +562,9 @@ fn detect_fits_calibrates_and_measures_on_fashion_mnist() {
     let (_, meta) = safetensors::SafeTensors::read_metadata(&before).unwrap();
     let mut metadata = meta.metadata().clone().unwrap();
     let header = metadata.get_mut("rampart.detector").unwrap();
-    *header = header.replacen("\"model_sha256\":\"", "\"model_sha256\":\"00", 1);
+    let mut value: serde_json::Value = serde_json::from_str(header).unwrap();
+    value["model_sha256"] = "0".repeat(64).into();
+    *header = value.to_string();
     let other = safetensors::serialize(st.tensors(), Some(metadata)).unwrap();
     std::fs::write(p.join("other.safetensors"), other).unwrap();
     let err = failed(&rampart(

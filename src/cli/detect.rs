@@ -15,6 +15,7 @@ use crate::data::Split;
 use crate::detect::adaptive::Adaptive;
 use crate::detect::adversarial::{Kind, Settings, Squeeze, Vote};
 use crate::detect::calibrate::Fusion;
+use crate::detect::drift::{self, DriftPlan, Shift};
 use crate::detect::evaluate::{self, EvalPlan};
 use crate::detect::fit::{self, FitPlan};
 use crate::detect::score::{self, ScoreRow};
@@ -35,6 +36,38 @@ pub enum DetectCommand {
     /// Measure a fitted detector: false positives on clean data, detection of FGSM, PGD and
     /// APGD examples, and an adaptive attack on each differentiable detector.
     Evaluate(EvaluateArgs),
+    /// Test for drift between the first --reference selected examples and the rest: MMD on
+    /// the penultimate features, per-feature KS, entropy KS, predicted-class chi-square.
+    Drift(DriftArgs),
+}
+
+#[derive(Args, Debug)]
+#[command(allow_negative_numbers = true)]
+pub struct DriftArgs {
+    #[command(flatten)]
+    pub on: WorkloadArgs,
+    /// The first this many selected examples are the reference; the rest the new sample.
+    #[arg(long)]
+    pub reference: usize,
+    /// A deliberate corruption of the new sample (to measure the tests): brightness (+S),
+    /// noise (Gaussian, sd S), remove-class (class S left out).
+    #[arg(long, value_enum, default_value_t = Shift::None)]
+    pub shift: Shift,
+    /// The shift's strength S (input units, or the class to remove).
+    #[arg(long, default_value_t = 0.0)]
+    pub strength: f64,
+    /// Permutations of the MMD test.
+    #[arg(long, default_value_t = 200)]
+    pub permutations: usize,
+    /// Significance level of the drift decision, in (0, 1).
+    #[arg(long, default_value_t = 0.05)]
+    pub alpha: f64,
+    #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u64).range(1..=65_536))]
+    pub batch: u64,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Args, Debug)]
@@ -154,13 +187,16 @@ pub fn run(command: DetectCommand) -> CliResult {
         DetectCommand::Fit(a) => run_fit(a),
         DetectCommand::Score(a) => run_score(a),
         DetectCommand::Evaluate(a) => run_evaluate(a),
+        DetectCommand::Drift(a) => run_drift(a),
     }
 }
 
 fn run_fit(args: FitArgs) -> CliResult {
-    let mut detectors = args.detectors.clone();
-    detectors.dedup();
-    if detectors.len() != args.detectors.len() {
+    let detectors = args.detectors.clone();
+    let mut distinct = detectors.clone();
+    distinct.sort();
+    distinct.dedup();
+    if distinct.len() != detectors.len() {
         return Err(CliError::Usage(
             "--detectors names a detector twice; name each once".into(),
         ));
@@ -421,5 +457,30 @@ fn run_evaluate(args: EvaluateArgs) -> CliResult {
     let fitted = open_detector(&args.detector, &work)?;
     note(&format!("device: {}", work.device.description));
     let report = evaluate::evaluate(&work, &fitted, &plan, args.roc.as_deref())?;
+    emit(&report, args.json)
+}
+
+fn run_drift(args: DriftArgs) -> CliResult {
+    if args.shift != Shift::None
+        && !(args.strength.is_finite() && args.strength > 0.0)
+        && args.shift != Shift::RemoveClass
+    {
+        return Err(CliError::Usage(format!(
+            "--strength must be a positive number for --shift {:?}, got {}",
+            args.shift, args.strength
+        )));
+    }
+    let plan = DriftPlan {
+        reference: args.reference,
+        shift: args.shift,
+        strength: args.strength,
+        permutations: args.permutations,
+        alpha: args.alpha,
+        batch: args.batch as usize,
+        seed: args.seed,
+    };
+    let work = Workload::open(&args.on.spec(1))?;
+    note(&format!("device: {}", work.device.description));
+    let report = drift::drift(&work, &plan)?;
     emit(&report, args.json)
 }

@@ -3,22 +3,25 @@
 //! is compared with, on an objective that rewards fooling the classifier and penalises the
 //! detector's score above its alarm threshold τ:
 //!
-//!   min(max_{i≠y} z_i − z_y, κ) − λ · max(0, (s(x) − τ) / σ + margin)
+//!   min(max_{i≠y} z_i − z_y, κ) − λ · [fooled] · max(0, (s(x) − τ) / σ + margin)
 //!
 //! where σ is the spread of the clean calibration scores (their interquartile range), so that
 //! one λ fits detectors on any scale. An example succeeds when it is misclassified and not
-//! flagged. Only detectors whose score is differentiable are attacked this way.
+//! flagged; the first iterate that succeeds is kept (sign steps oscillate across the
+//! threshold), else the last. Only detectors whose score is differentiable are attacked this
+//! way (feature squeezing would need BPDA through its rounding, the vote EOT over its noise;
+//! neither is implemented, so their figures are not adaptive ones).
 
-use burn::tensor::{Int, Tensor};
+use burn::tensor::{Bool, Int, Tensor};
 
 use super::adversarial::{Detector, Method};
-use crate::attack::ball::{Ball, Norm};
+use crate::attack::ball::{self, Ball, Norm};
 use crate::attack::loss::{AttackLoss, per_example};
 use crate::attack::pgd::{default_alpha, input_gradient};
 use crate::classifier::{Classifier, Input};
 
 /// Confidence κ the margin term stops rewarding at, logits.
-const KAPPA: f64 = 2.0;
+const KAPPA: f64 = 10.0;
 /// Weight λ of the detector term.
 const LAMBDA: f64 = 10.0;
 /// How far below the threshold (in σ) the attacker aims, so that rounding does not flag it.
@@ -35,7 +38,7 @@ pub struct Adaptive {
 
 impl Adaptive {
     /// Adversarial examples `[N, ...]` against `detector` with alarm threshold `threshold`
-    /// and clean-score spread `spread` (positive), from the clean input, no random start.
+    /// and clean-score spread `spread` (positive), from a random start in the ball.
     pub fn perturb<const D: usize, C: Classifier<D>>(
         &self,
         model: &C,
@@ -53,18 +56,39 @@ impl Adaptive {
         let bounds = model.domain().bounds;
         let clean = x.x();
         let ya = y.clone().autodiff();
-        let mut x_adv = clean.clone();
+        // A random start in the ball, as PGD's.
+        let mut x_adv = ball.project(clean, clean.clone() + ball.random_delta(clean), bounds);
+        let mut found = clean.clone();
+        let mut done = Tensor::<1, Bool>::full([y.dims()[0]], false, &clean.device());
         for _ in 0..self.steps {
             let xa = x_adv.clone().autodiff().require_grad();
             let input = x.with_x(xa.clone());
-            let margin = per_example(AttackLoss::Margin, model.logits(input.clone()), &ya, None)
-                .clamp_max(KAPPA);
-            let excess =
-                ((detector.score(model, &input) - threshold) / spread + MARGIN).clamp_min(0.0);
-            let loss = (margin - excess * LAMBDA).sum();
+            let margin = per_example(AttackLoss::Margin, model.logits(input.clone()), &ya, None);
+            let score = detector.score(model, &input);
+            // This iterate fools the model and stays under the threshold: keep the first such.
+            let success = margin
+                .clone()
+                .inner()
+                .greater_elem(0.0)
+                .bool_and(score.clone().inner().lower_equal_elem(threshold))
+                .bool_and(done.clone().bool_not());
+            found = blend(&success, &x_adv, found);
+            done = done.bool_or(success);
+            // The detector term counts only once the example is fooled: to reach another
+            // class an input must cross the low-confidence region most detectors flag, so a
+            // penalty from the start would hold it back (it pushes back inside afterwards).
+            let fooled = margin.clone().inner().greater_elem(0.0).float();
+            let excess = ((score - threshold) / spread + MARGIN).clamp_min(0.0) * fooled;
+            let loss = (margin.clamp_max(KAPPA) - excess * LAMBDA).sum();
             let grad = input_gradient(&xa, loss);
             x_adv = ball.project(clean, x_adv + ball.step(grad, alpha), bounds);
         }
-        x_adv
+        blend(&done, &found, x_adv)
     }
+}
+
+/// Rows of `a` where `mask` holds, else rows of `b`.
+fn blend<const D: usize>(mask: &Tensor<1, Bool>, a: &Tensor<D>, b: Tensor<D>) -> Tensor<D> {
+    let m = mask.clone().reshape(ball::per_example(&b)).expand(b.dims());
+    b.mask_where(m, a.clone())
 }

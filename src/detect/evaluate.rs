@@ -290,7 +290,7 @@ pub fn evaluate(
             return Err(DetectError::Invalid(format!(
                 "example {id} was one of the {} the detector was calibrated on; evaluate on other examples (--offset {} skips them)",
                 header.calibration_ids.len(),
-                header.calibration_ids.iter().max().map_or(0, |m| m + 1)
+                header.calibration_ids.iter().max().map_or(0, |m| m.saturating_add(1))
             ))
             .into());
         }
@@ -425,7 +425,7 @@ pub fn evaluate(
         adaptive,
         adaptive_budget: plan.adaptive.map(|a| {
             format!(
-                "{:?} eps {} · {} steps, from the clean input",
+                "{:?} eps {} · {} steps, from a random start",
                 a.norm, a.epsilon, a.steps
             )
         }),

@@ -110,6 +110,16 @@ pub fn fit(fit_on: &Workload, calibrate_on: &Workload, plan: &FitPlan) -> Result
         )
         .into());
     }
+    if fit_on.data_info().name == calibrate_on.data_info().name {
+        let fitted: std::collections::HashSet<usize> = fit_on.ids.iter().copied().collect();
+        if let Some(id) = calibrate_on.ids.iter().find(|i| fitted.contains(i)) {
+            return Err(DetectError::Invalid(format!(
+                "example {id} would be both fitted and calibrated on, and calibration must see examples the fit did not (or the false-positive rate is not held): calibrate past the fit examples with --offset {}",
+                fit_on.ids.iter().max().map_or(0, |m| m.saturating_add(1))
+            ))
+            .into());
+        }
+    }
     let (methods, fit_examples) = fit_on.run(FitJob { plan }, None)??;
     let calibrations = calibrate_on.run(
         CalibrateJob {

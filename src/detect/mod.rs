@@ -14,6 +14,7 @@ pub mod adaptive;
 pub mod adversarial;
 pub mod calibrate;
 pub mod cvm;
+pub mod drift;
 pub mod evaluate;
 pub mod fit;
 pub mod roc;

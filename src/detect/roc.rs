@@ -39,8 +39,11 @@ pub fn auc(clean: &[f32], adversarial: &[f32]) -> Option<f64> {
 }
 
 /// The ROC curve's points (false-positive rate, true-positive rate) from (0, 0) to (1, 1),
-/// one per distinct threshold.
+/// one per distinct threshold; none when either side is empty.
 pub fn curve(clean: &[f32], adversarial: &[f32]) -> Vec<(f64, f64)> {
+    if clean.is_empty() || adversarial.is_empty() {
+        return Vec::new();
+    }
     let key = |v: f32| if v.is_nan() { f32::INFINITY } else { v };
     let mut pooled: Vec<(f32, bool)> = clean
         .iter()
@@ -124,6 +127,9 @@ fn draw<DB: DrawingBackend>(
         ShapeStyle::from(&BLACK.mix(0.3)),
     ))?;
     for (i, (name, points)) in panel.curves.iter().enumerate() {
+        if points.len() < 2 {
+            continue;
+        }
         let color = Palette99::pick(i).to_rgba();
         let series = chart.draw_series(LineSeries::new(
             points.iter().copied(),

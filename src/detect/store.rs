@@ -12,7 +12,9 @@ use safetensors::tensor::TensorView;
 use safetensors::{Dtype, SafeTensors};
 use serde::{Deserialize, Serialize};
 
-use super::adversarial::{Detector, Entropy, Kind, Mahalanobis, Method, Msp, Settings};
+use super::adversarial::{
+    Detector, Entropy, Kind, Mahalanobis, Method, Msp, Settings, Squeeze, Vote,
+};
 use super::calibrate::{Calibration, Fusion};
 use crate::artifact::files::{self, FileError};
 
@@ -142,9 +144,32 @@ impl Fitted {
         if !(header.fpr > 0.0 && header.fpr < 1.0) {
             return Err(bad(format!("fpr {} is not in (0, 1)", header.fpr)));
         }
-        if header.detectors.is_empty() {
-            return Err(bad("it lists no detectors".into()));
+        if header.family != "adversarial" {
+            return Err(bad(format!(
+                "family {:?} (this rampart reads adversarial-input detectors)",
+                header.family
+            )));
         }
+        if header.model_sha256.len() != 64
+            || !header.model_sha256.bytes().all(|b| b.is_ascii_hexdigit())
+        {
+            return Err(bad(
+                "model_sha256 is not a SHA-256 digest (64 hex digits)".into()
+            ));
+        }
+        let mut kinds = header.detectors.clone();
+        kinds.sort();
+        kinds.dedup();
+        if header.detectors.is_empty() || kinds.len() != header.detectors.len() {
+            return Err(bad(
+                "it must list each detector once, and at least one".into()
+            ));
+        }
+        // The settings go through the same checks as the flags that set them.
+        let squeeze = header.settings.squeeze;
+        Squeeze::new(squeeze.bits, squeeze.median).map_err(|e| bad(e.to_string()))?;
+        let vote = header.settings.vote;
+        Vote::new(vote.sigma, vote.copies).map_err(|e| bad(e.to_string()))?;
         let tensors = SafeTensors::deserialize(&bytes).map_err(|e| bad(e.to_string()))?;
         let read = |name: &str, rank: usize| -> Result<(Vec<usize>, Vec<f32>), StoreError> {
             let t = tensors
@@ -171,6 +196,14 @@ impl Fitted {
         let mut calibrations = Vec::new();
         for kind in &header.detectors {
             let (_, scores) = read(&format!("{}.calibration", kind.name()), 1)?;
+            if scores.len() != header.calibration_ids.len() {
+                return Err(bad(format!(
+                    "{}.calibration has {} scores for {} calibration examples",
+                    kind.name(),
+                    scores.len(),
+                    header.calibration_ids.len()
+                )));
+            }
             calibrations.push(Calibration::new(scores, device).map_err(|e| bad(e.to_string()))?);
             methods.push(match kind {
                 Kind::Msp => Method::Msp(Msp),

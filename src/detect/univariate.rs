@@ -11,8 +11,8 @@ use statrs::stats_tests::ks_test::{KSTwoSampleAlternativeMethod, ks_twosample};
 use super::DetectError;
 
 /// Largest n·m for which the KS p-value is computed exactly (Schröer & Trenkler's path count,
-/// O(n·m)); larger samples use Kolmogorov's limiting distribution.
-pub const KS_EXACT_LIMIT: usize = 1_000_000;
+/// O(n·m); statrs refuses more); larger samples use Kolmogorov's limiting distribution.
+pub const KS_EXACT_LIMIT: usize = 10_000;
 /// Below this √(nm/(n+m))·D, Kolmogorov's survival function is 1 to within 1e-10.
 const KS_SMALL_Z: f64 = 0.25;
 /// Probabilities below this count as this in PSI (an empty bin would make it infinite).

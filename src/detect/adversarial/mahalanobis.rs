@@ -1,8 +1,10 @@
 //! The Mahalanobis detector (Lee, Lee, Lee & Shin, NeurIPS 2018), on the penultimate layer
 //! without their input preprocessing: class means μ_c and one shared covariance Σ of clean
 //! training features; an input's score is min_c (f − μ_c)ᵀ Σ⁺ (f − μ_c), feature units
-//! squared. Σ⁺ is the pseudo-inverse as sklearn's `EmpiricalCovariance` takes it (`pinvh`:
-//! eigenvalues below max |λ| · F · ε are dropped). Differentiable in the input.
+//! squared. Σ⁺ is the pseudo-inverse as sklearn's `EmpiricalCovariance` takes it (`pinvh`),
+//! except that the covariance is summed in f32 on the device, so eigenvalues below
+//! max |λ| · F · ε_f32 (not ε_f64) count as zero: f32 rounding noise in directions without
+//! variance is dropped, not inverted. Differentiable in the input.
 
 use burn::tensor::{Int, Tensor, TensorData};
 use nalgebra::{DMatrix, SymmetricEigen};
@@ -85,7 +87,10 @@ impl Mahalanobis {
                 what: "penultimate features of the fit examples",
             });
         }
-        let precision = pinvh(DMatrix::from_row_slice(dim, dim, &covariance));
+        let precision = pinvh(
+            DMatrix::from_row_slice(dim, dim, &covariance),
+            f64::from(f32::EPSILON),
+        );
         let values: Vec<f32> = precision.transpose().iter().map(|v| *v as f32).collect();
         let device = gram.device();
         Ok(Self {
@@ -101,7 +106,8 @@ impl Mahalanobis {
         let cross = fp.matmul(self.means.clone().transpose());
         let mp = self.means.clone().matmul(self.precision.clone());
         let means = (mp * self.means.clone()).sum_dim(1).transpose();
-        own - cross * 2.0 + means
+        // The expansion cancels in f32; a distance is never negative.
+        (own - cross * 2.0 + means).clamp_min(0.0)
     }
 }
 
@@ -126,12 +132,13 @@ impl Detector for Mahalanobis {
 }
 
 /// The pseudo-inverse of a symmetric positive semi-definite matrix, as `scipy.linalg.pinvh`
-/// (eigenvalues with |λ| ≤ max |λ| · n · f64::EPSILON count as zero).
-pub fn pinvh(m: DMatrix<f64>) -> DMatrix<f64> {
+/// (eigenvalues with |λ| ≤ max |λ| · n · `epsilon` count as zero; scipy's `epsilon` is the
+/// machine epsilon of the matrix's precision).
+pub fn pinvh(m: DMatrix<f64>, epsilon: f64) -> DMatrix<f64> {
     let n = m.nrows();
     let eig = SymmetricEigen::new(m);
     let largest = eig.eigenvalues.iter().fold(0.0f64, |a, v| a.max(v.abs()));
-    let cutoff = largest * n as f64 * f64::EPSILON;
+    let cutoff = largest * n as f64 * epsilon;
     let inverted = eig
         .eigenvalues
         .map(|v| if v.abs() > cutoff { 1.0 / v } else { 0.0 });

@@ -13,6 +13,8 @@ use crate::detect::DetectError;
 
 /// Most noisy copies per input.
 pub const MAX_COPIES: usize = 1024;
+/// Most noisy copies in one forward pass (bounds memory whatever the batch).
+pub const COPIES_PER_PASS: usize = 8192;
 
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -48,9 +50,20 @@ impl Detector for Vote {
         true
     }
 
-    /// Scores `[N]`: all copies of the batch in one forward pass, votes counted on the
-    /// device as onehot(owner)ᵀ · onehot(decision).
+    /// Scores `[N]`: the noisy copies of up to [`COPIES_PER_PASS`] / copies inputs per
+    /// forward pass, votes counted on the device as onehot(owner)ᵀ · onehot(decision).
     fn score<const D: usize, C: Classifier<D>>(&self, model: &C, x: &C::Input) -> Tensor<1> {
+        let per_pass = (COPIES_PER_PASS / self.copies).max(1);
+        let parts: Vec<Tensor<1>> = (0..x.len())
+            .step_by(per_pass)
+            .map(|start| self.score_part(model, &x.range(start, start + per_pass)))
+            .collect();
+        Tensor::cat(parts, 0)
+    }
+}
+
+impl Vote {
+    fn score_part<const D: usize, C: Classifier<D>>(&self, model: &C, x: &C::Input) -> Tensor<1> {
         let n = x.len();
         let device = x.x().device();
         let owner = Tensor::<1, Int>::arange(0..n as i64, &device)

@@ -1,0 +1,321 @@
+//! Drift between a reference sample and a new one, as a model sees them: the kernel
+//! two-sample test ([`mmd`]) on the penultimate features (on the inputs for models without
+//! them), Kolmogorov-Smirnov on each feature with Bonferroni across them, and prediction
+//! drift: KS on the softmax entropy and chi-square on the predicted-class counts. The report
+//! fuses the four families by Bonferroni into one decision at `alpha`.
+//!
+//! For measuring the detectors, [`Shift`] corrupts the new sample on purpose (brighter
+//! images, Gaussian noise, one class removed); reports say which.
+
+pub mod mmd;
+
+use burn::tensor::activation::log_softmax;
+use burn::tensor::{Distribution, Int, Tensor};
+use serde::Serialize;
+
+use super::univariate::{self, TestResult};
+use super::{DetectError, RunError};
+use crate::artifact::ModelInfo;
+use crate::classifier::{Classifier, Input};
+use crate::workload::{DataInfo, Examples, Job, Workload};
+use mmd::MmdTest;
+
+/// A deliberate corruption of the new sample.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "kebab-case")]
+pub enum Shift {
+    /// The new sample as it is.
+    None,
+    /// Every input coordinate raised by `strength` (clipped to the box).
+    Brightness,
+    /// Gaussian noise of standard deviation `strength` (clipped to the box).
+    Noise,
+    /// The examples of class `strength` (rounded) removed.
+    RemoveClass,
+}
+
+/// What to compare.
+#[derive(Debug, Clone)]
+pub struct DriftPlan {
+    /// The first `reference` examples are the reference; the rest the new sample.
+    pub reference: usize,
+    pub shift: Shift,
+    pub strength: f64,
+    pub permutations: usize,
+    /// Significance level of the decision, in (0, 1).
+    pub alpha: f64,
+    pub batch: usize,
+    pub seed: u64,
+}
+
+/// Per-feature KS tests.
+#[derive(Debug, Clone, Serialize)]
+pub struct FeatureTests {
+    pub features: usize,
+    /// Features whose KS test Benjamini-Hochberg declares drifted at false-discovery rate
+    /// alpha.
+    pub drifted: usize,
+    /// Bonferroni's p-value for "some feature drifted".
+    pub p_value: f64,
+}
+
+/// `rampart detect drift`'s report.
+#[derive(Debug, Clone, Serialize)]
+pub struct DriftReport {
+    pub model: ModelInfo,
+    pub data: DataInfo,
+    pub device: String,
+    pub reference_examples: usize,
+    pub sample_examples: usize,
+    pub shift: Shift,
+    pub strength: f64,
+    /// "penultimate features" or "inputs".
+    pub space: &'static str,
+    pub mmd: MmdTest,
+    pub features: FeatureTests,
+    pub entropy_ks: TestResult,
+    pub predicted_classes_chi_square: TestResult,
+    pub alpha: f64,
+    /// Bonferroni over the four families.
+    pub p_value: f64,
+    pub drift: bool,
+}
+
+struct Side {
+    features: Tensor<2>,
+    entropy: Tensor<1>,
+    decision: Tensor<1, Int>,
+}
+
+struct DriftJob<'a> {
+    plan: &'a DriftPlan,
+}
+
+type Found = (
+    MmdTest,
+    FeatureTests,
+    TestResult,
+    TestResult,
+    usize,
+    &'static str,
+);
+
+impl DriftJob<'_> {
+    /// Features, entropies and decisions of `x`, batch by batch, kept on the device.
+    fn side<const D: usize, C: Classifier<D>>(&self, model: &C, x: &C::Input) -> (Side, bool) {
+        let (mut f, mut h, mut d) = (Vec::new(), Vec::new(), Vec::new());
+        let mut penultimate = true;
+        for start in (0..x.len()).step_by(self.plan.batch) {
+            let xs = x.range(start, start + self.plan.batch);
+            let logits = model.logits(xs.clone());
+            let log_p = log_softmax(logits.clone(), 1);
+            h.push(
+                (log_p.clone().exp() * log_p)
+                    .sum_dim(1)
+                    .squeeze_dim::<1>(1)
+                    .neg(),
+            );
+            d.push(model.decide(xs.clone()));
+            f.push(match model.features(xs.clone()) {
+                Some(feat) => feat,
+                None => {
+                    penultimate = false;
+                    xs.x().clone().flatten::<2>(1, D - 1)
+                }
+            });
+        }
+        (
+            Side {
+                features: Tensor::cat(f, 0),
+                entropy: Tensor::cat(h, 0),
+                decision: Tensor::cat(d, 0),
+            },
+            penultimate,
+        )
+    }
+}
+
+fn host_f64<const K: usize>(t: Tensor<K>) -> Result<Vec<f64>, DetectError> {
+    t.into_data()
+        .convert::<f64>()
+        .try_into_vec::<f64>()
+        .map_err(|e| DetectError::Invalid(format!("reading back from the device: {e:?}")))
+}
+
+fn counts(decisions: Tensor<1, Int>, classes: usize) -> Result<Vec<u64>, DetectError> {
+    let c = decisions.one_hot::<2>(classes.max(2)).float().sum_dim(0);
+    Ok(host_f64(c)?
+        .into_iter()
+        .take(classes)
+        .map(|v| v as u64)
+        .collect())
+}
+
+impl Job for DriftJob<'_> {
+    type Output = Result<Found, DetectError>;
+
+    fn run<const D: usize, C: Classifier<D>>(
+        self,
+        model: &C,
+        ex: Examples<C::Input>,
+    ) -> Self::Output {
+        let plan = self.plan;
+        let n = ex.inputs.len();
+        if plan.reference < 2 || plan.reference + 2 > n {
+            return Err(DetectError::Invalid(format!(
+                "--reference {}: needs at least 2 reference examples and 2 left for the new sample, of the {n} selected; raise --limit or lower --reference",
+                plan.reference
+            )));
+        }
+        let device = ex.labels.device();
+        device.seed(plan.seed);
+        let reference = ex.inputs.range(0, plan.reference);
+        let mut sample = ex.inputs.range(plan.reference, n);
+        let bounds = model.domain().bounds;
+        let clip = |t: Tensor<D>| match bounds {
+            Some((lo, hi)) => t.clamp(lo, hi),
+            None => t,
+        };
+        match plan.shift {
+            Shift::None => {}
+            Shift::Brightness => sample = sample.with_x(clip(sample.x().clone() + plan.strength)),
+            Shift::Noise => {
+                let noise = sample
+                    .x()
+                    .random_like(Distribution::Normal(0.0, plan.strength));
+                sample = sample.with_x(clip(sample.x().clone() + noise));
+            }
+            Shift::RemoveClass => {
+                let labels = ex
+                    .labels
+                    .clone()
+                    .narrow(0, plan.reference, n - plan.reference);
+                let keep = labels
+                    .not_equal_elem(plan.strength.round() as i64)
+                    .nonzero();
+                match keep.into_iter().next() {
+                    Some(rows) if rows.dims()[0] >= 2 => sample = sample.select(rows),
+                    _ => {
+                        return Err(DetectError::Invalid(
+                            "--shift remove-class leaves fewer than 2 examples in the new sample"
+                                .into(),
+                        ));
+                    }
+                }
+            }
+        }
+        let (r, penultimate) = self.side(model, &reference);
+        let (s, _) = self.side(model, &sample);
+        let m = s.entropy.dims()[0];
+        let width = r.features.dims()[1];
+        let mmd = mmd::mmd_test(
+            r.features.clone(),
+            s.features.clone(),
+            plan.permutations,
+            plan.seed,
+        )?;
+        let (fr, fs) = (host_f64(r.features)?, host_f64(s.features)?);
+        let column =
+            |v: &[f64], j: usize| v.iter().skip(j).step_by(width).copied().collect::<Vec<_>>();
+        let mut p = Vec::with_capacity(width);
+        for j in 0..width {
+            let (a, b) = (column(&fr, j), column(&fs, j));
+            // A feature that is constant in both samples (a dead unit) cannot drift.
+            p.push(univariate::ks(&a, &b).map_or(1.0, |t| t.p_value));
+        }
+        let features = FeatureTests {
+            features: width,
+            drifted: univariate::benjamini_hochberg(&p, plan.alpha)
+                .iter()
+                .filter(|d| **d)
+                .count(),
+            p_value: univariate::bonferroni(&p),
+        };
+        let entropy = univariate::ks(&host_f64(r.entropy)?, &host_f64(s.entropy)?)?;
+        let classes = model.decisions();
+        let chi =
+            univariate::chi_square(&counts(r.decision, classes)?, &counts(s.decision, classes)?)
+                .unwrap_or(TestResult {
+                    statistic: 0.0,
+                    p_value: 1.0,
+                });
+        let space = if penultimate {
+            "penultimate features"
+        } else {
+            "inputs"
+        };
+        Ok((mmd, features, entropy, chi, m, space))
+    }
+}
+
+/// Compares the workload's first `plan.reference` examples with the rest (shifted as asked).
+pub fn drift(work: &Workload, plan: &DriftPlan) -> Result<DriftReport, RunError> {
+    if !(plan.alpha > 0.0 && plan.alpha < 1.0) {
+        return Err(
+            DetectError::Invalid(format!("--alpha must be in (0, 1), got {}", plan.alpha)).into(),
+        );
+    }
+    let (mmd, features, entropy_ks, chi, sample_examples, space) =
+        work.run(DriftJob { plan }, None)??;
+    let p_value = univariate::bonferroni(&[
+        mmd.p_value,
+        features.p_value,
+        entropy_ks.p_value,
+        chi.p_value,
+    ]);
+    Ok(DriftReport {
+        model: work.model_info(),
+        data: work.data_info(),
+        device: work.device.description.clone(),
+        reference_examples: plan.reference,
+        sample_examples,
+        shift: plan.shift,
+        strength: plan.strength,
+        space,
+        mmd,
+        features,
+        entropy_ks,
+        predicted_classes_chi_square: chi,
+        alpha: plan.alpha,
+        p_value,
+        drift: p_value <= plan.alpha,
+    })
+}
+
+impl std::fmt::Display for DriftReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(
+            f,
+            "reference {} examples, new sample {} (shift {:?} {}) of {}; model {}",
+            self.reference_examples,
+            self.sample_examples,
+            self.shift,
+            self.strength,
+            self.data.name,
+            self.model.path.display()
+        )?;
+        writeln!(
+            f,
+            "  MMD² on {} {:.3e} (σ {:.3}), p {:.4} over {} permutations",
+            self.space, self.mmd.statistic, self.mmd.sigma, self.mmd.p_value, self.mmd.permutations
+        )?;
+        writeln!(
+            f,
+            "  per-feature KS: {} of {} drifted (Benjamini-Hochberg), Bonferroni p {:.4}",
+            self.features.drifted, self.features.features, self.features.p_value
+        )?;
+        writeln!(f, "  entropy KS p {:.4}", self.entropy_ks.p_value)?;
+        writeln!(
+            f,
+            "  predicted classes chi-square p {:.4}",
+            self.predicted_classes_chi_square.p_value
+        )?;
+        writeln!(
+            f,
+            "drift: {} (Bonferroni p {:.4} at alpha {})",
+            if self.drift { "yes" } else { "no" },
+            self.p_value,
+            self.alpha
+        )
+    }
+}
