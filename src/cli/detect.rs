@@ -17,6 +17,8 @@ use crate::detect::adversarial::{Kind, Settings, Squeeze, Vote};
 use crate::detect::calibrate::Fusion;
 use crate::detect::drift::{self, DriftPlan, Shift};
 use crate::detect::evaluate::{self, EvalPlan};
+use crate::detect::extraction::evaluate::ExtractionPlan;
+use crate::detect::extraction::{self, Prada};
 use crate::detect::fit::{self, FitPlan};
 use crate::detect::score::{self, ScoreRow};
 use crate::detect::store::Fitted;
@@ -39,6 +41,36 @@ pub enum DetectCommand {
     /// Test for drift between the first --reference selected examples and the rest: MMD on
     /// the penultimate features, per-feature KS, entropy KS, predicted-class chi-square.
     Drift(DriftArgs),
+    /// Measure PRADA's model-extraction detection: benign clients replaying test images, and
+    /// a Jacobian-augmentation attacker; false alarms and queries until the alarm.
+    Extraction(ExtractionArgs),
+}
+
+#[derive(Args, Debug)]
+pub struct ExtractionArgs {
+    #[command(flatten)]
+    pub on: WorkloadArgs,
+    /// Alarm when the Shapiro-Wilk W of the query distances falls below this.
+    #[arg(long, default_value_t = 0.9)]
+    pub delta: f64,
+    /// Benign clients.
+    #[arg(long, default_value_t = 5)]
+    pub clients: usize,
+    /// Queries of each client and of the attacker.
+    #[arg(long, default_value_t = 1000)]
+    pub queries: usize,
+    /// The attacker's seed images.
+    #[arg(long, default_value_t = 100)]
+    pub seeds: usize,
+    /// The attacker's augmentation step λ, input units.
+    #[arg(long, default_value_t = 0.1)]
+    pub lambda: f64,
+    #[arg(long, default_value_t = 250, value_parser = clap::value_parser!(u64).range(1..=65_536))]
+    pub batch: u64,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Args, Debug)]
@@ -188,6 +220,7 @@ pub fn run(command: DetectCommand) -> CliResult {
         DetectCommand::Score(a) => run_score(a),
         DetectCommand::Evaluate(a) => run_evaluate(a),
         DetectCommand::Drift(a) => run_drift(a),
+        DetectCommand::Extraction(a) => run_extraction(a),
     }
 }
 
@@ -482,5 +515,32 @@ fn run_drift(args: DriftArgs) -> CliResult {
     let work = Workload::open(&args.on.spec(1))?;
     note(&format!("device: {}", work.device.description));
     let report = drift::drift(&work, &plan)?;
+    emit(&report, args.json)
+}
+
+fn run_extraction(args: ExtractionArgs) -> CliResult {
+    if !(args.lambda.is_finite() && args.lambda > 0.0) {
+        return Err(CliError::Usage(format!(
+            "--lambda must be a positive number, got {}",
+            args.lambda
+        )));
+    }
+    if args.clients == 0 || args.queries == 0 {
+        return Err(CliError::Usage(
+            "--clients and --queries must be at least 1".into(),
+        ));
+    }
+    let plan = ExtractionPlan {
+        prada: Prada::new(args.delta, 100, 10).map_err(usage)?,
+        clients: args.clients,
+        queries: args.queries,
+        seeds: args.seeds,
+        lambda: args.lambda,
+        batch: args.batch as usize,
+        seed: args.seed,
+    };
+    let work = Workload::open(&args.on.spec(1))?;
+    note(&format!("device: {}", work.device.description));
+    let report = extraction::evaluate::evaluate(&work, &plan)?;
     emit(&report, args.json)
 }

@@ -16,6 +16,7 @@ pub mod calibrate;
 pub mod cvm;
 pub mod drift;
 pub mod evaluate;
+pub mod extraction;
 pub mod fit;
 pub mod roc;
 pub mod score;
