@@ -274,3 +274,50 @@ fn apgd_t_and_square_run_on_wgpu() {
         assert!(fooled > 0, "{name} fooled nothing at a large radius");
     }
 }
+
+#[test]
+fn detector_scores_and_the_mmd_test_on_wgpu_match_flex() {
+    use rampart::detect::adversarial::{Detector, Mahalanobis, Squeeze};
+    use rampart::detect::drift::mmd::mmd_test;
+    let _turn = common::serial();
+    let gpu = wgpu();
+    let flex = Device::flex();
+    flex.seed(4);
+    let cpu_model = ImageSpec::fashion_normalised(Arch::Mlp).init(&flex).valid();
+    let gpu_model = cpu_model.clone().to_device(&gpu);
+    let x = Tensor::<4>::random([24, 1, 28, 28], Distribution::Uniform(0.0, 1.0), &flex);
+    let y = Tensor::<1, Int>::from_data(
+        TensorData::new((0..24).map(|i| i % 10).collect::<Vec<i64>>(), [24]),
+        &flex,
+    );
+    let xg = x.clone().to_device(&gpu);
+    let squeeze = Squeeze::new(4, 3).unwrap();
+    let one = |t: Tensor<1>| t.into_data().try_to_vec::<f32>().unwrap();
+    close(
+        &one(squeeze.score(&cpu_model, &x)),
+        &one(squeeze.score(&gpu_model, &xg)),
+        "squeeze",
+    );
+    // Fitted once (the eigendecomposition is on the host), scored on each device.
+    let mc = Mahalanobis::fit(&cpu_model, &x, &y, 8).unwrap();
+    let mg = Mahalanobis {
+        means: mc.means.clone().to_device(&gpu),
+        precision: mc.precision.clone().to_device(&gpu),
+    };
+    close(
+        &one(mc.score(&cpu_model, &x)),
+        &one(mg.score(&gpu_model, &xg)),
+        "mahalanobis",
+    );
+    let a = Tensor::<2>::random([30, 5], Distribution::Normal(0.0, 1.0), &flex);
+    let b = Tensor::<2>::random([20, 5], Distribution::Normal(0.5, 1.0), &flex);
+    let (tc, tg) = (
+        mmd_test(a.clone(), b.clone(), 50, 3).unwrap(),
+        mmd_test(a.to_device(&gpu), b.to_device(&gpu), 50, 3).unwrap(),
+    );
+    assert!((tc.statistic - tg.statistic).abs() < 1e-4, "{tc:?} {tg:?}");
+    assert!(
+        (tc.p_value - tg.p_value).abs() <= 2.0 / 51.0,
+        "{tc:?} {tg:?}"
+    );
+}
