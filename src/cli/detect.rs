@@ -44,6 +44,39 @@ pub enum DetectCommand {
     /// Measure PRADA's model-extraction detection: benign clients replaying test images, and
     /// a Jacobian-augmentation attacker; false alarms and queries until the alarm.
     Extraction(ExtractionArgs),
+    /// Concept drift from labelled feedback: DDM and windowed accuracy over the selected
+    /// examples, with a change injected at --change-at (corrupted inputs or swapped labels).
+    Concept(ConceptArgs),
+}
+
+#[derive(Args, Debug)]
+#[command(allow_negative_numbers = true)]
+pub struct ConceptArgs {
+    #[command(flatten)]
+    pub on: WorkloadArgs,
+    /// The change starts at this example (0-based) of the stream.
+    #[arg(long)]
+    pub change_at: usize,
+    /// Inputs corrupted from the change on: brightness (+S) or noise (sd S).
+    #[arg(long, value_enum, default_value_t = Shift::None)]
+    pub shift: Shift,
+    #[arg(long, default_value_t = 0.0)]
+    pub strength: f64,
+    /// Swap the labels of two classes from the change on, e.g. `--swap 0,6`.
+    #[arg(long, value_delimiter = ',')]
+    pub swap: Vec<i64>,
+    /// Examples per accuracy window.
+    #[arg(long, default_value_t = 500)]
+    pub window: usize,
+    /// Outcomes before DDM tracks its minimum.
+    #[arg(long, default_value_t = 30)]
+    pub min_examples: usize,
+    #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u64).range(1..=65_536))]
+    pub batch: u64,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Args, Debug)]
@@ -221,6 +254,7 @@ pub fn run(command: DetectCommand) -> CliResult {
         DetectCommand::Evaluate(a) => run_evaluate(a),
         DetectCommand::Drift(a) => run_drift(a),
         DetectCommand::Extraction(a) => run_extraction(a),
+        DetectCommand::Concept(a) => run_concept(a),
     }
 }
 
@@ -542,5 +576,42 @@ fn run_extraction(args: ExtractionArgs) -> CliResult {
     let work = Workload::open(&args.on.spec(1))?;
     note(&format!("device: {}", work.device.description));
     let report = extraction::evaluate::evaluate(&work, &plan)?;
+    emit(&report, args.json)
+}
+
+fn run_concept(args: ConceptArgs) -> CliResult {
+    if args.shift == Shift::RemoveClass {
+        return Err(CliError::Usage(
+            "--shift remove-class changes which examples arrive, not what the model gets wrong; use brightness, noise or --swap".into(),
+        ));
+    }
+    if args.shift != Shift::None && !(args.strength.is_finite() && args.strength > 0.0) {
+        return Err(CliError::Usage(format!(
+            "--strength must be a positive number for --shift {:?}, got {}",
+            args.shift, args.strength
+        )));
+    }
+    let swap = match args.swap.as_slice() {
+        [] => None,
+        [a, b] if a != b && (0..10).contains(a) && (0..10).contains(b) => Some((*a, *b)),
+        other => {
+            return Err(CliError::Usage(format!(
+                "--swap takes two different classes, e.g. --swap 0,6; got {other:?}"
+            )));
+        }
+    };
+    let plan = crate::detect::concept::run::ConceptPlan {
+        change_at: args.change_at,
+        shift: args.shift,
+        strength: args.strength,
+        swap,
+        window: args.window.max(1),
+        min_examples: args.min_examples,
+        batch: args.batch as usize,
+        seed: args.seed,
+    };
+    let work = Workload::open(&args.on.spec(1))?;
+    note(&format!("device: {}", work.device.description));
+    let report = crate::detect::concept::run::concept(&work, &plan)?;
     emit(&report, args.json)
 }

@@ -9,10 +9,13 @@
 //! - [`fit`], [`score`], [`evaluate`]: the jobs behind `rampart detect fit|score|evaluate`;
 //!   [`store`] the fitted detector file; [`adaptive`] the attack that tries to slip past a
 //!   detector; [`roc`] ROC areas and curves.
+//! - [`drift`]: two-sample drift (MMD, per-feature KS, prediction drift); [`concept`]: DDM and
+//!   windowed accuracy over labelled feedback; [`extraction`]: PRADA per client.
 
 pub mod adaptive;
 pub mod adversarial;
 pub mod calibrate;
+pub mod concept;
 pub mod cvm;
 pub mod drift;
 pub mod evaluate;
