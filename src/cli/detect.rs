@@ -47,6 +47,45 @@ pub enum DetectCommand {
     /// Concept drift from labelled feedback: DDM and windowed accuracy over the selected
     /// examples, with a change injected at --change-at (corrupted inputs or swapped labels).
     Concept(ConceptArgs),
+    /// Online drift: an MMD window over a stream, calibrated by bootstrap to an expected run
+    /// time between false alarms (--ert); measured on held-out streams, with and without a
+    /// shift from their middle.
+    Online(OnlineArgs),
+}
+
+#[derive(Args, Debug)]
+#[command(allow_negative_numbers = true)]
+pub struct OnlineArgs {
+    #[command(flatten)]
+    pub on: WorkloadArgs,
+    /// The first this many selected examples calibrate (half reference, half bootstrap pool).
+    #[arg(long, default_value_t = 1000)]
+    pub reference: usize,
+    /// Stream points in the sliding window.
+    #[arg(long, default_value_t = 20)]
+    pub window: usize,
+    /// Expected run time between false alarms under no drift, steps.
+    #[arg(long, default_value_t = 100.0)]
+    pub ert: f64,
+    /// Simulated streams for the calibration (at least 4·ERT).
+    #[arg(long, default_value_t = 1000)]
+    pub bootstraps: usize,
+    /// Held-out streams to run, each of --stream-length examples in random order.
+    #[arg(long, default_value_t = 10)]
+    pub streams: usize,
+    #[arg(long, default_value_t = 500)]
+    pub stream_length: usize,
+    /// Corrupt each stream from its middle on: brightness (+S) or noise (sd S).
+    #[arg(long, value_enum, default_value_t = Shift::None)]
+    pub shift: Shift,
+    #[arg(long, default_value_t = 0.0)]
+    pub strength: f64,
+    #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u64).range(1..=65_536))]
+    pub batch: u64,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Args, Debug)]
@@ -255,6 +294,7 @@ pub fn run(command: DetectCommand) -> CliResult {
         DetectCommand::Drift(a) => run_drift(a),
         DetectCommand::Extraction(a) => run_extraction(a),
         DetectCommand::Concept(a) => run_concept(a),
+        DetectCommand::Online(a) => run_online(a),
     }
 }
 
@@ -613,5 +653,38 @@ fn run_concept(args: ConceptArgs) -> CliResult {
     let work = Workload::open(&args.on.spec(1))?;
     note(&format!("device: {}", work.device.description));
     let report = crate::detect::concept::run::concept(&work, &plan)?;
+    emit(&report, args.json)
+}
+
+fn run_online(args: OnlineArgs) -> CliResult {
+    if args.shift == Shift::RemoveClass {
+        return Err(CliError::Usage(
+            "--shift remove-class is not a stream corruption here; use brightness or noise".into(),
+        ));
+    }
+    if args.shift != Shift::None && !(args.strength.is_finite() && args.strength > 0.0) {
+        return Err(CliError::Usage(format!(
+            "--strength must be a positive number for --shift {:?}, got {}",
+            args.shift, args.strength
+        )));
+    }
+    if args.streams == 0 {
+        return Err(CliError::Usage("--streams must be at least 1".into()));
+    }
+    let plan = crate::detect::drift::online_run::OnlinePlan {
+        reference: args.reference,
+        window: args.window,
+        ert: args.ert,
+        bootstraps: args.bootstraps,
+        streams: args.streams,
+        length: args.stream_length,
+        shift: args.shift,
+        strength: args.strength,
+        batch: args.batch as usize,
+        seed: args.seed,
+    };
+    let work = Workload::open(&args.on.spec(1))?;
+    note(&format!("device: {}", work.device.description));
+    let report = crate::detect::drift::online_run::online(&work, &plan)?;
     emit(&report, args.json)
 }

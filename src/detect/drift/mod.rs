@@ -8,6 +8,8 @@
 //! images, Gaussian noise, one class removed); reports say which.
 
 pub mod mmd;
+pub mod online;
+pub mod online_run;
 
 use burn::tensor::activation::log_softmax;
 use burn::tensor::{Distribution, Int, Tensor};
