@@ -238,7 +238,7 @@ fn a_saved_detector_loads_and_scores_identically() {
     let kinds = [Kind::Msp, Kind::Entropy, Kind::Mahalanobis];
     let methods: Vec<Method> = kinds
         .iter()
-        .map(|k| Method::fit(*k, &settings, &model, &x, &y, 16).unwrap())
+        .map(|k| Method::fit(*k, &settings, &model, &x, &y, 16, 3).unwrap())
         .collect();
     let calibrations = methods
         .iter()
@@ -362,7 +362,7 @@ fn detect_fits_calibrates_and_measures_on_fashion_mnist() {
         p,
     ));
     assert_eq!(fit["calibration_examples"], 1000);
-    assert_eq!(fit["detectors"].as_array().unwrap().len(), 5);
+    assert_eq!(fit["detectors"].as_array().unwrap().len(), 6);
     // Evaluated on the calibration examples themselves: refused.
     let err = failed(&rampart(
         &[
@@ -581,4 +581,72 @@ fn detect_fits_calibrates_and_measures_on_fashion_mnist() {
         p,
     ));
     assert!(err.contains("another model"), "{err}");
+}
+
+#[test]
+fn the_isolation_forest_walks_its_trees_on_the_device_as_on_paper() {
+    use rampart::detect::adversarial::isolation::{
+        IsolationForest, NODES, TREES, average_path_length,
+    };
+    let d = Device::flex();
+    d.seed(12);
+    // sklearn's _average_path_length: c(256), c(3), c(10) (Python's math module).
+    for (n, c) in [
+        (256, 10.244770920119917),
+        (3, 1.207392357589623),
+        (10, 3.748880484475505),
+    ] {
+        assert!((average_path_length(n) - c).abs() < 1e-12, "c({n})");
+    }
+    let model = Identity { classes: 4 };
+    let x = Tensor::<2>::random([300, 4], Distribution::Normal(0.0, 1.0), &d);
+    let forest = IsolationForest::fit(&model, &x, 64, 7).unwrap();
+    let probe = Tensor::<2>::from_data(
+        TensorData::new(
+            vec![
+                0.0f32, 0.0, 0.0, 0.0, 0.3, -0.2, 0.1, 0.0, 6.0, -6.0, 6.0, 6.0,
+            ],
+            [3, 4],
+        ),
+        &d,
+    );
+    let got = floats(forest.score_features(probe.clone()));
+    // The same walk on the host, from the tables.
+    let feature: Vec<i64> = forest
+        .feature
+        .clone()
+        .into_data()
+        .convert::<i64>()
+        .try_to_vec()
+        .unwrap();
+    let (threshold, leaf, value) = (
+        floats(forest.threshold.clone()),
+        floats(forest.leaf.clone()),
+        floats(forest.value.clone()),
+    );
+    let rows = floats(probe);
+    for (i, row) in rows.chunks(4).enumerate() {
+        let mut total = 0.0f64;
+        for t in 0..TREES {
+            let mut node = 0;
+            while leaf[t * NODES + node] == 0.0 {
+                let f = feature[t * NODES + node] as usize;
+                node = if row[f] < threshold[t * NODES + node] {
+                    2 * node + 1
+                } else {
+                    2 * node + 2
+                };
+            }
+            total += f64::from(value[t * NODES + node]);
+        }
+        let expected = 2f64.powf(-(total / TREES as f64) / forest.norm);
+        assert!(
+            (f64::from(got[i]) - expected).abs() < 1e-5,
+            "row {i}: {} vs {expected}",
+            got[i]
+        );
+    }
+    // The far point is the easiest to isolate.
+    assert!(got[2] > got[0] + 0.1 && got[2] > got[1] + 0.1, "{got:?}");
+    assert!(got.iter().all(|s| *s > 0.0 && *s <= 1.0));
 }

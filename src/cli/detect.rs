@@ -184,7 +184,7 @@ pub struct FitArgs {
         long,
         value_enum,
         value_delimiter = ',',
-        default_value = "msp,entropy,squeeze,mahalanobis,vote"
+        default_value = "msp,entropy,squeeze,mahalanobis,vote,isolation"
     )]
     pub detectors: Vec<Kind>,
     /// False-positive rate the alarms are calibrated to, in (0, 1).

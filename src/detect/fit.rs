@@ -50,6 +50,7 @@ impl Job for FitJob<'_> {
                     &ex.inputs,
                     &ex.labels,
                     plan.batch,
+                    plan.seed,
                 )
             })
             .collect::<Result<Vec<_>, _>>()?;

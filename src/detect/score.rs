@@ -173,6 +173,15 @@ pub fn check_model<const D: usize, C: Classifier<D>>(
                     )));
                 }
             }
+            super::adversarial::Method::Isolation(forest) => {
+                let width = model.features(x.range(0, 1)).map(|f| f.dims()[1]);
+                if width != Some(forest.width) {
+                    return Err(DetectError::Invalid(format!(
+                        "the isolation forest splits {} features; the model's penultimate layer has {width:?}",
+                        forest.width
+                    )));
+                }
+            }
             _ => {}
         }
     }

@@ -13,7 +13,8 @@ use safetensors::{Dtype, SafeTensors};
 use serde::{Deserialize, Serialize};
 
 use super::adversarial::{
-    Detector, Entropy, Kind, Mahalanobis, Method, Msp, Settings, Squeeze, Vote,
+    Detector, Entropy, IsolationForest, Kind, Mahalanobis, Method, Msp, Settings, Squeeze, Vote,
+    isolation,
 };
 use super::calibrate::{Calibration, Fusion};
 use crate::artifact::files::{self, FileError};
@@ -91,6 +92,28 @@ impl Fitted {
                 vec![cal.len()],
                 f32_bytes(&cal.scores),
             ));
+            if let Method::Isolation(forest) = method {
+                let host1 = |t: &Tensor<1>| {
+                    t.clone()
+                        .into_data()
+                        .convert::<f32>()
+                        .try_into_vec::<f32>()
+                        .expect("f32 tensor reads back")
+                };
+                let features = forest.feature.clone().float();
+                for (name, values) in [
+                    ("isolation.feature", host1(&features)),
+                    ("isolation.threshold", host1(&forest.threshold)),
+                    ("isolation.leaf", host1(&forest.leaf)),
+                    ("isolation.value", host1(&forest.value)),
+                    (
+                        "isolation.meta",
+                        vec![forest.norm as f32, forest.width as f32],
+                    ),
+                ] {
+                    owned.push((name.into(), vec![values.len()], f32_bytes(&values)));
+                }
+            }
             if let Method::Mahalanobis(m) = method {
                 owned.push((
                     "mahalanobis.means".into(),
@@ -210,6 +233,39 @@ impl Fitted {
                 Kind::Entropy => Method::Entropy(Entropy),
                 Kind::Squeeze => Method::Squeeze(header.settings.squeeze),
                 Kind::Vote => Method::Vote(header.settings.vote),
+                Kind::Isolation => {
+                    let total = isolation::TREES * isolation::NODES;
+                    let table = |name: &str| -> Result<Vec<f32>, StoreError> {
+                        let (shape, v) = read(name, 1)?;
+                        if shape != [total] {
+                            return Err(bad(format!("{name} has shape {shape:?}, expected [{total}]")));
+                        }
+                        Ok(v)
+                    };
+                    let (meta_shape, meta) = read("isolation.meta", 1)?;
+                    if meta_shape != [2] || meta[0] <= 0.0 || meta[1] < 1.0 || meta[1].fract() != 0.0 {
+                        return Err(bad("isolation.meta is not [c(ψ) > 0, feature width]".into()));
+                    }
+                    let width = meta[1] as usize;
+                    let feature = table("isolation.feature")?;
+                    if feature.iter().any(|f| f.fract() != 0.0 || *f < 0.0 || *f >= meta[1]) {
+                        return Err(bad(format!("isolation.feature holds indices outside 0..{width}")));
+                    }
+                    let leaf = table("isolation.leaf")?;
+                    if leaf.iter().any(|l| *l != 0.0 && *l != 1.0) {
+                        return Err(bad("isolation.leaf holds values other than 0 and 1".into()));
+                    }
+                    let ints: Vec<i64> = feature.iter().map(|f| *f as i64).collect();
+                    let tensor = |v: Vec<f32>| Tensor::<1>::from_data(TensorData::new(v, [total]), device);
+                    Method::Isolation(IsolationForest {
+                        feature: Tensor::from_data(TensorData::new(ints, [total]), device),
+                        threshold: tensor(table("isolation.threshold")?),
+                        leaf: tensor(leaf),
+                        value: tensor(table("isolation.value")?),
+                        norm: f64::from(meta[0]),
+                        width,
+                    })
+                }
                 Kind::Mahalanobis => {
                     let (ms, means) = read("mahalanobis.means", 2)?;
                     let (ps, precision) = read("mahalanobis.precision", 2)?;

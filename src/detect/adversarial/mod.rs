@@ -1,10 +1,12 @@
 //! Detectors of adversarial inputs. Each scores every example of a batch on the device,
 //! larger meaning more suspicious, one file per method: [`confidence`] (maximum softmax
 //! probability, entropy), [`squeeze`] (feature squeezing), [`mahalanobis`] (class-conditional
-//! Gaussian on the penultimate layer) and [`vote`] (the smoothed classifier's vote share).
+//! Gaussian on the penultimate layer), [`isolation`] (an isolation forest on it) and [`vote`]
+//! (the smoothed classifier's vote share).
 //! Scores become p-values and alarms in [`super::calibrate`].
 
 pub mod confidence;
+pub mod isolation;
 pub mod mahalanobis;
 pub mod squeeze;
 pub mod vote;
@@ -13,6 +15,7 @@ use burn::tensor::{Int, Tensor};
 use serde::{Deserialize, Serialize};
 
 pub use confidence::{Entropy, Msp};
+pub use isolation::IsolationForest;
 pub use mahalanobis::Mahalanobis;
 pub use squeeze::Squeeze;
 pub use vote::Vote;
@@ -36,6 +39,8 @@ pub enum Kind {
     Mahalanobis,
     /// 1 − the top class's share of the votes on noisy copies.
     Vote,
+    /// Isolation forest on the penultimate features (100 trees of 256 examples).
+    Isolation,
 }
 
 impl Kind {
@@ -46,6 +51,7 @@ impl Kind {
             Kind::Squeeze => "squeeze",
             Kind::Mahalanobis => "mahalanobis",
             Kind::Vote => "vote",
+            Kind::Isolation => "isolation",
         }
     }
 }
@@ -87,6 +93,7 @@ pub enum Method {
     Squeeze(Squeeze),
     Mahalanobis(Mahalanobis),
     Vote(Vote),
+    Isolation(IsolationForest),
 }
 
 /// Runs `$body` with `$d` bound to whichever detector `$m` holds.
@@ -98,6 +105,7 @@ macro_rules! each {
             Method::Squeeze($d) => $body,
             Method::Mahalanobis($d) => $body,
             Method::Vote($d) => $body,
+            Method::Isolation($d) => $body,
         }
     };
 }
@@ -112,6 +120,7 @@ impl Method {
         x: &C::Input,
         y: &Tensor<1, Int>,
         batch: usize,
+        seed: u64,
     ) -> Result<Self, DetectError> {
         Ok(match kind {
             Kind::Msp => Method::Msp(Msp),
@@ -122,6 +131,7 @@ impl Method {
             }
             Kind::Mahalanobis => Method::Mahalanobis(Mahalanobis::fit(model, x, y, batch)?),
             Kind::Vote => Method::Vote(settings.vote),
+            Kind::Isolation => Method::Isolation(IsolationForest::fit(model, x, batch, seed)?),
         })
     }
 }
