@@ -40,6 +40,13 @@ fn ddm_signals_a_rise_in_the_error_rate_and_not_a_steady_one() {
         "{steady_alarms} steady streams signalled"
     );
     assert!(Ddm::new(1).is_err());
+    // A model that makes no mistakes: p = s = 0 must not turn the first error into drift.
+    let mut perfect = Ddm::new(30).unwrap();
+    for _ in 0..200 {
+        assert_eq!(perfect.observe(false), Level::Stable);
+    }
+    assert_eq!(perfect.observe(true), Level::Stable);
+    assert!(perfect.drifts.is_empty());
 }
 
 #[test]

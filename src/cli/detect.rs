@@ -49,7 +49,7 @@ pub enum DetectCommand {
     Concept(ConceptArgs),
     /// Online drift: an MMD window over a stream, calibrated by bootstrap to an expected run
     /// time between false alarms (--ert); measured on held-out streams, with and without a
-    /// shift from their middle.
+    /// shift after their first window.
     Online(OnlineArgs),
 }
 
@@ -75,7 +75,7 @@ pub struct OnlineArgs {
     pub streams: usize,
     #[arg(long, default_value_t = 500)]
     pub stream_length: usize,
-    /// Corrupt each stream from its middle on: brightness (+S) or noise (sd S).
+    /// Corrupt each stream after its first window: brightness (+S) or noise (sd S).
     #[arg(long, value_enum, default_value_t = Shift::None)]
     pub shift: Shift,
     #[arg(long, default_value_t = 0.0)]

@@ -1,8 +1,8 @@
 //! Concept drift from labelled feedback: the model's errors over the stream of examples whose
 //! true labels come back. [`Ddm`] is Gama et al.'s drift detection method (SBIA 2004): with
 //! p_i the error rate over the first i examples and s_i = √(p_i(1 − p_i)/i), it keeps the
-//! minimum of p_i + s_i (after `min_examples`) and warns when p_i + s_i ≥ p_min + 2·s_min,
-//! signals drift at p_min + 3·s_min, and then starts afresh (the new concept is the new
+//! minimum of p_i + s_i (after `min_examples`, and once an error has been seen) and warns
+//! when p_i + s_i > p_min + 2·s_min, signals drift above p_min + 3·s_min, and then starts afresh (the new concept is the new
 //! normal). A 3-sigma rule checked at every example is not a test at a fixed level: over long
 //! steady streams it signals now and then (`tests/detect_concept.rs` measures how often).
 //! Windowed accuracy and macro-F1 with Clopper-Pearson intervals summarise the same stream.
@@ -67,19 +67,21 @@ impl Ddm {
         let i = self.seen as f64;
         let p = self.errors as f64 / i;
         let s = (p * (1.0 - p) / i).sqrt();
-        if self.seen < self.min_examples {
+        // Before `min_examples`, and while no error has been seen (p = s = 0 would make any
+        // later error a 3-sigma event), there is no minimum to compare with.
+        if self.seen < self.min_examples || self.errors == 0 {
             return Level::Stable;
         }
         if self.best.is_none_or(|(sum, _, _)| p + s < sum) {
             self.best = Some((p + s, p, s));
         }
         let (_, p_min, s_min) = self.best.expect("set above");
-        if p + s >= p_min + 3.0 * s_min {
+        if p + s > p_min + 3.0 * s_min {
             self.drift_at.get_or_insert(self.total);
             self.drifts.push(self.total);
             (self.seen, self.errors, self.best) = (0, 0, None);
             Level::Drift
-        } else if p + s >= p_min + 2.0 * s_min {
+        } else if p + s > p_min + 2.0 * s_min {
             self.warning_at.get_or_insert(self.total);
             Level::Warning
         } else {

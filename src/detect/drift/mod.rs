@@ -163,7 +163,7 @@ impl Job for DriftJob<'_> {
     ) -> Self::Output {
         let plan = self.plan;
         let n = ex.inputs.len();
-        if plan.reference < 2 || plan.reference + 2 > n {
+        if plan.reference < 2 || plan.reference > n.saturating_sub(2) {
             return Err(DetectError::Invalid(format!(
                 "--reference {}: needs at least 2 reference examples and 2 left for the new sample, of the {n} selected; raise --limit or lower --reference",
                 plan.reference
@@ -188,6 +188,14 @@ impl Job for DriftJob<'_> {
                 sample = sample.with_x(clip(sample.x().clone() + noise));
             }
             Shift::RemoveClass => {
+                let classes = model.num_classes();
+                if plan.strength.fract() != 0.0 || !(0.0..classes as f64).contains(&plan.strength) {
+                    return Err(DetectError::Invalid(format!(
+                        "--shift remove-class takes the class to remove as --strength, a whole number from 0 to {}; got {}",
+                        classes - 1,
+                        plan.strength
+                    )));
+                }
                 let labels = ex
                     .labels
                     .clone()

@@ -13,11 +13,21 @@
 //! and read back once, and the window sums come from prefix sums on the host.
 
 use burn::tensor::{Int, Tensor, TensorData};
+use rand::SeedableRng;
 use rand::rngs::StdRng;
-use rand::{RngExt, SeedableRng};
+use rand::seq::index::sample;
 use serde::Serialize;
 
 use crate::detect::DetectError;
+
+/// Longest window.
+pub const MAX_WINDOW: usize = 1000;
+/// Most reference examples (their kernel matrix with the pool is read back once).
+pub const MAX_REFERENCE: usize = 20_000;
+/// Most bootstrap streams.
+pub const MAX_BOOTSTRAPS: usize = 100_000;
+/// Longest stream run at once (its T×T kernel is read back).
+pub const MAX_STREAM: usize = 5_000;
 
 /// A calibrated online detector.
 #[derive(Debug, Clone)]
@@ -58,10 +68,14 @@ impl OnlineMmd {
         seed: u64,
     ) -> Result<Self, DetectError> {
         let n = reference.dims()[0];
-        if window < 2 || n < 4 * window {
+        if !(2..=MAX_WINDOW).contains(&window) || n < 6 * window || n > MAX_REFERENCE {
             return Err(DetectError::Invalid(format!(
-                "--window {window}: needs at least 2, and a reference of at least 4 windows ({} examples), got {n}",
-                4 * window.max(2)
+                "--window {window} and --reference {n}: the window must be 2 to {MAX_WINDOW}, and the reference at least 6 windows (half of it draws bootstrap streams of 3 windows without replacement) and at most {MAX_REFERENCE}"
+            )));
+        }
+        if bootstraps > MAX_BOOTSTRAPS {
+            return Err(DetectError::Invalid(format!(
+                "--bootstraps {bootstraps}: at most {MAX_BOOTSTRAPS}"
             )));
         }
         if !(ert.is_finite() && ert > 1.0) {
@@ -103,8 +117,14 @@ impl OnlineMmd {
         let length = 3 * window;
         let mut rng = StdRng::seed_from_u64(seed);
         let pool_n = pool.dims()[0];
-        let picks: Vec<i64> = (0..bootstraps * length)
-            .map(|_| rng.random_range(0..pool_n) as i64)
+        // Each stream draws its points without replacement (a repeated point would inflate
+        // the within-window term and the thresholds with it).
+        let picks: Vec<i64> = (0..bootstraps)
+            .flat_map(|_| {
+                sample(&mut rng, pool_n, length)
+                    .into_iter()
+                    .map(|i| i as i64)
+            })
             .collect();
         let device = pool.device();
         let idx =
@@ -123,8 +143,13 @@ impl OnlineMmd {
                 .filter(|(_, a)| **a)
                 .map(|(s, _)| s[t])
                 .collect();
-            if current.len() < 10 {
-                break;
+            // Fewer survivors than the ERT cannot resolve a 1/ERT quantile.
+            if (current.len() as f64) < ert {
+                return Err(DetectError::Invalid(format!(
+                    "--bootstraps {bootstraps}: only {} simulated streams are left at step {} of the calibration, fewer than the ERT {ert}; raise --bootstraps",
+                    current.len(),
+                    window + t
+                )));
             }
             current.sort_by(f64::total_cmp);
             let q = ((1.0 - 1.0 / ert) * (current.len() - 1) as f64).round() as usize;
@@ -144,6 +169,11 @@ impl OnlineMmd {
     pub fn statistics(&self, stream: Tensor<2>) -> Result<Vec<f64>, DetectError> {
         let t = stream.dims()[0];
         let w = self.window;
+        if t > MAX_STREAM {
+            return Err(DetectError::Invalid(format!(
+                "a stream of {t} points at once: at most {MAX_STREAM} (run longer streams in pieces)"
+            )));
+        }
         if t < w {
             return Err(DetectError::TooFew {
                 what: "online drift stream",

@@ -1,7 +1,7 @@
 //! `rampart detect online`: an online MMD detector calibrated to an expected run time, run on
 //! streams of held-out images in random order (no drift: the measured run length against the
-//! requested one) and, with `--shift`, on the same streams corrupted from the middle on (the
-//! delay until the alarm).
+//! requested one) and, with `--shift`, on the same streams corrupted after their first window
+//! (the delay until the alarm).
 
 use burn::tensor::{Distribution, Int, Tensor, TensorData};
 use rand::SeedableRng;
@@ -49,16 +49,20 @@ pub struct OnlineReport {
     pub stream_length: usize,
     pub shift: Shift,
     pub strength: f64,
-    /// With a shift from the middle of each stream: the alarm's delay after it, per stream
-    /// (`None`: no alarm after the change).
+    /// With a shift after the first window of each stream: the alarm's delay after it, per
+    /// stream that had not alarmed at the one test before the change (`None`: no alarm).
     pub delays: Vec<Option<usize>>,
+    /// Shifted streams that had already (falsely) alarmed before the change.
+    pub alarmed_before_change: usize,
+    /// The 95% interval of the measured ERT (Garwood's exact Poisson interval on the count).
+    pub measured_ert_interval: Option<(f64, f64)>,
 }
 
 struct OnlineJob<'a> {
     plan: &'a OnlinePlan,
 }
 
-type Found = (usize, usize, Vec<Option<usize>>);
+type Found = (usize, usize, Vec<Option<usize>>, usize);
 
 fn features<const D: usize, C: Classifier<D>>(model: &C, x: &C::Input, batch: usize) -> Tensor<2> {
     let parts: Vec<Tensor<2>> = (0..x.len())
@@ -115,8 +119,10 @@ impl Job for OnlineJob<'_> {
             }
         };
         let mut rng = StdRng::seed_from_u64(plan.seed);
-        let (mut watched, mut alarms, mut delays) = (0, 0, Vec::new());
-        let change = plan.length / 2;
+        let (mut watched, mut alarms, mut delays, mut early) = (0, 0, Vec::new(), 0);
+        // The shifted streams start from one clean window, so that the delay is measured from
+        // a detector with nothing against it yet (one test before the change, not hundreds).
+        let change = plan.window;
         for _ in 0..plan.streams {
             let mut order: Vec<i64> = (0..(n - plan.reference) as i64).collect();
             order.shuffle(&mut rng);
@@ -138,7 +144,7 @@ impl Job for OnlineJob<'_> {
                 );
                 let stats = detector.statistics(mixed)?;
                 let last = *detector.thresholds.last().unwrap_or(&f64::INFINITY);
-                let delay = stats
+                let first = stats
                     .iter()
                     .enumerate()
                     .map(|(i, s)| {
@@ -148,18 +154,37 @@ impl Job for OnlineJob<'_> {
                             detector.thresholds.get(i).unwrap_or(&last),
                         )
                     })
-                    .find(|(step, s, t)| *step > change && *s > *t)
-                    .map(|(step, _, _)| step - change);
-                delays.push(delay);
+                    .find(|(_, s, t)| *s > *t)
+                    .map(|(step, _, _)| step);
+                // A stream that alarmed before the change measures no delay (it is counted).
+                match first {
+                    Some(step) if step <= change => early += 1,
+                    other => delays.push(other.map(|step| step - change)),
+                }
             }
         }
-        Ok((watched, alarms, delays))
+        Ok((watched, alarms, delays, early))
     }
 }
 
 /// Calibrates and runs the streams.
 pub fn online(work: &Workload, plan: &OnlinePlan) -> Result<OnlineReport, RunError> {
-    let (steps_watched, false_alarms, delays) = work.run(OnlineJob { plan }, None)??;
+    let (steps_watched, false_alarms, delays, alarmed_before_change) =
+        work.run(OnlineJob { plan }, None)??;
+    let measured_ert_interval = (false_alarms > 0).then(|| {
+        // Garwood's interval for a Poisson count k: χ²(2k, α/2)/2 and χ²(2k + 2, 1 − α/2)/2.
+        use statrs::distribution::{ChiSquared, ContinuousCDF};
+        let k = false_alarms as f64;
+        let low = ChiSquared::new(2.0 * k)
+            .expect("positive")
+            .inverse_cdf(0.025)
+            / 2.0;
+        let high = ChiSquared::new(2.0 * k + 2.0)
+            .expect("positive")
+            .inverse_cdf(0.975)
+            / 2.0;
+        (steps_watched as f64 / high, steps_watched as f64 / low)
+    });
     Ok(OnlineReport {
         model: work.model_info(),
         data: work.data_info(),
@@ -174,6 +199,8 @@ pub fn online(work: &Workload, plan: &OnlinePlan) -> Result<OnlineReport, RunErr
         shift: plan.shift,
         strength: plan.strength,
         delays,
+        alarmed_before_change,
+        measured_ert_interval,
     })
 }
 
@@ -189,16 +216,17 @@ impl std::fmt::Display for OnlineReport {
             "no drift: {} false alarms in {} steps watched: measured ERT {}",
             self.false_alarms,
             self.steps_watched,
-            self.measured_ert
-                .map_or("above the steps watched".into(), |e| format!(
-                    "{e:.0} steps"
-                ))
+            match (self.measured_ert, self.measured_ert_interval) {
+                (Some(e), Some((lo, hi))) =>
+                    format!("{e:.0} steps (95% interval {lo:.0} to {hi:.0})"),
+                _ => "above the steps watched".into(),
+            }
         )?;
         if !self.delays.is_empty() {
             writeln!(
                 f,
-                "{:?} {} from the middle of each stream: delays {:?}",
-                self.shift, self.strength, self.delays
+                "{:?} {} after the first window of each stream: delays {:?} ({} streams alarmed before the change)",
+                self.shift, self.strength, self.delays, self.alarmed_before_change
             )?;
         }
         Ok(())

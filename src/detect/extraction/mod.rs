@@ -151,11 +151,12 @@ impl Client {
         }
         // Shapiro-Wilk takes at most 5,000 values: the latest ones.
         let recent = &self.distances[n.saturating_sub(SHAPIRO_MAX_N)..];
-        let w = match shapiro_wilk(recent) {
-            Ok(t) => t.w,
-            // All distances equal (the same query over and over): as far from normal as it gets.
-            Err(DetectError::Invalid(_)) => 0.0,
-            Err(e) => return Err(e),
+        // All distances equal (the same query over and over) is as far from normal as it gets.
+        let all_equal = recent.iter().all(|d| *d == recent[0]);
+        let w = if all_equal {
+            0.0
+        } else {
+            shapiro_wilk(recent)?.w
         };
         self.last_w = Some(w);
         self.min_w = Some(self.min_w.map_or(w, |m: f64| m.min(w)));
