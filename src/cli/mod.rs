@@ -65,7 +65,8 @@ pub enum Command {
     /// Data tools: the SYNTHETIC multimodal security set.
     #[command(subcommand)]
     Data(data::DataCommand),
-    /// Detectors of adversarial inputs: fit and calibrate, score, evaluate against attacks.
+    /// Detectors: adversarial inputs (fit, score, evaluate), drift (two-sample and online),
+    /// concept drift from labels, model extraction (PRADA).
     #[command(subcommand)]
     Detect(detect::DetectCommand),
 }
