@@ -37,14 +37,15 @@ pub struct Adaptive {
 }
 
 impl Adaptive {
-    /// Adversarial examples `[N, ...]` against `detector` with alarm threshold `threshold`
-    /// and clean-score spread `spread` (positive), from a random start in the ball.
+    /// Adversarial examples `[N, ...]` against `targets`, each a detector with its alarm
+    /// threshold and clean-score spread (positive): the hinge is on the largest normalised
+    /// excess, so that all of them stay under their thresholds (one target: a single
+    /// detector; several: the differentiable part of a Bonferroni fusion). From a random
+    /// start in the ball.
     pub fn perturb<const D: usize, C: Classifier<D>>(
         &self,
         model: &C,
-        detector: &Method,
-        threshold: f64,
-        spread: f64,
+        targets: &[(&Method, f64, f64)],
         x: &C::Input,
         y: &Tensor<1, Int>,
     ) -> Tensor<D> {
@@ -64,13 +65,22 @@ impl Adaptive {
             let xa = x_adv.clone().autodiff().require_grad();
             let input = x.with_x(xa.clone());
             let margin = per_example(AttackLoss::Margin, model.logits(input.clone()), &ya, None);
-            let score = detector.score(model, &input);
-            // This iterate fools the model and stays under the threshold: keep the first such.
+            // The largest excess over the thresholds, in each detector's clean spread.
+            let excesses: Vec<Tensor<1>> = targets
+                .iter()
+                .map(|(detector, threshold, spread)| {
+                    (detector.score(model, &input) - *threshold) / *spread
+                })
+                .collect();
+            let worst = Tensor::stack::<2>(excesses, 0)
+                .max_dim(0)
+                .squeeze_dim::<1>(0);
+            // This iterate fools the model and stays under every threshold: keep the first.
             let success = margin
                 .clone()
                 .inner()
                 .greater_elem(0.0)
-                .bool_and(score.clone().inner().lower_equal_elem(threshold))
+                .bool_and(worst.clone().inner().lower_equal_elem(0.0))
                 .bool_and(done.clone().bool_not());
             found = blend(&success, &x_adv, found);
             done = done.bool_or(success);
@@ -78,7 +88,7 @@ impl Adaptive {
             // class an input must cross the low-confidence region most detectors flag, so a
             // penalty from the start would hold it back (it pushes back inside afterwards).
             let fooled = margin.clone().inner().greater_elem(0.0).float();
-            let excess = ((score - threshold) / spread + MARGIN).clamp_min(0.0) * fooled;
+            let excess = (worst + MARGIN).clamp_min(0.0) * fooled;
             let loss = (margin.clamp_max(KAPPA) - excess * LAMBDA).sum();
             let grad = input_gradient(&xa, loss);
             x_adv = ball.project(clean, x_adv + ball.step(grad, alpha), bounds);

@@ -2,7 +2,8 @@
 //! examples (against the rate it was calibrated to, with a Clopper-Pearson interval), and
 //! against each attack the detection rate among the adversarial examples that fool the model
 //! and the ROC area; then, for every detector with a differentiable score, the adaptive
-//! attack that tries to fool the model without raising that detector's alarm.
+//! attack that tries to fool the model without raising that detector's alarm, and (with
+//! Bonferroni fusion) one aimed at all the differentiable detectors at the fused thresholds.
 
 use std::time::Instant;
 
@@ -233,12 +234,34 @@ impl Job for EvalJob<'_> {
                 (q(0.75) - q(0.25)).max(1e-6)
             })
             .collect();
-        let targets: Vec<usize> = match plan.adaptive {
-            Some(_) => (0..fitted.methods.len())
-                .filter(|d| fitted.methods[*d].differentiable())
-                .collect(),
+        let k = fitted.methods.len();
+        let differentiable: Vec<usize> = (0..k)
+            .filter(|d| fitted.methods[*d].differentiable())
+            .collect();
+        // The Bonferroni fusion alarms when some detector's p-value is at most fpr / k: its
+        // differentiable part is attacked at those thresholds (index k in the rows).
+        let fused: Option<Vec<f64>> = (fitted.header.fusion
+            == super::calibrate::Fusion::Bonferroni
+            && differentiable.len() >= 2)
+            .then(|| {
+                differentiable
+                    .iter()
+                    .map(|d| {
+                        fitted.calibrations[*d]
+                            .threshold(fitted.header.fpr / k as f64)
+                            .map(f64::from)
+                    })
+                    .collect::<Result<Vec<_>, _>>()
+                    .ok()
+            })
+            .flatten();
+        let mut targets: Vec<usize> = match plan.adaptive {
+            Some(_) => differentiable.clone(),
             None => Vec::new(),
         };
+        if plan.adaptive.is_some() && fused.is_some() {
+            targets.push(k);
+        }
         let mut found = Found {
             clean: Gathered::default(),
             attacked: (0..plan.attacks.len())
@@ -258,14 +281,20 @@ impl Job for EvalJob<'_> {
             }
             if let Some(adaptive) = plan.adaptive {
                 for (d, g) in found.adaptive.iter_mut() {
-                    let adv = adaptive.perturb(
-                        model,
-                        &fitted.methods[*d],
-                        f64::from(self.thresholds[*d]),
-                        spreads[*d],
-                        &x,
-                        &y,
-                    );
+                    let aims: Vec<_> = if *d == k {
+                        differentiable
+                            .iter()
+                            .zip(fused.iter().flatten())
+                            .map(|(e, t)| (&fitted.methods[*e], *t, spreads[*e]))
+                            .collect()
+                    } else {
+                        vec![(
+                            &fitted.methods[*d],
+                            f64::from(self.thresholds[*d]),
+                            spreads[*d],
+                        )]
+                    };
+                    let adv = adaptive.perturb(model, &aims, &x, &y);
                     g.push(&score_batch(fitted, model, &x.with_x(adv))?, ys, false);
                 }
             }
@@ -485,7 +514,7 @@ impl std::fmt::Display for DetectionReport {
         if let Some(budget) = &self.adaptive_budget {
             writeln!(
                 f,
-                "\nadaptive attack ({budget}), one per differentiable detector:"
+                "\nadaptive attack ({budget}), one per differentiable detector and one on the fusion's differentiable part:"
             )?;
             for a in &self.adaptive {
                 writeln!(
