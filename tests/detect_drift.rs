@@ -122,6 +122,38 @@ fn drift_is_found_in_shifted_fashion_mnist_and_not_in_an_unshifted_split() {
         let r = run(shift, strength);
         assert_eq!(r["drift"], true, "{shift}: {r}");
     }
+    // Cramér-von Mises on each feature instead of KS: the same verdicts.
+    for (shift, strength, drift) in [("none", "0", false), ("brightness", "0.1", true)] {
+        let r = json(&rampart(
+            &[
+                "detect",
+                "drift",
+                "--model",
+                m,
+                "--limit",
+                "800",
+                "--reference",
+                "400",
+                "--shift",
+                shift,
+                "--strength",
+                strength,
+                "--permutations",
+                "99",
+                "--feature-test",
+                "cvm",
+                "--json",
+            ],
+            dir.path(),
+        ));
+        assert_eq!(r["features"]["test"], "cvm");
+        assert_eq!(r["drift"], drift, "{shift}: {r}");
+        assert_eq!(
+            r["features"]["drifted"].as_u64().unwrap() > 0,
+            drift,
+            "{shift}: {r}"
+        );
+    }
     // Removing a class shows in the predicted-class counts.
     let removed = run("remove-class", "0");
     assert!(

@@ -15,7 +15,7 @@ use crate::data::Split;
 use crate::detect::adaptive::Adaptive;
 use crate::detect::adversarial::{Kind, Settings, Squeeze, Vote};
 use crate::detect::calibrate::Fusion;
-use crate::detect::drift::{self, DriftPlan, Shift};
+use crate::detect::drift::{self, DriftPlan, FeatureTest, Shift};
 use crate::detect::evaluate::{self, EvalPlan};
 use crate::detect::extraction::evaluate::ExtractionPlan;
 use crate::detect::extraction::{self, Prada};
@@ -163,6 +163,9 @@ pub struct DriftArgs {
     /// Permutations of the MMD test.
     #[arg(long, default_value_t = 200)]
     pub permutations: usize,
+    /// The two-sample test on each penultimate feature.
+    #[arg(long, value_enum, default_value_t = FeatureTest::Ks)]
+    pub feature_test: FeatureTest,
     /// Significance level of the drift decision, in (0, 1).
     #[arg(long, default_value_t = 0.05)]
     pub alpha: f64,
@@ -578,6 +581,7 @@ fn run_drift(args: DriftArgs) -> CliResult {
         )));
     }
     let plan = DriftPlan {
+        feature_test: args.feature_test,
         reference: args.reference,
         shift: args.shift,
         strength: args.strength,

@@ -1,7 +1,8 @@
 //! Drift between a reference sample and a new one, as a model sees them: the kernel
 //! two-sample test ([`mmd`]) on the penultimate features (on the inputs for models without
-//! them), Kolmogorov-Smirnov on each feature with Bonferroni across them, and prediction
-//! drift: KS on the softmax entropy and chi-square on the predicted-class counts. The report
+//! them), Kolmogorov-Smirnov or Cramér-von Mises on each feature with Bonferroni across them,
+//! and prediction drift: KS on the softmax entropy and chi-square on the predicted-class
+//! counts. The report
 //! fuses the four families by Bonferroni into one decision at `alpha`.
 //!
 //! For measuring the detectors, [`Shift`] corrupts the new sample on purpose (brighter
@@ -36,9 +37,22 @@ pub enum Shift {
     RemoveClass,
 }
 
+/// The two-sample test run on each feature.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum FeatureTest {
+    /// Kolmogorov-Smirnov: the largest gap between the two empirical distributions.
+    Ks,
+    /// Cramér-von Mises: the summed squared gap, more sensitive to shifts spread over the
+    /// whole distribution.
+    Cvm,
+}
+
 /// What to compare.
 #[derive(Debug, Clone)]
 pub struct DriftPlan {
+    /// The test on each feature.
+    pub feature_test: FeatureTest,
     /// The first `reference` examples are the reference; the rest the new sample.
     pub reference: usize,
     pub shift: Shift,
@@ -50,11 +64,12 @@ pub struct DriftPlan {
     pub seed: u64,
 }
 
-/// Per-feature KS tests.
+/// Per-feature tests.
 #[derive(Debug, Clone, Serialize)]
 pub struct FeatureTests {
+    pub test: FeatureTest,
     pub features: usize,
-    /// Features whose KS test Benjamini-Hochberg declares drifted at false-discovery rate
+    /// Features whose test Benjamini-Hochberg declares drifted at false-discovery rate
     /// alpha.
     pub drifted: usize,
     /// Bonferroni's p-value for "some feature drifted".
@@ -231,9 +246,13 @@ impl Job for DriftJob<'_> {
         for j in 0..width {
             let (a, b) = (column(&fr, j), column(&fs, j));
             // A feature that is constant in both samples (a dead unit) cannot drift.
-            p.push(univariate::ks(&a, &b).map_or(1.0, |t| t.p_value));
+            p.push(match plan.feature_test {
+                FeatureTest::Ks => univariate::ks(&a, &b).map_or(1.0, |t| t.p_value),
+                FeatureTest::Cvm => super::cvm::cramer_von_mises(&a, &b).map_or(1.0, |t| t.p_value),
+            });
         }
         let features = FeatureTests {
+            test: plan.feature_test,
             features: width,
             drifted: univariate::benjamini_hochberg(&p, plan.alpha)
                 .iter()
@@ -311,8 +330,11 @@ impl std::fmt::Display for DriftReport {
         )?;
         writeln!(
             f,
-            "  per-feature KS: {} of {} drifted (Benjamini-Hochberg), Bonferroni p {:.4}",
-            self.features.drifted, self.features.features, self.features.p_value
+            "  per-feature {:?}: {} of {} drifted (Benjamini-Hochberg), Bonferroni p {:.4}",
+            self.features.test,
+            self.features.drifted,
+            self.features.features,
+            self.features.p_value
         )?;
         writeln!(f, "  entropy KS p {:.4}", self.entropy_ks.p_value)?;
         writeln!(
