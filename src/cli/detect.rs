@@ -422,13 +422,7 @@ impl Job for ScoreJob<'_> {
         let device = ex.labels.device();
         device.seed(self.seed);
         let thresholds = score::thresholds(self.fitted)?;
-        let labels: Vec<i64> = ex
-            .labels
-            .clone()
-            .into_data()
-            .convert::<i64>()
-            .try_into_vec::<i64>()
-            .map_err(|e| DetectError::Invalid(format!("reading labels back: {e:?}")))?;
+        let labels = crate::detect::host_ints(ex.labels.clone(), "labels")?;
         let mut rows = Vec::with_capacity(ex.inputs.len());
         for start in (0..ex.inputs.len()).step_by(self.batch) {
             let x = ex.inputs.range(start, start + self.batch);
@@ -570,16 +564,23 @@ fn run_evaluate(args: EvaluateArgs) -> CliResult {
     emit(&report, args.json)
 }
 
-fn run_drift(args: DriftArgs) -> CliResult {
-    if args.shift != Shift::None
-        && !(args.strength.is_finite() && args.strength > 0.0)
-        && args.shift != Shift::RemoveClass
-    {
+/// Checks `--shift` and `--strength`: brightness and noise need a positive strength; class
+/// removal is refused with `removal` (why it does not fit this command) when given.
+fn check_shift(shift: Shift, strength: f64, removal: Option<&str>) -> Result<(), CliError> {
+    if let (Shift::RemoveClass, Some(why)) = (shift, removal) {
+        return Err(CliError::Usage(format!("--shift remove-class {why}")));
+    }
+    let corrupts = matches!(shift, Shift::Brightness | Shift::Noise);
+    if corrupts && !(strength.is_finite() && strength > 0.0) {
         return Err(CliError::Usage(format!(
-            "--strength must be a positive number for --shift {:?}, got {}",
-            args.shift, args.strength
+            "--strength must be a positive number for --shift {shift:?}, got {strength}"
         )));
     }
+    Ok(())
+}
+
+fn run_drift(args: DriftArgs) -> CliResult {
+    check_shift(args.shift, args.strength, None)?;
     let plan = DriftPlan {
         feature_test: args.feature_test,
         reference: args.reference,
@@ -624,17 +625,13 @@ fn run_extraction(args: ExtractionArgs) -> CliResult {
 }
 
 fn run_concept(args: ConceptArgs) -> CliResult {
-    if args.shift == Shift::RemoveClass {
-        return Err(CliError::Usage(
-            "--shift remove-class changes which examples arrive, not what the model gets wrong; use brightness, noise or --swap".into(),
-        ));
-    }
-    if args.shift != Shift::None && !(args.strength.is_finite() && args.strength > 0.0) {
-        return Err(CliError::Usage(format!(
-            "--strength must be a positive number for --shift {:?}, got {}",
-            args.shift, args.strength
-        )));
-    }
+    check_shift(
+        args.shift,
+        args.strength,
+        Some(
+            "changes which examples arrive, not what the model gets wrong; use brightness, noise or --swap",
+        ),
+    )?;
     let swap = match args.swap.as_slice() {
         [] => None,
         [a, b] if a != b && (0..10).contains(a) && (0..10).contains(b) => Some((*a, *b)),
@@ -661,17 +658,11 @@ fn run_concept(args: ConceptArgs) -> CliResult {
 }
 
 fn run_online(args: OnlineArgs) -> CliResult {
-    if args.shift == Shift::RemoveClass {
-        return Err(CliError::Usage(
-            "--shift remove-class is not a stream corruption here; use brightness or noise".into(),
-        ));
-    }
-    if args.shift != Shift::None && !(args.strength.is_finite() && args.strength > 0.0) {
-        return Err(CliError::Usage(format!(
-            "--strength must be a positive number for --shift {:?}, got {}",
-            args.shift, args.strength
-        )));
-    }
+    check_shift(
+        args.shift,
+        args.strength,
+        Some("is not a stream corruption here; use brightness or noise"),
+    )?;
     if args.streams == 0 {
         return Err(CliError::Usage("--streams must be at least 1".into()));
     }

@@ -219,13 +219,7 @@ impl Job for EvalJob<'_> {
         score::check_model(fitted, model, &ex.inputs)?;
         let device = ex.labels.device();
         device.seed(plan.seed);
-        let labels: Vec<i64> = ex
-            .labels
-            .clone()
-            .into_data()
-            .convert::<i64>()
-            .try_into_vec::<i64>()
-            .map_err(|e| DetectError::Invalid(format!("reading labels back: {e:?}")))?;
+        let labels = super::host_ints(ex.labels.clone(), "labels")?;
         let spreads: Vec<f64> = fitted
             .calibrations
             .iter()

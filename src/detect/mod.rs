@@ -27,7 +27,18 @@ pub mod shapiro;
 pub mod store;
 pub mod univariate;
 
+use burn::tensor::{Int, Tensor};
+
 use crate::workload::WorkloadError;
+
+/// Integer values (labels, decisions) read back from the device, `what` naming them in the
+/// error.
+pub fn host_ints(t: Tensor<1, Int>, what: &str) -> Result<Vec<i64>, DetectError> {
+    t.into_data()
+        .convert::<i64>()
+        .try_into_vec::<i64>()
+        .map_err(|e| DetectError::Invalid(format!("reading {what} back from the device: {e:?}")))
+}
 
 /// A detector's input it cannot use, named.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]

@@ -101,21 +101,10 @@ impl Job for ConceptJob<'_> {
                 }
                 _ => x,
             };
-            let decided = model
-                .decide(xs.with_x(x))
-                .into_data()
-                .convert::<i64>()
-                .try_into_vec::<i64>()
-                .map_err(|e| DetectError::Invalid(format!("reading decisions back: {e:?}")))?;
+            let decided = crate::detect::host_ints(model.decide(xs.with_x(x)), "decisions")?;
             predictions.extend(decided);
         }
-        let mut labels = ex
-            .labels
-            .clone()
-            .into_data()
-            .convert::<i64>()
-            .try_into_vec::<i64>()
-            .map_err(|e| DetectError::Invalid(format!("reading labels back: {e:?}")))?;
+        let mut labels = crate::detect::host_ints(ex.labels.clone(), "labels")?;
         if let Some((a, b)) = plan.swap {
             for y in &mut labels[plan.change_at..] {
                 *y = if *y == a {

@@ -78,7 +78,7 @@ fn replay<const D: usize, C: Classifier<D>>(
     for start in (0..x.len()).step_by(plan.batch) {
         let xs = x.range(start, start + plan.batch);
         let n = xs.len();
-        let classes = host_i64(model.decide(xs.clone()))?;
+        let classes = crate::detect::host_ints(model.decide(xs.clone()), "decisions")?;
         let values = xs
             .x()
             .clone()
@@ -92,13 +92,6 @@ fn replay<const D: usize, C: Classifier<D>>(
         }
     }
     Ok(())
-}
-
-fn host_i64(t: Tensor<1, Int>) -> Result<Vec<i64>, DetectError> {
-    t.into_data()
-        .convert::<i64>()
-        .try_into_vec::<i64>()
-        .map_err(|e| DetectError::Invalid(format!("reading decisions back: {e:?}")))
 }
 
 fn row(name: String, c: &Client) -> ClientRow {
