@@ -79,11 +79,7 @@ impl Job for CalibrateJob<'_> {
         for start in (0..n).step_by(plan.batch) {
             let x = ex.inputs.range(start, start + plan.batch);
             let scores: Vec<Tensor<1>> = self.methods.iter().map(|m| m.score(model, &x)).collect();
-            let values = Tensor::stack::<2>(scores, 0)
-                .into_data()
-                .convert::<f32>()
-                .try_into_vec::<f32>()
-                .map_err(|e| DetectError::Invalid(format!("reading scores back: {e:?}")))?;
+            let values = crate::detect::host_floats(Tensor::stack::<2>(scores, 0), "scores")?;
             for (d, row) in values.chunks_exact(x.len()).enumerate() {
                 clean[d].extend_from_slice(row);
             }

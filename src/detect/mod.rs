@@ -31,6 +31,14 @@ use burn::tensor::{Int, Tensor};
 
 use crate::workload::WorkloadError;
 
+/// Float values read back from the device, `what` naming them in the error.
+pub fn host_floats<const K: usize>(t: Tensor<K>, what: &str) -> Result<Vec<f32>, DetectError> {
+    t.into_data()
+        .convert::<f32>()
+        .try_into_vec::<f32>()
+        .map_err(|e| DetectError::Invalid(format!("reading {what} back from the device: {e:?}")))
+}
+
 /// Integer values (labels, decisions) read back from the device, `what` naming them in the
 /// error.
 pub fn host_ints(t: Tensor<1, Int>, what: &str) -> Result<Vec<i64>, DetectError> {

@@ -5,11 +5,12 @@
 use burn::tensor::Tensor;
 use serde::Serialize;
 
-use super::DetectError;
 use super::adversarial::Detector;
 use super::calibrate::fuse;
 use super::store::Fitted;
+use super::{DetectError, RunError};
 use crate::classifier::{Classifier, Input};
+use crate::workload::{Examples, Job, Workload};
 
 /// One batch's figures, read back: `scores[d][i]` and `p_values[d][i]` of detector `d` on
 /// example `i`, the fused p-value and the model's decision of each example.
@@ -41,11 +42,7 @@ pub fn score_batch<const D: usize, C: Classifier<D>>(
     rows.extend(p);
     rows.push(fused);
     rows.push(decision);
-    let all = Tensor::stack::<2>(rows, 0)
-        .into_data()
-        .convert::<f32>()
-        .try_into_vec::<f32>()
-        .map_err(|e| DetectError::Invalid(format!("reading scores back from the device: {e:?}")))?;
+    let all = crate::detect::host_floats(Tensor::stack::<2>(rows, 0), "scores")?;
     let row = |r: usize| all[r * n..(r + 1) * n].to_vec();
     Ok(BatchScores {
         scores: (0..k).map(row).collect(),
@@ -186,4 +183,55 @@ pub fn check_model<const D: usize, C: Classifier<D>>(
         }
     }
     Ok(())
+}
+
+struct ScoreJob<'a> {
+    fitted: &'a Fitted,
+    batch: usize,
+    seed: u64,
+}
+
+impl Job for ScoreJob<'_> {
+    type Output = Result<Vec<ScoreRow>, DetectError>;
+
+    fn run<const D: usize, C: Classifier<D>>(
+        self,
+        model: &C,
+        ex: Examples<C::Input>,
+    ) -> Self::Output {
+        check_model(self.fitted, model, &ex.inputs)?;
+        ex.labels.device().seed(self.seed);
+        let thresholds = thresholds(self.fitted)?;
+        let labels = super::host_ints(ex.labels.clone(), "labels")?;
+        let mut rows = Vec::with_capacity(ex.inputs.len());
+        for start in (0..ex.inputs.len()).step_by(self.batch) {
+            let x = ex.inputs.range(start, start + self.batch);
+            let end = start + x.len();
+            let b = score_batch(self.fitted, model, &x)?;
+            rows.extend(b.rows(
+                &ex.ids[start..end],
+                &labels[start..end],
+                &thresholds,
+                self.fitted.header.fpr,
+            ));
+        }
+        Ok(rows)
+    }
+}
+
+/// Scores every example of the workload with `fitted`, `batch` per pass.
+pub fn score_all(
+    work: &Workload,
+    fitted: &Fitted,
+    batch: usize,
+    seed: u64,
+) -> Result<Vec<ScoreRow>, RunError> {
+    Ok(work.run(
+        ScoreJob {
+            fitted,
+            batch,
+            seed,
+        },
+        None,
+    )??)
 }

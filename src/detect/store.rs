@@ -17,6 +17,7 @@ use super::adversarial::{
     isolation,
 };
 use super::calibrate::{Calibration, Fusion};
+use super::{DetectError, RunError};
 use crate::artifact::files::{self, FileError};
 
 /// The metadata key of the settings.
@@ -289,5 +290,20 @@ impl Fitted {
             methods,
             calibrations,
         })
+    }
+
+    /// [`Fitted::load`] for the workload's model, refusing a detector fitted for another one.
+    pub fn load_for(path: &Path, work: &crate::workload::Workload) -> Result<Self, RunError> {
+        let fitted = Self::load(path, &work.device.device)?;
+        if fitted.header.model_sha256 != work.opened.sha256 {
+            return Err(DetectError::Invalid(format!(
+                "--detector {}: was fitted for another model (SHA-256 {}…), not {}; fit one for this model with `rampart detect fit`",
+                path.display(),
+                &fitted.header.model_sha256[..12],
+                work.opened.path.display()
+            ))
+            .into());
+        }
+        Ok(fitted)
     }
 }

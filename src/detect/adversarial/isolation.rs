@@ -122,11 +122,7 @@ impl IsolationForest {
             });
         }
         let device = features.device();
-        let values = features
-            .into_data()
-            .convert::<f32>()
-            .try_into_vec::<f32>()
-            .map_err(|e| DetectError::Invalid(format!("reading features back: {e:?}")))?;
+        let values = crate::detect::host_floats(features, "features")?;
         if values.iter().any(|v| !v.is_finite()) {
             return Err(DetectError::NotFinite {
                 what: "penultimate features of the fit examples",

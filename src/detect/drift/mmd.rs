@@ -64,13 +64,7 @@ pub fn mmd_test(
     let sq = z.clone().powf_scalar(2.0).sum_dim(1);
     let d2 = (sq.clone() + sq.transpose() - z.clone().matmul(z.transpose()) * 2.0).clamp_min(0.0);
     // The median heuristic on the cross-sample distances (one read).
-    let mut cross = d2
-        .clone()
-        .slice([0..n, n..total])
-        .into_data()
-        .convert::<f32>()
-        .try_into_vec::<f32>()
-        .map_err(|e| DetectError::Invalid(format!("reading distances back: {e:?}")))?;
+    let mut cross = crate::detect::host_floats(d2.clone().slice([0..n, n..total]), "distances")?;
     if cross.iter().any(|v| !v.is_finite()) {
         return Err(DetectError::NotFinite {
             what: "MMD features",

@@ -79,13 +79,7 @@ fn replay<const D: usize, C: Classifier<D>>(
         let xs = x.range(start, start + plan.batch);
         let n = xs.len();
         let classes = crate::detect::host_ints(model.decide(xs.clone()), "decisions")?;
-        let values = xs
-            .x()
-            .clone()
-            .into_data()
-            .convert::<f32>()
-            .try_into_vec::<f32>()
-            .map_err(|e| DetectError::Invalid(format!("reading queries back: {e:?}")))?;
+        let values = crate::detect::host_floats(xs.x().clone(), "queries")?;
         let width = values.len() / n.max(1);
         for (row, class) in values.chunks_exact(width).zip(classes) {
             client.observe(&plan.prada, row, class.max(0) as usize, box_)?;
