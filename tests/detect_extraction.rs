@@ -4,9 +4,11 @@
 mod common;
 
 use common::{failed, json, rampart, reference_path, serial};
+use rampart::detect::extraction::cusum::{RateCusum, RateState};
 use rampart::detect::extraction::{Client, Ledger, Prada};
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
+use rand_distr::{Distribution, Poisson};
 
 fn gaussian(rng: &mut StdRng, d: usize) -> Vec<f32> {
     // Box-Muller: independent N(0, 1) coordinates.
@@ -56,15 +58,32 @@ fn prada_alarms_on_small_steps_from_few_seeds_and_not_on_natural_queries() {
 #[test]
 fn the_ledger_keeps_clients_apart_and_counts_repeated_queries() {
     let mut ledger = Ledger::new(Prada::new(0.9, 100, 10).unwrap());
+    ledger.max_queries = Some(4);
+    ledger.cusum = Some(RateCusum::calibrate(2.0, 4.0, 100.0).unwrap());
     let q = vec![0.25f32; 16];
     for _ in 0..5 {
-        ledger.observe("a", &q, 0, (0.0, 1.0)).unwrap();
+        ledger.observe("a", &q, 0, (0.0, 1.0), 0).unwrap();
     }
-    ledger.observe("b", &q, 0, (0.0, 1.0)).unwrap();
+    let b = ledger.observe("b", &q, 0, (0.0, 1.0), 0).unwrap();
+    assert_eq!(b.volume, None);
     assert_eq!(ledger.clients["a"].duplicates, 4);
     assert_eq!(ledger.clients["b"].duplicates, 0);
     assert_eq!(ledger.clients["a"].queries, 5);
-    assert!(ledger.observe("a", &[f32::NAN; 16], 0, (0.0, 1.0)).is_err());
+    // Five queries in interval 0 and one in interval 1: the volume cap of 4 went at the 5th;
+    // closing interval 0 (5 − k over h?) decides the rate alarm.
+    let a = ledger.observe("a", &q, 0, (0.0, 1.0), 1).unwrap();
+    assert_eq!(a.volume, Some(5));
+    let cusum = ledger.cusum.unwrap();
+    assert_eq!(a.rate.is_some(), 5.0 - cusum.k > cusum.h, "{cusum:?}");
+    assert!(
+        ledger.observe("a", &q, 0, (0.0, 1.0), 0).is_err(),
+        "intervals cannot go back"
+    );
+    assert!(
+        ledger
+            .observe("a", &[f32::NAN; 16], 0, (0.0, 1.0), 2)
+            .is_err()
+    );
     assert!(Prada::new(1.5, 100, 10).is_err() && Prada::new(0.9, 2, 10).is_err());
 }
 
@@ -93,18 +112,104 @@ fn prada_catches_a_few_seed_attacker_on_fashion_mnist_and_spares_benign_clients(
         dir.path(),
     ));
     assert_eq!(report["false_alarm_rate"], 0.0, "{report}");
+    assert_eq!(report["any_false_alarm_rate"], 0.0, "{report}");
     let at = report["attacker"]["alarm_at"]
         .as_u64()
         .expect("the attacker is caught");
     assert!(at <= 300, "{report}");
+    // Four times the benign rate: the CUSUM catches it within its first intervals.
+    let rate_at = report["attacker"]["rate_alarm_at"]
+        .as_u64()
+        .expect("rate alarm");
+    assert!(rate_at <= 120, "{report}");
+    assert_eq!(
+        report["attacker"]["caught_at"].as_u64(),
+        Some(rate_at.min(at))
+    );
+    // The stolen copy learnt something from 600 labelled queries (chance is 10%), and the
+    // figures are accuracies on the 1,990 images that were not seeds.
+    let stolen = &report["stolen"];
+    assert_eq!(stolen["evaluated_on"], 1990);
+    assert!(stolen["accuracy_final"].as_f64().unwrap() > 0.2, "{stolen}");
+    assert!(
+        stolen["target_accuracy"].as_f64().unwrap() > 0.85,
+        "{stolen}"
+    );
+    assert!(
+        stolen["accuracy_when_caught"].as_f64().is_some(),
+        "{stolen}"
+    );
     for (args, expected) in [
         (vec!["--queries", "5000"], "--queries"),
         (vec!["--delta", "1.2"], "--delta"),
         (vec!["--lambda", "0"], "--lambda"),
+        (vec!["--alert-rate", "5"], "--alert-rate"),
+        (vec!["--arl", "1"], "--arl"),
+        (vec!["--attacker-rate", "0"], "--attacker-rate"),
     ] {
         let mut all = vec!["detect", "extraction", "--model", m, "--limit", "2000"];
         all.extend(args.iter().copied());
         let err = failed(&rampart(&all, dir.path()));
         assert!(err.contains(expected), "{args:?}: {err}");
+    }
+}
+
+/// Run lengths of the CUSUM simulated with Poisson counts, `runs` of them: mean and its
+/// standard error.
+fn simulated_run_length(cusum: &RateCusum, lambda: f64, runs: usize, seed: u64) -> (f64, f64) {
+    let mut rng = StdRng::seed_from_u64(seed);
+    let poisson = Poisson::new(lambda).unwrap();
+    let lengths: Vec<f64> = (0..runs)
+        .map(|_| {
+            let mut state = RateState::default();
+            let mut interval = 0u64;
+            while state.alarm.is_none() {
+                for _ in 0..poisson.sample(&mut rng) as u64 {
+                    state.observe(cusum, interval).unwrap();
+                }
+                interval += 1;
+                state.close_until(cusum, interval);
+            }
+            (state.alarm.unwrap() + 1) as f64
+        })
+        .collect();
+    let mean = lengths.iter().sum::<f64>() / runs as f64;
+    let var = lengths.iter().map(|l| (l - mean).powi(2)).sum::<f64>() / (runs - 1) as f64;
+    (mean, (var / runs as f64).sqrt())
+}
+
+#[test]
+fn the_rate_cusum_run_lengths_match_simulation_and_its_h_is_the_smallest_that_reaches_the_arl() {
+    let cusum = RateCusum::calibrate(4.0, 8.0, 200.0).unwrap();
+    // k = 4 / ln 2 = 5.77, on the grid of quarters.
+    assert_eq!(cusum.k, 5.75);
+    assert!(cusum.arl0 >= 200.0 && cusum.arl1 < 10.0, "{cusum:?}");
+    let lower = RateCusum {
+        h: cusum.h - 0.25,
+        ..cusum
+    };
+    assert!(lower.average_run_length(4.0).unwrap() < 200.0, "{cusum:?}");
+    for (lambda, arl, seed) in [(4.0, cusum.arl0, 1), (8.0, cusum.arl1, 2)] {
+        let (mean, se) = simulated_run_length(&cusum, lambda, 4000, seed);
+        assert!(
+            (mean - arl).abs() < 4.0 * se,
+            "rate {lambda}: chain {arl}, simulated {mean} ± {se}"
+        );
+    }
+    // Idle intervals lower S; a burst raises it past h in its interval.
+    let mut state = RateState::default();
+    for _ in 0..30 {
+        state.observe(&cusum, 5).unwrap();
+    }
+    state.close_until(&cusum, 6);
+    assert_eq!(state.alarm, Some(5));
+    for bad in [
+        RateCusum::calibrate(0.0, 8.0, 200.0),
+        RateCusum::calibrate(4.0, 4.0, 200.0),
+        RateCusum::calibrate(4.0, 8.0, 1.0),
+        RateCusum::calibrate(f64::NAN, 8.0, 200.0),
+        RateCusum::calibrate(1.0, 1.01, 1e9),
+    ] {
+        assert!(bad.is_err(), "{bad:?}");
     }
 }

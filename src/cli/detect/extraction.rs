@@ -1,4 +1,5 @@
-//! `rampart detect extraction`: PRADA against benign clients and an extraction attacker.
+//! `rampart detect extraction`: PRADA, the query-rate CUSUM and the volume cap against benign
+//! clients and an extraction attacker that trains a stolen copy.
 
 use clap::Args;
 
@@ -6,7 +7,10 @@ use super::usage;
 use crate::cli::args::WorkloadArgs;
 use crate::cli::{CliError, CliResult, emit, note};
 use crate::detect::extraction::Prada;
+use crate::detect::extraction::cusum::RateCusum;
 use crate::detect::extraction::evaluate::{self, ExtractionPlan};
+use crate::detect::extraction::substitute::Substitute;
+use crate::model::Arch;
 use crate::workload::Workload;
 
 #[derive(Args, Debug)]
@@ -28,6 +32,27 @@ pub struct ExtractionArgs {
     /// The attacker's augmentation step λ, input units.
     #[arg(long, default_value_t = 0.1)]
     pub lambda: f64,
+    /// The attacker's substitute network (image models).
+    #[arg(long, value_enum, default_value_t = Arch::Mlp)]
+    pub substitute: Arch,
+    /// Epochs the substitute trains on all queries so far, each round.
+    #[arg(long, default_value_t = 10)]
+    pub substitute_epochs: usize,
+    /// Benign clients' query rate, queries per interval (the CUSUM's in-control rate).
+    #[arg(long, default_value_t = 10.0)]
+    pub rate: f64,
+    /// The query rate the CUSUM is tuned to catch, queries per interval.
+    #[arg(long, default_value_t = 20.0)]
+    pub alert_rate: f64,
+    /// Intervals between the CUSUM's false alarms at the in-control rate (its ARL).
+    #[arg(long, default_value_t = 10_000.0)]
+    pub arl: f64,
+    /// The attacker's query rate, queries per interval.
+    #[arg(long, default_value_t = 40.0)]
+    pub attacker_rate: f64,
+    /// Alarm when a client sends more queries than this (none: no cap).
+    #[arg(long)]
+    pub max_queries: Option<usize>,
     #[arg(long, default_value_t = 250, value_parser = clap::value_parser!(u64).range(1..=65_536))]
     pub batch: u64,
     #[arg(long, default_value_t = 0)]
@@ -43,10 +68,16 @@ pub fn run(args: ExtractionArgs) -> CliResult {
             args.lambda
         )));
     }
-    if args.clients == 0 || args.queries == 0 {
+    if args.clients == 0 || args.queries == 0 || args.substitute_epochs == 0 {
         return Err(CliError::Usage(
-            "--clients and --queries must be at least 1".into(),
+            "--clients, --queries and --substitute-epochs must be at least 1".into(),
         ));
+    }
+    if !(args.attacker_rate.is_finite() && args.attacker_rate > 0.0) {
+        return Err(CliError::Usage(format!(
+            "--attacker-rate must be a positive number of queries per interval, got {}",
+            args.attacker_rate
+        )));
     }
     let plan = ExtractionPlan {
         prada: Prada::new(args.delta, 100, 10).map_err(usage)?,
@@ -54,6 +85,14 @@ pub fn run(args: ExtractionArgs) -> CliResult {
         queries: args.queries,
         seeds: args.seeds,
         lambda: args.lambda,
+        cusum: RateCusum::calibrate(args.rate, args.alert_rate, args.arl).map_err(usage)?,
+        attacker_rate: args.attacker_rate,
+        max_queries: args.max_queries,
+        substitute: Substitute {
+            arch: args.substitute,
+            epochs: args.substitute_epochs,
+            batch: 64,
+        },
         batch: args.batch as usize,
         seed: args.seed,
     };

@@ -1,6 +1,7 @@
 //! Model-extraction detection: a per-client query ledger running PRADA (Juuti, Szyller,
-//! Marchal & Asokan, EuroS&P 2019) and counting near-duplicate queries. [`evaluate`] measures
-//! it against benign clients and a synthetic extraction attacker.
+//! Marchal & Asokan, EuroS&P 2019), a CUSUM on each client's query rate ([`cusum`]), a cap on
+//! its volume, and a count of near-duplicate queries. [`evaluate`] measures them against
+//! benign clients and an extraction attacker that trains a stolen copy ([`substitute`]).
 //!
 //! PRADA: for each client and each predicted class c, a growing set G_c of that client's
 //! queries. A new query x predicted c gets d = min_{y ∈ G_c} ‖x − y‖₂ (the first query of a
@@ -12,7 +13,9 @@
 //! Distances are computed on the host against the growing set (a few hundred vectors per
 //! class): the test is sequential by nature, one query after another.
 
+pub mod cusum;
 pub mod evaluate;
+pub mod substitute;
 
 use std::collections::{HashMap, HashSet};
 
@@ -21,6 +24,7 @@ use sha2::{Digest, Sha256};
 
 use super::DetectError;
 use super::shapiro::{SHAPIRO_MAX_N, shapiro_wilk};
+use cusum::{RateCusum, RateState};
 
 /// PRADA's settings.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -91,6 +95,8 @@ pub struct Client {
     /// The last W computed, and the lowest.
     pub last_w: Option<f64>,
     pub min_w: Option<f64>,
+    /// The query-rate CUSUM's state, when the ledger runs one.
+    pub rate: RateState,
 }
 
 /// Squared L2 distance.
@@ -167,10 +173,25 @@ impl Client {
     }
 }
 
-/// The clients of a service, by name.
+/// What the ledger has raised for a client so far.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Alarms {
+    /// PRADA: the query (1-based) and W then.
+    pub prada: Option<(usize, f64)>,
+    /// The rate CUSUM: the interval whose count raised it.
+    pub rate: Option<u64>,
+    /// The volume cap: the query that went over it.
+    pub volume: Option<usize>,
+}
+
+/// The clients of a service, by name, and the checks run on each.
 #[derive(Debug, Clone, Default)]
 pub struct Ledger {
     pub prada: Prada,
+    /// The query-rate CUSUM (none: rates are not checked).
+    pub cusum: Option<RateCusum>,
+    /// Most queries per client before the volume alarm (none: no cap).
+    pub max_queries: Option<usize>,
     pub clients: HashMap<String, Client>,
 }
 
@@ -178,21 +199,32 @@ impl Ledger {
     pub fn new(prada: Prada) -> Self {
         Self {
             prada,
-            clients: HashMap::new(),
+            ..Self::default()
         }
     }
 
-    /// Records a query of `client`; returns its alarm once raised.
+    /// Records a query of `client` arriving in `interval` (intervals never go back for a
+    /// client); returns the alarms raised for it so far.
     pub fn observe(
         &mut self,
         client: &str,
         x: &[f32],
         class: usize,
         box_: (f64, f64),
-    ) -> Result<Option<(usize, f64)>, DetectError> {
+        interval: u64,
+    ) -> Result<Alarms, DetectError> {
         let prada = self.prada;
         let c = self.clients.entry(client.to_string()).or_default();
+        if let Some(cusum) = &self.cusum {
+            c.rate.observe(cusum, interval)?;
+        }
         c.observe(&prada, x, class, box_)?;
-        Ok(c.alarm)
+        Ok(Alarms {
+            prada: c.alarm,
+            rate: c.rate.alarm,
+            volume: self
+                .max_queries
+                .and_then(|cap| (c.queries > cap).then_some(cap + 1)),
+        })
     }
 }
