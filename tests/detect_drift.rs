@@ -1,10 +1,14 @@
 //! Drift: the MMD permutation test against a direct computation, its false-alarm rate under
-//! no drift on real features, and `rampart detect drift` on shifted Fashion-MNIST.
+//! no drift on real features, `rampart detect drift` on shifted Fashion-MNIST, and a saved
+//! drift reference scored by `rampart detect score`.
 
 mod common;
 
 use burn::tensor::{Device, Distribution, Tensor};
-use common::{failed, fashion_test, floats, json, rampart, reference_cnn, reference_path, serial};
+use common::{
+    failed, fashion_test, floats, json, ok, rampart, reference_cnn, reference_path, serial,
+    tensor_f32,
+};
 use rampart::detect::drift::mmd::mmd_test;
 
 /// Unbiased MMD² with k(a, b) = exp(−‖a − b‖²/(2σ²)), straight from the definition.
@@ -155,4 +159,112 @@ fn drift_is_found_in_shifted_fashion_mnist_and_not_in_an_unshifted_split() {
         let err = failed(&rampart(&all, dir.path()));
         assert!(err.contains(expected), "{args:?}: {err}");
     }
+}
+
+#[test]
+fn a_saved_drift_reference_scores_exactly_as_the_two_sample_run_and_refuses_damage() {
+    let _turn = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let model = reference_path();
+    let m = model.to_str().unwrap();
+    let reference = dir.path().join("reference.safetensors");
+    let r = reference.to_str().unwrap();
+    ok(&rampart(
+        &[
+            "detect",
+            "fit",
+            "--kind",
+            "drift",
+            "--model",
+            m,
+            "--limit",
+            "400",
+            "--permutations",
+            "99",
+            "--out",
+            r,
+        ],
+        dir.path(),
+    ));
+    let (shape, _) = tensor_f32(&reference, "drift.features");
+    assert_eq!(shape, [400, 1024]);
+    let scored = json(&rampart(
+        &[
+            "detect",
+            "score",
+            "--detector",
+            r,
+            "--model",
+            m,
+            "--offset",
+            "400",
+            "--limit",
+            "400",
+            "--json",
+        ],
+        dir.path(),
+    ));
+    let pooled = json(&rampart(
+        &[
+            "detect",
+            "drift",
+            "--model",
+            m,
+            "--limit",
+            "800",
+            "--reference",
+            "400",
+            "--permutations",
+            "99",
+            "--json",
+        ],
+        dir.path(),
+    ));
+    for key in [
+        "mmd",
+        "features",
+        "entropy_ks",
+        "predicted_classes_chi_square",
+        "p_value",
+        "drift",
+        "sample_examples",
+        "reference_examples",
+    ] {
+        assert_eq!(scored[key], pooled[key], "{key}");
+    }
+    // Per-example rows are for adversarial-input detectors; a cut file names itself.
+    let err = failed(&rampart(
+        &[
+            "detect",
+            "score",
+            "--detector",
+            r,
+            "--model",
+            m,
+            "--limit",
+            "10",
+            "--per-example",
+            "rows.tsv",
+        ],
+        dir.path(),
+    ));
+    assert!(
+        err.contains("--per-example") && err.contains("drift"),
+        "{err}"
+    );
+    let bytes = std::fs::read(&reference).unwrap();
+    let cut = dir.path().join("cut.safetensors");
+    std::fs::write(&cut, &bytes[..bytes.len() / 2]).unwrap();
+    let err = failed(&rampart(
+        &[
+            "detect",
+            "score",
+            "--detector",
+            cut.to_str().unwrap(),
+            "--model",
+            m,
+        ],
+        dir.path(),
+    ));
+    assert!(err.contains("cut.safetensors"), "{err}");
 }

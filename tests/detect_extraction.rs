@@ -213,3 +213,89 @@ fn the_rate_cusum_run_lengths_match_simulation_and_its_h_is_the_smallest_that_re
         assert!(bad.is_err(), "{bad:?}");
     }
 }
+
+#[test]
+fn a_saved_extraction_ledger_replays_queries_and_refuses_a_tampered_cusum() {
+    let _turn = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let model = reference_path();
+    let m = model.to_str().unwrap();
+    let ledger = dir.path().join("ledger.safetensors");
+    let l = ledger.to_str().unwrap();
+    let fit = json(&rampart(
+        &[
+            "detect",
+            "fit",
+            "--kind",
+            "extraction",
+            "--model",
+            m,
+            "--max-queries",
+            "50",
+            "--rate",
+            "4",
+            "--alert-rate",
+            "8",
+            "--arl",
+            "200",
+            "--out",
+            l,
+            "--json",
+        ],
+        dir.path(),
+    ));
+    let cusum = &fit["settings"]["cusum"];
+    assert_eq!(
+        cusum,
+        &serde_json::to_value(RateCusum::calibrate(4.0, 8.0, 200.0).unwrap()).unwrap()
+    );
+    let scored = json(&rampart(
+        &[
+            "detect",
+            "score",
+            "--detector",
+            l,
+            "--model",
+            m,
+            "--limit",
+            "120",
+            "--json",
+        ],
+        dir.path(),
+    ));
+    assert_eq!(scored["queries"], 120);
+    assert_eq!(scored["volume_alarm_at"], 51);
+    assert_eq!(scored["alarm_at"], serde_json::Value::Null, "{scored}");
+    assert!(scored["last_w"].as_f64().unwrap() > 0.9, "{scored}");
+    // A decision interval edited in place (same length, so the file still parses).
+    let text = std::fs::read(&ledger).unwrap();
+    // The settings are JSON inside the safetensors header's JSON: quotes are escaped.
+    let prefix = r#"\"h\":"#;
+    let h = format!("{prefix}{}", cusum["h"]);
+    let at = text
+        .windows(h.len())
+        .position(|w| w == h.as_bytes())
+        .expect("h in the header");
+    let mut edited = text.clone();
+    let digit = at + prefix.len();
+    edited[digit] = if edited[digit] == b'9' { b'8' } else { b'9' };
+    let bad = dir.path().join("edited.safetensors");
+    std::fs::write(&bad, edited).unwrap();
+    let err = failed(&rampart(
+        &[
+            "detect",
+            "score",
+            "--detector",
+            bad.to_str().unwrap(),
+            "--model",
+            m,
+            "--limit",
+            "10",
+        ],
+        dir.path(),
+    ));
+    assert!(
+        err.contains("edited.safetensors") && err.contains("CUSUM"),
+        "{err}"
+    );
+}

@@ -79,12 +79,6 @@ fn host(t: &Tensor<2>) -> Vec<f32> {
 impl Fitted {
     /// Writes the detector to `path` atomically.
     pub fn save(&self, path: &Path) -> Result<(), StoreError> {
-        let werr = |e: &dyn std::fmt::Display| {
-            StoreError::File(FileError::Write {
-                path: path.to_path_buf(),
-                source: std::io::Error::other(e.to_string()),
-            })
-        };
         let mut owned: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::new();
         for (method, cal) in self.methods.iter().zip(&self.calibrations) {
             let name = method.kind().name();
@@ -128,37 +122,19 @@ impl Fitted {
                 ));
             }
         }
-        let mut views = Vec::with_capacity(owned.len());
-        for (name, shape, bytes) in &owned {
-            let view = TensorView::new(Dtype::F32, shape.clone(), bytes).map_err(|e| werr(&e))?;
-            views.push((name.as_str(), view));
-        }
         let header = serde_json::to_string(&self.header).expect("detector header serialises");
-        let metadata = HashMap::from([(KEY.to_string(), header)]);
-        let bytes = safetensors::serialize(views, Some(metadata)).map_err(|e| werr(&e))?;
-        files::write_atomic(path, &bytes)?;
-        Ok(())
+        write_file(path, &owned, header)
     }
 
     /// Reads a detector file, checking everything before building tensors on `device`.
     pub fn load(path: &Path, device: &Device) -> Result<Self, StoreError> {
-        let bytes = files::read_bounded(path, files::DETECTOR)?;
+        let (bytes, text) = read_file(path)?;
         let bad = |reason: String| StoreError::Invalid {
             path: path.to_path_buf(),
             reason,
         };
-        let (_, meta) = SafeTensors::read_metadata(&bytes).map_err(|e| bad(e.to_string()))?;
-        let text = meta
-            .metadata()
-            .as_ref()
-            .and_then(|m| m.get(KEY))
-            .ok_or_else(|| {
-                bad(format!(
-                    "no {KEY} metadata (is it a model file? fit one with `rampart detect fit`)"
-                ))
-            })?;
         let header: Header =
-            serde_json::from_str(text).map_err(|e| bad(format!("{KEY} metadata: {e}")))?;
+            serde_json::from_str(&text).map_err(|e| bad(format!("{KEY} metadata: {e}")))?;
         if header.format != FORMAT {
             return Err(bad(format!(
                 "format {} (this rampart reads {FORMAT}); fit the detector again",
@@ -170,17 +146,11 @@ impl Fitted {
         }
         if header.family != "adversarial" {
             return Err(bad(format!(
-                "family {:?} (this rampart reads adversarial-input detectors)",
+                "family {:?} where adversarial-input detectors were expected",
                 header.family
             )));
         }
-        if header.model_sha256.len() != 64
-            || !header.model_sha256.bytes().all(|b| b.is_ascii_hexdigit())
-        {
-            return Err(bad(
-                "model_sha256 is not a SHA-256 digest (64 hex digits)".into()
-            ));
-        }
+        check_sha256(&header.model_sha256).map_err(bad)?;
         let mut kinds = header.detectors.clone();
         kinds.sort();
         kinds.dedup();
@@ -195,27 +165,7 @@ impl Fitted {
         let vote = header.settings.vote;
         Vote::new(vote.sigma, vote.copies).map_err(|e| bad(e.to_string()))?;
         let tensors = SafeTensors::deserialize(&bytes).map_err(|e| bad(e.to_string()))?;
-        let read = |name: &str, rank: usize| -> Result<(Vec<usize>, Vec<f32>), StoreError> {
-            let t = tensors
-                .tensor(name)
-                .map_err(|_| bad(format!("tensor {name} is missing")))?;
-            if t.dtype() != Dtype::F32 || t.shape().len() != rank {
-                return Err(bad(format!(
-                    "tensor {name} is {:?} of shape {:?}, expected F32 of rank {rank}",
-                    t.dtype(),
-                    t.shape()
-                )));
-            }
-            let values: Vec<f32> = t
-                .data()
-                .chunks_exact(4)
-                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-                .collect();
-            if values.iter().any(|v| !v.is_finite()) {
-                return Err(bad(format!("tensor {name} has NaN or infinite values")));
-            }
-            Ok((t.shape().to_vec(), values))
-        };
+        let read = |name: &str, rank: usize| read_f32(&tensors, name, rank).map_err(bad);
         let mut methods = Vec::new();
         let mut calibrations = Vec::new();
         for kind in &header.detectors {
@@ -295,15 +245,123 @@ impl Fitted {
     /// [`Fitted::load`] for the workload's model, refusing a detector fitted for another one.
     pub fn load_for(path: &Path, work: &crate::workload::Workload) -> Result<Self, RunError> {
         let fitted = Self::load(path, &work.device.device)?;
-        if fitted.header.model_sha256 != work.opened.sha256 {
-            return Err(DetectError::Invalid(format!(
-                "--detector {}: was fitted for another model (SHA-256 {}…), not {}; fit one for this model with `rampart detect fit`",
-                path.display(),
-                &fitted.header.model_sha256[..12],
-                work.opened.path.display()
-            ))
-            .into());
-        }
+        check_model(path, &fitted.header.model_sha256, work)?;
         Ok(fitted)
     }
+}
+
+/// The bytes of a detector file and the JSON settings under its [`KEY`], read bounded.
+pub fn read_file(path: &Path) -> Result<(Vec<u8>, String), StoreError> {
+    let bytes = files::read_bounded(path, files::DETECTOR)?;
+    let bad = |reason: String| StoreError::Invalid {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let (_, meta) = SafeTensors::read_metadata(&bytes).map_err(|e| bad(e.to_string()))?;
+    let text = meta
+        .metadata()
+        .as_ref()
+        .and_then(|m| m.get(KEY))
+        .ok_or_else(|| {
+            bad(format!(
+                "no {KEY} metadata (is it a model file? fit one with `rampart detect fit`)"
+            ))
+        })?
+        .clone();
+    Ok((bytes, text))
+}
+
+/// What a detector file holds: "adversarial", "drift" or "extraction".
+pub fn family(path: &Path) -> Result<String, StoreError> {
+    let (_, text) = read_file(path)?;
+    let value: serde_json::Value =
+        serde_json::from_str(&text).map_err(|e| StoreError::Invalid {
+            path: path.to_path_buf(),
+            reason: format!("{KEY} metadata: {e}"),
+        })?;
+    match value.get("family").and_then(|f| f.as_str()) {
+        Some(f @ ("adversarial" | "drift" | "extraction")) => Ok(f.to_string()),
+        other => Err(StoreError::Invalid {
+            path: path.to_path_buf(),
+            reason: format!(
+                "family {other:?}; this rampart reads adversarial, drift and extraction detectors"
+            ),
+        }),
+    }
+}
+
+/// Writes f32 tensors (name, shape, little-endian bytes) and the settings JSON atomically.
+pub fn write_file(
+    path: &Path,
+    tensors: &[(String, Vec<usize>, Vec<u8>)],
+    header: String,
+) -> Result<(), StoreError> {
+    let werr = |e: &dyn std::fmt::Display| {
+        StoreError::File(FileError::Write {
+            path: path.to_path_buf(),
+            source: std::io::Error::other(e.to_string()),
+        })
+    };
+    let mut views = Vec::with_capacity(tensors.len());
+    for (name, shape, bytes) in tensors {
+        let view = TensorView::new(Dtype::F32, shape.clone(), bytes).map_err(|e| werr(&e))?;
+        views.push((name.as_str(), view));
+    }
+    let metadata = HashMap::from([(KEY.to_string(), header)]);
+    let bytes = safetensors::serialize(views, Some(metadata)).map_err(|e| werr(&e))?;
+    files::write_atomic(path, &bytes)?;
+    Ok(())
+}
+
+/// An F32 tensor of rank `rank` with finite values: its shape and values.
+pub fn read_f32(
+    tensors: &SafeTensors,
+    name: &str,
+    rank: usize,
+) -> Result<(Vec<usize>, Vec<f32>), String> {
+    let t = tensors
+        .tensor(name)
+        .map_err(|_| format!("tensor {name} is missing"))?;
+    if t.dtype() != Dtype::F32 || t.shape().len() != rank {
+        return Err(format!(
+            "tensor {name} is {:?} of shape {:?}, expected F32 of rank {rank}",
+            t.dtype(),
+            t.shape()
+        ));
+    }
+    let values: Vec<f32> = t
+        .data()
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+        .collect();
+    if values.iter().any(|v| !v.is_finite()) {
+        return Err(format!("tensor {name} has NaN or infinite values"));
+    }
+    Ok((t.shape().to_vec(), values))
+}
+
+/// Checks that `digest` looks like a SHA-256 (64 hex digits).
+pub fn check_sha256(digest: &str) -> Result<(), String> {
+    if digest.len() == 64 && digest.bytes().all(|b| b.is_ascii_hexdigit()) {
+        Ok(())
+    } else {
+        Err("model_sha256 is not a SHA-256 digest (64 hex digits)".into())
+    }
+}
+
+/// Refuses a detector file fitted for another model than the workload's.
+pub fn check_model(
+    path: &Path,
+    model_sha256: &str,
+    work: &crate::workload::Workload,
+) -> Result<(), DetectError> {
+    if model_sha256 == work.opened.sha256 {
+        return Ok(());
+    }
+    Err(DetectError::Invalid(format!(
+        "--detector {}: was fitted for another model (SHA-256 {}…), not {}; fit one for this model with `rampart detect fit`",
+        path.display(),
+        &model_sha256[..12.min(model_sha256.len())],
+        work.opened.path.display()
+    )))
 }

@@ -6,7 +6,7 @@ use clap::Args;
 use crate::cli::args::WorkloadArgs;
 use crate::cli::{CliError, CliResult, emit, note};
 use crate::detect::drift::online_run::{self, OnlinePlan};
-use crate::detect::drift::{self, DriftPlan, FeatureTest, Shift};
+use crate::detect::drift::{self, DriftPlan, FeatureTest, Shift, Tests};
 use crate::workload::Workload;
 
 #[derive(Args, Debug)]
@@ -24,6 +24,19 @@ pub struct DriftArgs {
     /// The shift's strength S (input units, or the class to remove).
     #[arg(long, default_value_t = 0.0)]
     pub strength: f64,
+    #[command(flatten)]
+    pub tests: TestArgs,
+    #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u64).range(1..=65_536))]
+    pub batch: u64,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// The drift tests' settings, shared by `detect drift` and `detect fit --kind drift`.
+#[derive(Args, Debug)]
+pub struct TestArgs {
     /// Permutations of the MMD test.
     #[arg(long, default_value_t = 200)]
     pub permutations: usize,
@@ -33,12 +46,17 @@ pub struct DriftArgs {
     /// Significance level of the drift decision, in (0, 1).
     #[arg(long, default_value_t = 0.05)]
     pub alpha: f64,
-    #[arg(long, default_value_t = 500, value_parser = clap::value_parser!(u64).range(1..=65_536))]
-    pub batch: u64,
-    #[arg(long, default_value_t = 0)]
-    pub seed: u64,
-    #[arg(long)]
-    pub json: bool,
+}
+
+impl TestArgs {
+    pub fn tests(&self, seed: u64) -> Tests {
+        Tests {
+            feature_test: self.feature_test,
+            permutations: self.permutations,
+            alpha: self.alpha,
+            seed,
+        }
+    }
 }
 
 #[derive(Args, Debug)]
@@ -98,14 +116,11 @@ pub(super) fn check_shift(
 pub fn run(args: DriftArgs) -> CliResult {
     check_shift(args.shift, args.strength, None)?;
     let plan = DriftPlan {
-        feature_test: args.feature_test,
+        tests: args.tests.tests(args.seed),
         reference: args.reference,
         shift: args.shift,
         strength: args.strength,
-        permutations: args.permutations,
-        alpha: args.alpha,
         batch: args.batch as usize,
-        seed: args.seed,
     };
     let work = Workload::open(&args.on.spec(1))?;
     note(&format!("device: {}", work.device.description));

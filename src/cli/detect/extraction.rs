@@ -13,13 +13,46 @@ use crate::detect::extraction::substitute::Substitute;
 use crate::model::Arch;
 use crate::workload::Workload;
 
+/// The ledger's checks, shared by `detect extraction` and `detect fit --kind extraction`.
+#[derive(Args, Debug)]
+pub struct LedgerArgs {
+    /// Alarm when the Shapiro-Wilk W of the query distances falls below this.
+    #[arg(long, default_value_t = 0.9)]
+    pub delta: f64,
+    /// Benign clients' query rate, queries per interval (the CUSUM's in-control rate).
+    #[arg(long, default_value_t = 10.0)]
+    pub rate: f64,
+    /// The query rate the CUSUM is tuned to catch, queries per interval.
+    #[arg(long, default_value_t = 20.0)]
+    pub alert_rate: f64,
+    /// Intervals between the CUSUM's false alarms at the in-control rate (its ARL).
+    #[arg(long, default_value_t = 10_000.0)]
+    pub arl: f64,
+    /// Alarm when a client sends more queries than this (none: no cap).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_queries: Option<u64>,
+}
+
+impl LedgerArgs {
+    /// PRADA's settings and the calibrated CUSUM.
+    pub fn checks(&self) -> Result<(Prada, RateCusum), CliError> {
+        Ok((
+            Prada::new(self.delta, 100, 10).map_err(usage)?,
+            RateCusum::calibrate(self.rate, self.alert_rate, self.arl).map_err(usage)?,
+        ))
+    }
+
+    pub fn max_queries(&self) -> Option<usize> {
+        self.max_queries.map(|q| q as usize)
+    }
+}
+
 #[derive(Args, Debug)]
 pub struct ExtractionArgs {
     #[command(flatten)]
     pub on: WorkloadArgs,
-    /// Alarm when the Shapiro-Wilk W of the query distances falls below this.
-    #[arg(long, default_value_t = 0.9)]
-    pub delta: f64,
+    #[command(flatten)]
+    pub ledger: LedgerArgs,
     /// Benign clients.
     #[arg(long, default_value_t = 5)]
     pub clients: usize,
@@ -38,21 +71,9 @@ pub struct ExtractionArgs {
     /// Epochs the substitute trains on all queries so far, each round.
     #[arg(long, default_value_t = 10)]
     pub substitute_epochs: usize,
-    /// Benign clients' query rate, queries per interval (the CUSUM's in-control rate).
-    #[arg(long, default_value_t = 10.0)]
-    pub rate: f64,
-    /// The query rate the CUSUM is tuned to catch, queries per interval.
-    #[arg(long, default_value_t = 20.0)]
-    pub alert_rate: f64,
-    /// Intervals between the CUSUM's false alarms at the in-control rate (its ARL).
-    #[arg(long, default_value_t = 10_000.0)]
-    pub arl: f64,
     /// The attacker's query rate, queries per interval.
     #[arg(long, default_value_t = 40.0)]
     pub attacker_rate: f64,
-    /// Alarm when a client sends more queries than this (none: no cap).
-    #[arg(long)]
-    pub max_queries: Option<usize>,
     #[arg(long, default_value_t = 250, value_parser = clap::value_parser!(u64).range(1..=65_536))]
     pub batch: u64,
     #[arg(long, default_value_t = 0)]
@@ -79,15 +100,16 @@ pub fn run(args: ExtractionArgs) -> CliResult {
             args.attacker_rate
         )));
     }
+    let (prada, cusum) = args.ledger.checks()?;
     let plan = ExtractionPlan {
-        prada: Prada::new(args.delta, 100, 10).map_err(usage)?,
+        prada,
         clients: args.clients,
         queries: args.queries,
         seeds: args.seeds,
         lambda: args.lambda,
-        cusum: RateCusum::calibrate(args.rate, args.alert_rate, args.arl).map_err(usage)?,
+        cusum,
         attacker_rate: args.attacker_rate,
-        max_queries: args.max_queries,
+        max_queries: args.ledger.max_queries(),
         substitute: Substitute {
             arch: args.substitute,
             epochs: args.substitute_epochs,

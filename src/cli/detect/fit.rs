@@ -1,10 +1,13 @@
 //! `rampart detect fit`: fit adversarial-input detectors on training data and calibrate
-//! them on held-out clean examples.
+//! them on held-out clean examples (`--kind adversarial`), save a drift reference
+//! (`--kind drift`) or an extraction ledger's settings (`--kind extraction`).
 
 use std::path::PathBuf;
 
 use clap::Args;
 
+use super::drift::TestArgs;
+use super::extraction::LedgerArgs;
 use super::usage;
 use crate::artifact::files::OutputKind;
 use crate::cli::args::{WorkloadArgs, guard};
@@ -13,6 +16,8 @@ use crate::data::Split;
 use crate::detect::RunError;
 use crate::detect::adversarial::{Kind, Settings, Squeeze, Vote};
 use crate::detect::calibrate::Fusion;
+use crate::detect::drift::reference::Reference;
+use crate::detect::extraction::ledger_file::LedgerFile;
 use crate::detect::fit::{self, FitPlan};
 use crate::detect::score;
 use crate::workload::{Source, Workload};
@@ -20,12 +25,30 @@ use crate::workload::{Source, Workload};
 /// Clean examples calibrated on when `--limit` is not given.
 const DEFAULT_CALIBRATION: usize = 2000;
 
+/// What `detect fit` writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Family {
+    /// Adversarial-input detectors, calibrated on the selected examples.
+    Adversarial,
+    /// A drift reference: the selected examples as the model sees them.
+    Drift,
+    /// An extraction ledger's settings: PRADA, the rate CUSUM, the volume cap.
+    Extraction,
+}
+
 #[derive(Args, Debug)]
 #[command(allow_negative_numbers = true)]
 pub struct FitArgs {
     #[command(flatten)]
     pub on: WorkloadArgs,
-    /// Detectors, comma-separated, fused in this order.
+    /// What to fit.
+    #[arg(long, value_enum, default_value_t = Family::Adversarial)]
+    pub kind: Family,
+    #[command(flatten, next_help_heading = "With --kind drift")]
+    pub drift: TestArgs,
+    #[command(flatten, next_help_heading = "With --kind extraction")]
+    pub ledger: LedgerArgs,
+    /// Detectors, comma-separated, fused in this order (--kind adversarial).
     #[arg(
         long,
         value_enum,
@@ -67,6 +90,81 @@ pub struct FitArgs {
 }
 
 pub fn run(args: FitArgs) -> CliResult {
+    match args.kind {
+        Family::Adversarial => adversarial(args),
+        Family::Drift | Family::Extraction => other(args),
+    }
+}
+
+/// `--kind drift` and `--kind extraction`: on the selected examples (2,000 by default).
+fn other(args: FitArgs) -> CliResult {
+    let mut spec = args.on.spec(1);
+    spec.limit = spec.limit.or(Some(DEFAULT_CALIBRATION));
+    let work = Workload::open(&spec)?;
+    let mut outputs = guard(&work.files);
+    outputs.output(&args.out, "--out", OutputKind::Detector)?;
+    note(&format!("device: {}", work.device.description));
+    let (summary, settings) = if args.kind == Family::Drift {
+        let tests = args.drift.tests(args.seed);
+        let reference = Reference::fit(&work, &tests, args.batch as usize)?;
+        reference.save(&args.out)?;
+        let line = format!(
+            "drift reference: {} examples of {} ({} {}), {:?} per feature, {} permutations, alpha {}",
+            reference.header.examples,
+            reference.header.data,
+            reference.summary.features.dims()[1],
+            if reference.header.penultimate {
+                "penultimate features"
+            } else {
+                "input features"
+            },
+            tests.feature_test,
+            tests.permutations,
+            tests.alpha
+        );
+        (line, serde_json::to_value(&reference.header))
+    } else {
+        let (prada, cusum) = args.ledger.checks()?;
+        let file = LedgerFile::new(&work, prada, cusum, args.ledger.max_queries());
+        file.save(&args.out).map_err(RunError::from)?;
+        let line = format!(
+            "extraction ledger: PRADA δ {}; rate CUSUM at {} queries per interval, alert {}: k {}, h {}, ARL {:.0} in control, {:.1} at the alert rate; volume cap {}",
+            prada.delta,
+            cusum.rate,
+            cusum.alert_rate,
+            cusum.k,
+            cusum.h,
+            cusum.arl0,
+            cusum.arl1,
+            file.max_queries.map_or("none".into(), |q| q.to_string())
+        );
+        (line, serde_json::to_value(&file))
+    };
+    let summary = OtherSummary {
+        out: args.out.clone(),
+        summary,
+        settings: settings.expect("settings serialise"),
+    };
+    emit(&summary, args.json)
+}
+
+/// What `detect fit --kind drift|extraction` prints.
+#[derive(Debug, serde::Serialize)]
+struct OtherSummary {
+    out: PathBuf,
+    summary: String,
+    /// What the file holds besides its tensors.
+    settings: serde_json::Value,
+}
+
+impl std::fmt::Display for OtherSummary {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(f, "{}", self.summary)?;
+        writeln!(f, "wrote {}", self.out.display())
+    }
+}
+
+fn adversarial(args: FitArgs) -> CliResult {
     let detectors = args.detectors.clone();
     let mut distinct = detectors.clone();
     distinct.sort();

@@ -1,4 +1,6 @@
-//! `rampart detect score`: scores, p-values and alarms of a fitted detector per input.
+//! `rampart detect score`: scores, p-values and alarms of a fitted detector per input; for a
+//! drift reference, the drift tests of the selected examples against it; for an extraction
+//! ledger, the selected examples replayed as one client.
 
 use std::path::PathBuf;
 
@@ -6,16 +8,18 @@ use clap::Args;
 
 use crate::artifact::files::{self, OutputKind};
 use crate::cli::args::{WorkloadArgs, guard};
-use crate::cli::{CliResult, emit};
-use crate::detect::score;
-use crate::detect::store::Fitted;
+use crate::cli::{CliError, CliResult, emit};
+use crate::detect::drift::reference::Reference;
+use crate::detect::extraction::ledger_file::LedgerFile;
+use crate::detect::store::{self, Fitted};
+use crate::detect::{RunError, score};
 use crate::workload::Workload;
 
 #[derive(Args, Debug)]
 pub struct ScoreArgs {
     #[command(flatten)]
     pub on: WorkloadArgs,
-    /// A detector file from `rampart detect fit` for this model.
+    /// A detector file from `rampart detect fit` for this model (any --kind).
     #[arg(long)]
     pub detector: PathBuf,
     /// Write one line per example (scores, p-values, alarms) to this TSV.
@@ -65,6 +69,25 @@ pub fn run(args: ScoreArgs) -> CliResult {
     let work = Workload::open(&args.on.spec(1))?;
     let mut outputs = guard(&work.files);
     outputs.inputs(std::slice::from_ref(&args.detector));
+    let family = store::family(&args.detector).map_err(RunError::from)?;
+    if family != "adversarial" && args.per_example.is_some() {
+        return Err(CliError::Usage(format!(
+            "--per-example writes per-input scores of adversarial-input detectors; {} is a {family} detector",
+            args.detector.display()
+        )));
+    }
+    match family.as_str() {
+        "drift" => {
+            let reference = Reference::load_for(&args.detector, &work)?;
+            let report = reference.score(&work, args.batch as usize, args.seed)?;
+            return emit(&report, args.json);
+        }
+        "extraction" => {
+            let file = LedgerFile::load_for(&args.detector, &work)?;
+            return emit(&file.score(&work, args.batch as usize)?, args.json);
+        }
+        _ => {}
+    }
     if let Some(p) = &args.per_example {
         outputs.output(p, "--per-example", OutputKind::DetectionTsv)?;
     }

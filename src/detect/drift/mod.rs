@@ -11,10 +11,11 @@
 pub mod mmd;
 pub mod online;
 pub mod online_run;
+pub mod reference;
 
 use burn::tensor::activation::log_softmax;
 use burn::tensor::{Distribution, Int, Tensor};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::univariate::{self, TestResult};
 use super::{DetectError, RunError};
@@ -38,7 +39,7 @@ pub enum Shift {
 }
 
 /// The two-sample test run on each feature.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum FeatureTest {
     /// Kolmogorov-Smirnov: the largest gap between the two empirical distributions.
@@ -51,17 +52,12 @@ pub enum FeatureTest {
 /// What to compare.
 #[derive(Debug, Clone)]
 pub struct DriftPlan {
-    /// The test on each feature.
-    pub feature_test: FeatureTest,
+    pub tests: Tests,
     /// The first `reference` examples are the reference; the rest the new sample.
     pub reference: usize,
     pub shift: Shift,
     pub strength: f64,
-    pub permutations: usize,
-    /// Significance level of the decision, in (0, 1).
-    pub alpha: f64,
     pub batch: usize,
-    pub seed: u64,
 }
 
 /// Per-feature tests.
@@ -98,58 +94,71 @@ pub struct DriftReport {
     pub drift: bool,
 }
 
-struct Side {
-    features: Tensor<2>,
-    entropy: Tensor<1>,
-    decision: Tensor<1, Int>,
+/// What the tests need from one sample: its features (penultimate, or the inputs), softmax
+/// entropies and predicted-class counts, on the device.
+#[derive(Debug, Clone)]
+pub struct Summary {
+    pub features: Tensor<2>,
+    pub entropy: Tensor<1>,
+    pub counts: Vec<u64>,
+    /// Whether `features` are the penultimate layer's (else the flattened inputs).
+    pub penultimate: bool,
 }
 
-struct DriftJob<'a> {
-    plan: &'a DriftPlan,
+/// The tests and their settings.
+#[derive(Debug, Clone, Copy)]
+pub struct Tests {
+    pub feature_test: FeatureTest,
+    pub permutations: usize,
+    /// Significance level, in (0, 1).
+    pub alpha: f64,
+    pub seed: u64,
 }
 
-type Found = (
-    MmdTest,
-    FeatureTests,
-    TestResult,
-    TestResult,
-    usize,
-    &'static str,
-);
+/// The four families' outcomes on one pair of samples.
+#[derive(Debug, Clone)]
+pub struct Comparison {
+    pub mmd: MmdTest,
+    pub features: FeatureTests,
+    pub entropy_ks: TestResult,
+    pub chi: TestResult,
+    pub sample_examples: usize,
+    pub space: &'static str,
+}
 
-impl DriftJob<'_> {
-    /// Features, entropies and decisions of `x`, batch by batch, kept on the device.
-    fn side<const D: usize, C: Classifier<D>>(&self, model: &C, x: &C::Input) -> (Side, bool) {
-        let (mut f, mut h, mut d) = (Vec::new(), Vec::new(), Vec::new());
-        let mut penultimate = true;
-        for start in (0..x.len()).step_by(self.plan.batch) {
-            let xs = x.range(start, start + self.plan.batch);
-            let logits = model.logits(xs.clone());
-            let log_p = log_softmax(logits.clone(), 1);
-            h.push(
-                (log_p.clone().exp() * log_p)
-                    .sum_dim(1)
-                    .squeeze_dim::<1>(1)
-                    .neg(),
-            );
-            d.push(model.decide(xs.clone()));
-            f.push(match model.features(xs.clone()) {
-                Some(feat) => feat,
-                None => {
-                    penultimate = false;
-                    xs.x().clone().flatten::<2>(1, D - 1)
-                }
-            });
-        }
-        (
-            Side {
-                features: Tensor::cat(f, 0),
-                entropy: Tensor::cat(h, 0),
-                decision: Tensor::cat(d, 0),
-            },
-            penultimate,
-        )
+/// Summarises `x` through `model`, batch by batch; one read of the class counts at the end.
+pub fn summarise<const D: usize, C: Classifier<D>>(
+    model: &C,
+    x: &C::Input,
+    batch: usize,
+) -> Result<Summary, DetectError> {
+    let (mut f, mut h, mut d) = (Vec::new(), Vec::new(), Vec::new());
+    let mut penultimate = true;
+    for start in (0..x.len()).step_by(batch) {
+        let xs = x.range(start, start + batch);
+        let logits = model.logits(xs.clone());
+        let log_p = log_softmax(logits.clone(), 1);
+        h.push(
+            (log_p.clone().exp() * log_p)
+                .sum_dim(1)
+                .squeeze_dim::<1>(1)
+                .neg(),
+        );
+        d.push(model.decide(xs.clone()));
+        f.push(match model.features(xs.clone()) {
+            Some(feat) => feat,
+            None => {
+                penultimate = false;
+                xs.x().clone().flatten::<2>(1, D - 1)
+            }
+        });
     }
+    Ok(Summary {
+        features: Tensor::cat(f, 0),
+        entropy: Tensor::cat(h, 0),
+        counts: counts(Tensor::cat(d, 0), model.decisions())?,
+        penultimate,
+    })
 }
 
 fn host_f64<const K: usize>(t: Tensor<K>) -> Result<Vec<f64>, DetectError> {
@@ -168,8 +177,68 @@ fn counts(decisions: Tensor<1, Int>, classes: usize) -> Result<Vec<u64>, DetectE
         .collect())
 }
 
+/// Runs the four tests of reference `r` against sample `s`.
+pub fn compare(r: &Summary, s: &Summary, tests: &Tests) -> Result<Comparison, DetectError> {
+    let width = r.features.dims()[1];
+    if s.features.dims()[1] != width || r.counts.len() != s.counts.len() {
+        return Err(DetectError::Invalid(format!(
+            "the reference has {width} features and {} classes, the sample {} and {}: they come from different models",
+            r.counts.len(),
+            s.features.dims()[1],
+            s.counts.len()
+        )));
+    }
+    let mmd = mmd::mmd_test(
+        r.features.clone(),
+        s.features.clone(),
+        tests.permutations,
+        tests.seed,
+    )?;
+    let (fr, fs) = (host_f64(r.features.clone())?, host_f64(s.features.clone())?);
+    let column = |v: &[f64], j: usize| v.iter().skip(j).step_by(width).copied().collect::<Vec<_>>();
+    let mut p = Vec::with_capacity(width);
+    for j in 0..width {
+        let (a, b) = (column(&fr, j), column(&fs, j));
+        // A feature that is constant in both samples (a dead unit) cannot drift.
+        p.push(match tests.feature_test {
+            FeatureTest::Ks => univariate::ks(&a, &b).map_or(1.0, |t| t.p_value),
+            FeatureTest::Cvm => super::cvm::cramer_von_mises(&a, &b).map_or(1.0, |t| t.p_value),
+        });
+    }
+    let features = FeatureTests {
+        test: tests.feature_test,
+        features: width,
+        drifted: univariate::benjamini_hochberg(&p, tests.alpha)
+            .iter()
+            .filter(|d| **d)
+            .count(),
+        p_value: univariate::bonferroni(&p),
+    };
+    let entropy_ks = univariate::ks(&host_f64(r.entropy.clone())?, &host_f64(s.entropy.clone())?)?;
+    let chi = univariate::chi_square(&r.counts, &s.counts).unwrap_or(TestResult {
+        statistic: 0.0,
+        p_value: 1.0,
+    });
+    Ok(Comparison {
+        mmd,
+        features,
+        entropy_ks,
+        chi,
+        sample_examples: s.entropy.dims()[0],
+        space: if r.penultimate && s.penultimate {
+            "penultimate features"
+        } else {
+            "inputs"
+        },
+    })
+}
+
+struct DriftJob<'a> {
+    plan: &'a DriftPlan,
+}
+
 impl Job for DriftJob<'_> {
-    type Output = Result<Found, DetectError>;
+    type Output = Result<Comparison, DetectError>;
 
     fn run<const D: usize, C: Classifier<D>>(
         self,
@@ -185,130 +254,120 @@ impl Job for DriftJob<'_> {
             )));
         }
         let device = ex.labels.device();
-        device.seed(plan.seed);
+        device.seed(plan.tests.seed);
         let reference = ex.inputs.range(0, plan.reference);
-        let mut sample = ex.inputs.range(plan.reference, n);
-        let bounds = model.domain().bounds;
-        let clip = |t: Tensor<D>| match bounds {
-            Some((lo, hi)) => t.clamp(lo, hi),
-            None => t,
-        };
-        match plan.shift {
-            Shift::None => {}
-            Shift::Brightness => sample = sample.with_x(clip(sample.x().clone() + plan.strength)),
-            Shift::Noise => {
-                let noise = sample
-                    .x()
-                    .random_like(Distribution::Normal(0.0, plan.strength));
-                sample = sample.with_x(clip(sample.x().clone() + noise));
+        let labels = ex
+            .labels
+            .clone()
+            .narrow(0, plan.reference, n - plan.reference);
+        let sample = shifted(model, ex.inputs.range(plan.reference, n), labels, plan)?;
+        let r = summarise(model, &reference, plan.batch)?;
+        let s = summarise(model, &sample, plan.batch)?;
+        compare(&r, &s, &plan.tests)
+    }
+}
+
+/// `sample` (with its `labels`) corrupted as `plan` asks.
+fn shifted<const D: usize, C: Classifier<D>>(
+    model: &C,
+    sample: C::Input,
+    labels: Tensor<1, Int>,
+    plan: &DriftPlan,
+) -> Result<C::Input, DetectError> {
+    let bounds = model.domain().bounds;
+    let clip = |t: Tensor<D>| match bounds {
+        Some((lo, hi)) => t.clamp(lo, hi),
+        None => t,
+    };
+    Ok(match plan.shift {
+        Shift::None => sample,
+        Shift::Brightness => sample.with_x(clip(sample.x().clone() + plan.strength)),
+        Shift::Noise => {
+            let noise = sample
+                .x()
+                .random_like(Distribution::Normal(0.0, plan.strength));
+            sample.with_x(clip(sample.x().clone() + noise))
+        }
+        Shift::RemoveClass => {
+            let classes = model.num_classes();
+            if plan.strength.fract() != 0.0 || !(0.0..classes as f64).contains(&plan.strength) {
+                return Err(DetectError::Invalid(format!(
+                    "--shift remove-class takes the class to remove as --strength, a whole number from 0 to {}; got {}",
+                    classes - 1,
+                    plan.strength
+                )));
             }
-            Shift::RemoveClass => {
-                let classes = model.num_classes();
-                if plan.strength.fract() != 0.0 || !(0.0..classes as f64).contains(&plan.strength) {
-                    return Err(DetectError::Invalid(format!(
-                        "--shift remove-class takes the class to remove as --strength, a whole number from 0 to {}; got {}",
-                        classes - 1,
-                        plan.strength
-                    )));
-                }
-                let labels = ex
-                    .labels
-                    .clone()
-                    .narrow(0, plan.reference, n - plan.reference);
-                let keep = labels
-                    .not_equal_elem(plan.strength.round() as i64)
-                    .nonzero();
-                match keep.into_iter().next() {
-                    Some(rows) if rows.dims()[0] >= 2 => sample = sample.select(rows),
-                    _ => {
-                        return Err(DetectError::Invalid(
-                            "--shift remove-class leaves fewer than 2 examples in the new sample"
-                                .into(),
-                        ));
-                    }
+            let keep = labels
+                .not_equal_elem(plan.strength.round() as i64)
+                .nonzero();
+            match keep.into_iter().next() {
+                Some(rows) if rows.dims()[0] >= 2 => sample.select(rows),
+                _ => {
+                    return Err(DetectError::Invalid(
+                        "--shift remove-class leaves fewer than 2 examples in the new sample"
+                            .into(),
+                    ));
                 }
             }
         }
-        let (r, penultimate) = self.side(model, &reference);
-        let (s, _) = self.side(model, &sample);
-        let m = s.entropy.dims()[0];
-        let width = r.features.dims()[1];
-        let mmd = mmd::mmd_test(
-            r.features.clone(),
-            s.features.clone(),
-            plan.permutations,
-            plan.seed,
-        )?;
-        let (fr, fs) = (host_f64(r.features)?, host_f64(s.features)?);
-        let column =
-            |v: &[f64], j: usize| v.iter().skip(j).step_by(width).copied().collect::<Vec<_>>();
-        let mut p = Vec::with_capacity(width);
-        for j in 0..width {
-            let (a, b) = (column(&fr, j), column(&fs, j));
-            // A feature that is constant in both samples (a dead unit) cannot drift.
-            p.push(match plan.feature_test {
-                FeatureTest::Ks => univariate::ks(&a, &b).map_or(1.0, |t| t.p_value),
-                FeatureTest::Cvm => super::cvm::cramer_von_mises(&a, &b).map_or(1.0, |t| t.p_value),
-            });
-        }
-        let features = FeatureTests {
-            test: plan.feature_test,
-            features: width,
-            drifted: univariate::benjamini_hochberg(&p, plan.alpha)
-                .iter()
-                .filter(|d| **d)
-                .count(),
-            p_value: univariate::bonferroni(&p),
-        };
-        let entropy = univariate::ks(&host_f64(r.entropy)?, &host_f64(s.entropy)?)?;
-        let classes = model.decisions();
-        let chi =
-            univariate::chi_square(&counts(r.decision, classes)?, &counts(s.decision, classes)?)
-                .unwrap_or(TestResult {
-                    statistic: 0.0,
-                    p_value: 1.0,
-                });
-        let space = if penultimate {
-            "penultimate features"
-        } else {
-            "inputs"
-        };
-        Ok((mmd, features, entropy, chi, m, space))
+    })
+}
+
+/// Checks a significance level.
+pub fn check_alpha(alpha: f64) -> Result<(), DetectError> {
+    if alpha > 0.0 && alpha < 1.0 {
+        Ok(())
+    } else {
+        Err(DetectError::Invalid(format!(
+            "--alpha must be in (0, 1), got {alpha}"
+        )))
+    }
+}
+
+/// The report of a comparison: the four families fused by Bonferroni at `alpha`.
+pub fn report(
+    work: &Workload,
+    reference_examples: usize,
+    shift: (Shift, f64),
+    alpha: f64,
+    c: Comparison,
+) -> DriftReport {
+    let p_value = univariate::bonferroni(&[
+        c.mmd.p_value,
+        c.features.p_value,
+        c.entropy_ks.p_value,
+        c.chi.p_value,
+    ]);
+    DriftReport {
+        model: work.model_info(),
+        data: work.data_info(),
+        device: work.device.description.clone(),
+        reference_examples,
+        sample_examples: c.sample_examples,
+        shift: shift.0,
+        strength: shift.1,
+        space: c.space,
+        mmd: c.mmd,
+        features: c.features,
+        entropy_ks: c.entropy_ks,
+        predicted_classes_chi_square: c.chi,
+        alpha,
+        p_value,
+        drift: p_value <= alpha,
     }
 }
 
 /// Compares the workload's first `plan.reference` examples with the rest (shifted as asked).
 pub fn drift(work: &Workload, plan: &DriftPlan) -> Result<DriftReport, RunError> {
-    if !(plan.alpha > 0.0 && plan.alpha < 1.0) {
-        return Err(
-            DetectError::Invalid(format!("--alpha must be in (0, 1), got {}", plan.alpha)).into(),
-        );
-    }
-    let (mmd, features, entropy_ks, chi, sample_examples, space) =
-        work.run(DriftJob { plan }, None)??;
-    let p_value = univariate::bonferroni(&[
-        mmd.p_value,
-        features.p_value,
-        entropy_ks.p_value,
-        chi.p_value,
-    ]);
-    Ok(DriftReport {
-        model: work.model_info(),
-        data: work.data_info(),
-        device: work.device.description.clone(),
-        reference_examples: plan.reference,
-        sample_examples,
-        shift: plan.shift,
-        strength: plan.strength,
-        space,
-        mmd,
-        features,
-        entropy_ks,
-        predicted_classes_chi_square: chi,
-        alpha: plan.alpha,
-        p_value,
-        drift: p_value <= plan.alpha,
-    })
+    check_alpha(plan.tests.alpha)?;
+    let c = work.run(DriftJob { plan }, None)??;
+    Ok(report(
+        work,
+        plan.reference,
+        (plan.shift, plan.strength),
+        plan.tests.alpha,
+        c,
+    ))
 }
 
 impl std::fmt::Display for DriftReport {

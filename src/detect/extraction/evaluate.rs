@@ -128,20 +128,21 @@ fn arrivals(rng: &mut StdRng, rate: f64, n: usize) -> Result<Vec<u64>, DetectErr
     Ok(out)
 }
 
-/// Feeds a client the queries `x` (its rows, in order) arriving at `when` (indexed by the
-/// client's query count), predicting in batches: one read of inputs and decisions per batch.
-/// Returns the decisions.
-fn replay<const D: usize, C: Classifier<D>>(
+/// Feeds a client the queries `x` (its rows, in order), predicting in batches: one read of
+/// inputs and decisions per batch. With `rate`, the CUSUM and the interval of each query
+/// (indexed by the client's query count). Returns the decisions.
+pub fn replay<const D: usize, C: Classifier<D>>(
     model: &C,
     client: &mut Client,
-    plan: &ExtractionPlan,
+    prada: &Prada,
+    rate: Option<(&RateCusum, &[u64])>,
     x: &C::Input,
-    when: &[u64],
+    batch: usize,
 ) -> Result<Tensor<1, Int>, DetectError> {
     let box_ = model.domain().bounds.unwrap_or((0.0, 1.0));
     let mut decided = Vec::new();
-    for start in (0..x.len()).step_by(plan.batch) {
-        let xs = x.range(start, start + plan.batch);
+    for start in (0..x.len()).step_by(batch) {
+        let xs = x.range(start, start + batch);
         let n = xs.len();
         let decisions = model.decide(xs.clone());
         let classes = host_ints(decisions.clone(), "decisions")?;
@@ -149,8 +150,10 @@ fn replay<const D: usize, C: Classifier<D>>(
         let values = crate::detect::host_floats(xs.x().clone(), "queries")?;
         let width = values.len() / n.max(1);
         for (row, class) in values.chunks_exact(width).zip(classes) {
-            client.rate.observe(&plan.cusum, when[client.queries])?;
-            client.observe(&plan.prada, row, class.max(0) as usize, box_)?;
+            if let Some((cusum, when)) = rate {
+                client.rate.observe(cusum, when[client.queries])?;
+            }
+            client.observe(prada, row, class.max(0) as usize, box_)?;
         }
     }
     Ok(Tensor::cat(decided, 0))
@@ -220,7 +223,14 @@ impl ExtractionJob<'_> {
         let bounds = model.domain().bounds.unwrap_or((0.0, 1.0));
         let classes = model.decisions();
         let mut xs = vec![seeds.x().clone()];
-        let mut ys = vec![replay(model, client, plan, seeds, when)?];
+        let mut ys = vec![replay(
+            model,
+            client,
+            &plan.prada,
+            Some((&plan.cusum, when)),
+            seeds,
+            plan.batch,
+        )?];
         let mut newest = seeds.clone();
         let mut rounds = 0;
         while client.queries < plan.queries {
@@ -257,7 +267,14 @@ impl ExtractionJob<'_> {
             } else {
                 self.target_steps(model, &newest.range(0, newest.len().min(room)))
             };
-            ys.push(replay(model, client, plan, &next, when)?);
+            ys.push(replay(
+                model,
+                client,
+                &plan.prada,
+                Some((&plan.cusum, when)),
+                &next,
+                plan.batch,
+            )?);
             xs.push(next.x().clone());
             newest = next;
             rounds += 1;
@@ -373,7 +390,14 @@ impl Job for ExtractionJob<'_> {
             let idx = Tensor::<1, Int>::from_data(TensorData::new(order, [plan.queries]), &device);
             let when = arrivals(&mut rng, plan.cusum.rate, plan.queries)?;
             let mut client = Client::default();
-            replay(model, &mut client, plan, &ex.inputs.select(idx), &when)?;
+            replay(
+                model,
+                &mut client,
+                &plan.prada,
+                Some((&plan.cusum, &when)),
+                &ex.inputs.select(idx),
+                plan.batch,
+            )?;
             benign.push(row(format!("benign-{c}"), &mut client, plan, &when));
         }
         let domain = model.domain();

@@ -15,6 +15,7 @@
 
 pub mod cusum;
 pub mod evaluate;
+pub mod ledger_file;
 pub mod substitute;
 
 use std::collections::{HashMap, HashSet};
