@@ -8,9 +8,10 @@
 //! where σ is the spread of the clean calibration scores (their interquartile range), so that
 //! one λ fits detectors on any scale. An example succeeds when it is misclassified and not
 //! flagged; the first iterate that succeeds is kept (sign steps oscillate across the
-//! threshold), else the last. Only detectors whose score is differentiable are attacked this
-//! way (feature squeezing would need BPDA through its rounding, the vote EOT over its noise;
-//! neither is implemented, so their figures are not adaptive ones).
+//! threshold), else the last. Each detector's score is descended through
+//! [`Detector::surrogate`]: the score itself where it is differentiable, BPDA through feature
+//! squeezing's rounding, and EOT over the vote's noise (Athalye, Carlini & Wagner 2018). The
+//! isolation forest has no gradient and is not attacked this way.
 
 use burn::tensor::{Bool, Int, Tensor};
 
@@ -69,7 +70,7 @@ impl Adaptive {
             let excesses: Vec<Tensor<1>> = targets
                 .iter()
                 .map(|(detector, threshold, spread)| {
-                    (detector.score(model, &input) - *threshold) / *spread
+                    (detector.surrogate(model, &input) - *threshold) / *spread
                 })
                 .collect();
             let worst = Tensor::stack::<2>(excesses, 0)

@@ -1,9 +1,10 @@
 //! Measuring a fitted detector on held-out data: the false-positive rate it reaches on clean
 //! examples (against the rate it was calibrated to, with a Clopper-Pearson interval), and
 //! against each attack the detection rate among the adversarial examples that fool the model
-//! and the ROC area; then, for every detector with a differentiable score, the adaptive
-//! attack that tries to fool the model without raising that detector's alarm, and (with
-//! Bonferroni fusion) one aimed at all the differentiable detectors at the fused thresholds.
+//! and the ROC area; then, for every detector with a gradient (its own, BPDA or EOT: see
+//! [`super::adaptive`]), the adaptive attack that tries to fool the model without raising
+//! that detector's alarm, and (with Bonferroni fusion) one aimed at all of them at the fused
+//! thresholds.
 
 use std::time::Instant;
 
@@ -107,6 +108,8 @@ pub struct AttackRow {
 #[derive(Debug, Clone, Serialize)]
 pub struct AdaptiveRow {
     pub detector: String,
+    /// Where its gradient comes from: the score's own, BPDA or EOT.
+    pub gradient: String,
     /// Clean-correct examples it fools.
     pub fooled: Rate,
     /// Clean-correct examples it fools without raising the attacked detector's alarm.
@@ -229,28 +232,27 @@ impl Job for EvalJob<'_> {
             })
             .collect();
         let k = fitted.methods.len();
-        let differentiable: Vec<usize> = (0..k)
-            .filter(|d| fitted.methods[*d].differentiable())
+        let attackable: Vec<usize> = (0..k)
+            .filter(|d| fitted.methods[*d].gradient().is_some())
             .collect();
         // The Bonferroni fusion alarms when some detector's p-value is at most fpr / k: its
-        // differentiable part is attacked at those thresholds (index k in the rows).
-        let fused: Option<Vec<f64>> = (fitted.header.fusion
-            == super::calibrate::Fusion::Bonferroni
-            && differentiable.len() >= 2)
-            .then(|| {
-                differentiable
-                    .iter()
-                    .map(|d| {
-                        fitted.calibrations[*d]
-                            .threshold(fitted.header.fpr / k as f64)
-                            .map(f64::from)
-                    })
-                    .collect::<Result<Vec<_>, _>>()
-                    .ok()
-            })
-            .flatten();
+        // attackable part is attacked at those thresholds (index k in the rows).
+        let fused: Option<Vec<f64>> =
+            (fitted.header.fusion == super::calibrate::Fusion::Bonferroni && attackable.len() >= 2)
+                .then(|| {
+                    attackable
+                        .iter()
+                        .map(|d| {
+                            fitted.calibrations[*d]
+                                .threshold(fitted.header.fpr / k as f64)
+                                .map(f64::from)
+                        })
+                        .collect::<Result<Vec<_>, _>>()
+                        .ok()
+                })
+                .flatten();
         let mut targets: Vec<usize> = match plan.adaptive {
-            Some(_) => differentiable.clone(),
+            Some(_) => attackable.clone(),
             None => Vec::new(),
         };
         if plan.adaptive.is_some() && fused.is_some() {
@@ -276,7 +278,7 @@ impl Job for EvalJob<'_> {
             if let Some(adaptive) = plan.adaptive {
                 for (d, g) in found.adaptive.iter_mut() {
                     let aims: Vec<_> = if *d == k {
-                        differentiable
+                        attackable
                             .iter()
                             .zip(fused.iter().flatten())
                             .map(|(e, t)| (&fitted.methods[*e], *t, spreads[*e]))
@@ -421,6 +423,11 @@ pub fn evaluate(
                 .count();
             AdaptiveRow {
                 detector: names[*d].clone(),
+                gradient: if *d == k {
+                    "each detector's".into()
+                } else {
+                    fitted.methods[*d].gradient().unwrap_or("none").into()
+                },
                 evaded: Rate::new(evaded, fooled.of),
                 fooled,
                 detectors,
@@ -508,13 +515,14 @@ impl std::fmt::Display for DetectionReport {
         if let Some(budget) = &self.adaptive_budget {
             writeln!(
                 f,
-                "\nadaptive attack ({budget}), one per differentiable detector and one on the fusion's differentiable part:"
+                "\nadaptive attack ({budget}), one per detector with a gradient and one on the fusion of those:"
             )?;
             for a in &self.adaptive {
                 writeln!(
                     f,
-                    "  against {:<12} fools {}; fools without its alarm {}",
+                    "  against {:<12} ({}) fools {}; fools without its alarm {}",
                     a.detector,
+                    a.gradient,
                     pct(&a.fooled),
                     pct(&a.evaded)
                 )?;

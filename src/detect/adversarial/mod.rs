@@ -81,6 +81,19 @@ pub trait Detector {
     fn randomized(&self) -> bool {
         false
     }
+
+    /// How the adaptive attacker gets a gradient of the score: "direct" where the score is
+    /// differentiable, else the name of the stand-in [`Detector::surrogate`] computes; None
+    /// where there is none and the detector is not attacked adaptively.
+    fn gradient(&self) -> Option<&'static str> {
+        self.differentiable().then_some("direct")
+    }
+
+    /// Scores `[N]` the adaptive attacker descends: the score itself, or a differentiable
+    /// stand-in for it (see [`Detector::gradient`]).
+    fn surrogate<const D: usize, C: Classifier<D>>(&self, model: &C, x: &C::Input) -> Tensor<1> {
+        self.score(model, x)
+    }
 }
 
 /// A detector ready to score: any of the methods, as a fitted detector file lists them.
@@ -151,5 +164,13 @@ impl Detector for Method {
 
     fn randomized(&self) -> bool {
         each!(self, d => d.randomized())
+    }
+
+    fn gradient(&self) -> Option<&'static str> {
+        each!(self, d => d.gradient())
+    }
+
+    fn surrogate<const D: usize, C: Classifier<D>>(&self, model: &C, x: &C::Input) -> Tensor<1> {
+        each!(self, d => d.surrogate(model, x))
     }
 }

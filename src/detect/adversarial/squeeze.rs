@@ -63,13 +63,42 @@ impl Detector for Squeeze {
 
     /// Scores `[N]` for a batch (one forward pass per squeezer, plus the input's own).
     fn score<const D: usize, C: Classifier<D>>(&self, model: &C, x: &C::Input) -> Tensor<1> {
+        self.squeezed_distance(model, x, false)
+    }
+
+    /// BPDA (Athalye, Carlini & Wagner, ICML 2018): rounding passes the gradient through
+    /// as if it were the identity; the median's min/max network has gradients of its own.
+    fn gradient(&self) -> Option<&'static str> {
+        Some("BPDA through the rounding")
+    }
+
+    fn surrogate<const D: usize, C: Classifier<D>>(&self, model: &C, x: &C::Input) -> Tensor<1> {
+        self.squeezed_distance(model, x, true)
+    }
+}
+
+impl Squeeze {
+    /// The score; with `bpda`, the rounding's value with the identity's gradient.
+    fn squeezed_distance<const D: usize, C: Classifier<D>>(
+        &self,
+        model: &C,
+        x: &C::Input,
+        bpda: bool,
+    ) -> Tensor<1> {
         let (lo, hi) = model.domain().bounds.unwrap_or((0.0, 1.0));
         let p = softmax(model.logits(x.clone()), 1);
         let distance = |squeezed: Tensor<D>| {
             let q = softmax(model.logits(x.with_x(squeezed)), 1);
             (p.clone() - q).abs().sum_dim(1).squeeze_dim::<1>(1)
         };
-        let mut score = distance(reduce_bits(x.x().clone(), self.bits, lo, hi));
+        let input = x.x().clone();
+        let rounded = reduce_bits(input.clone(), self.bits, lo, hi);
+        let rounded = if bpda {
+            input.clone() + (rounded - input).detach()
+        } else {
+            rounded
+        };
+        let mut score = distance(rounded);
         if self.median > 0 && D == 4 {
             let dims = x.x().dims();
             let images: Tensor<4> = x.x().clone().reshape([dims[0], dims[1], dims[2], dims[3]]);

@@ -2,8 +2,9 @@
 //! votes on `copies` noisy copies of the input; an input near a decision boundary, as most
 //! adversarial examples are, splits the vote. The score is 1 − the top class's share of the
 //! votes, in [0, 1 − 1/K]. Randomized, so scores of the same input differ from call to call;
-//! not differentiable.
+//! not differentiable: the adaptive attacker descends its expectation over the noise (EOT).
 
+use burn::tensor::activation::softmax;
 use burn::tensor::{Distribution, Int, Tensor};
 use serde::{Deserialize, Serialize};
 
@@ -15,6 +16,8 @@ use crate::detect::DetectError;
 pub const MAX_COPIES: usize = 1024;
 /// Most noisy copies in one forward pass (bounds memory whatever the batch).
 pub const COPIES_PER_PASS: usize = 8192;
+/// Noisy copies per input in the adaptive attacker's expectation (each step draws afresh).
+pub const EOT_COPIES: usize = 8;
 
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -48,6 +51,28 @@ impl Detector for Vote {
 
     fn randomized(&self) -> bool {
         true
+    }
+
+    /// EOT (Athalye et al., ICML 2018): the vote's expectation over the noise, with each
+    /// copy's vote softened to its softmax, drawn afresh at every step.
+    fn gradient(&self) -> Option<&'static str> {
+        Some("EOT over the noise, softmax votes")
+    }
+
+    fn surrogate<const D: usize, C: Classifier<D>>(&self, model: &C, x: &C::Input) -> Tensor<1> {
+        let n = x.len();
+        let copies = self.copies.min(EOT_COPIES);
+        let owner = Tensor::<1, Int>::arange(0..n as i64, &x.x().device())
+            .unsqueeze_dim::<2>(1)
+            .repeat_dim(1, copies)
+            .reshape([n * copies]);
+        let noisy = x.select(owner);
+        let noise = noisy.x().random_like(Distribution::Normal(0.0, self.sigma));
+        let noisy = noisy.with_x(noisy.x().clone() + noise);
+        let p = softmax(model.logits(noisy), 1);
+        let k = p.dims()[1];
+        let share = p.reshape([n, copies, k]).mean_dim(1).reshape([n, k]);
+        share.max_dim(1).squeeze_dim::<1>(1).neg() + 1.0
     }
 
     /// Scores `[N]`: the noisy copies of up to [`COPIES_PER_PASS`] / copies inputs per
