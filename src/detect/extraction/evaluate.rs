@@ -492,12 +492,14 @@ impl std::fmt::Display for ExtractionReport {
         writeln!(f, "  {}", show(&self.attacker))?;
         writeln!(f, "attacker: {}", self.attacker_strategy)?;
         if let Some(s) = &self.stolen {
+            let caught = match (s.accuracy_when_caught, self.attacker.caught_at) {
+                (Some(a), Some(q)) => format!("{:.1}% when first caught (query {q})", 100.0 * a),
+                _ => "never caught".into(),
+            };
             writeln!(
                 f,
-                "stolen copy on {} held-out images: {} when caught, {:.1}% after all queries ({:.1}% agreement with the target; the target: {:.1}%)",
+                "stolen copy on {} held-out images: {caught}, {:.1}% after all queries ({:.1}% agreement with the target; the target: {:.1}%)",
                 s.evaluated_on,
-                s.accuracy_when_caught
-                    .map_or("never caught".into(), |a| format!("{:.1}%", 100.0 * a)),
                 100.0 * s.accuracy_final,
                 100.0 * s.agreement_final,
                 100.0 * s.target_accuracy
