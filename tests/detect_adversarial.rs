@@ -14,6 +14,7 @@ use rampart::detect::calibrate::{Calibration, Fusion, fuse};
 use rampart::detect::roc::auc;
 use rampart::detect::score::{alarm, p_alarm, score_batch};
 use rampart::detect::store::{FORMAT, Fitted, Header};
+use rampart::detect::validate::{Invalid, check};
 
 fn tensor1(v: &[f32], d: &Device) -> Tensor<1> {
     Tensor::from_data(TensorData::new(v.to_vec(), [v.len()]), d)
@@ -225,6 +226,67 @@ fn mahalanobis_fits_class_means_and_the_shared_covariance() {
 }
 
 #[test]
+fn validation_names_non_finite_and_out_of_box_inputs_and_refuses_a_wrong_shape() {
+    let d = Device::flex();
+    let domain = Domain {
+        shape: vec![2, 2],
+        bounds: Some((0.0, 1.0)),
+        units: "pixels",
+    };
+    let x = Tensor::<3>::from_data(
+        TensorData::new(
+            vec![
+                0.0,
+                0.5,
+                1.0,
+                1.0, // valid, on the box's edges
+                0.2,
+                f32::NAN,
+                0.3,
+                0.4, // NaN
+                0.2,
+                1.01,
+                0.3,
+                0.4, // above the box
+                -0.5,
+                f32::NAN,
+                0.3,
+                0.4, // both: not finite wins
+                f32::NEG_INFINITY,
+                0.0,
+                0.0,
+                0.0, // infinite
+            ],
+            [5, 2, 2],
+        ),
+        &d,
+    );
+    let checked = check(&domain, x).unwrap();
+    let codes: Vec<Option<Invalid>> = floats(checked.codes)
+        .into_iter()
+        .map(Invalid::from_code)
+        .collect();
+    assert_eq!(
+        codes,
+        [
+            None,
+            Some(Invalid::NotFinite),
+            Some(Invalid::OutOfRange),
+            Some(Invalid::NotFinite),
+            Some(Invalid::NotFinite)
+        ]
+    );
+    // Invalid rows become the box's lower corner; the valid one is untouched.
+    let cleaned = floats(checked.x);
+    assert_eq!(cleaned[..4], [0.0, 0.5, 1.0, 1.0]);
+    assert!(cleaned[4..].iter().all(|v| *v == 0.0));
+    let err = check(&domain, Tensor::<3>::zeros([2, 2, 3], &d))
+        .err()
+        .unwrap();
+    assert!(err.to_string().contains("[2, 3]"), "{err}");
+}
+
+#[test]
 fn a_saved_detector_loads_and_scores_identically() {
     let d = Device::flex();
     d.seed(9);
@@ -272,9 +334,31 @@ fn a_saved_detector_loads_and_scores_identically() {
         score_batch(&loaded, &model, &probe).unwrap(),
     );
     assert_eq!(
-        (a.scores, a.p_values, a.fused),
+        (a.scores.clone(), a.p_values.clone(), a.fused.clone()),
         (b.scores, b.p_values, b.fused)
     );
+    // Validation comes first: a NaN row and an infinite row alarm as not finite, are scored
+    // as zeros, and leave the other rows' figures as they were.
+    let mut values = floats(probe.clone());
+    values[4 * 3 + 1] = f32::NAN;
+    values[4 * 7] = f32::INFINITY;
+    let broken = Tensor::<2>::from_data(TensorData::new(values, [16, 4]), &d);
+    let c = score_batch(&fitted, &model, &broken).unwrap();
+    let zeros = score_batch(&fitted, &model, &Tensor::<2>::zeros([1, 4], &d)).unwrap();
+    for i in 0..16 {
+        if i == 3 || i == 7 {
+            assert_eq!(c.invalid[i], Some(Invalid::NotFinite));
+            assert_eq!(c.fused[i], 0.0);
+            for (s, z) in c.scores.iter().zip(&zeros.scores) {
+                assert_eq!(s[i], z[0]);
+            }
+        } else {
+            assert_eq!(c.invalid[i], None);
+            assert_eq!(c.fused[i], a.fused[i]);
+        }
+    }
+    let rows = c.rows(&(0..16).collect::<Vec<_>>(), &[0; 16], &[f32::MAX; 3], 1e-9);
+    assert!(rows[3].alarm && rows[7].alarm && !rows[0].alarm);
     // A damaged file: cut short, or a model file instead.
     let bytes = std::fs::read(&path).unwrap();
     std::fs::write(

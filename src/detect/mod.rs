@@ -1,9 +1,10 @@
-//! Detectors: of adversarial inputs, of drift, of model extraction (issue 13, in progress).
+//! Detectors: of adversarial inputs, of drift, of model extraction.
 //!
 //! - [`univariate`]: per-feature two-sample drift tests and distances (KS, chi-square, PSI,
 //!   Jensen-Shannon) with the corrections across features.
 //! - [`shapiro`]: the Shapiro-Wilk test of normality (Royston's AS R94, as scipy's `shapiro`).
 //! - [`cvm`]: the two-sample Cramér-von Mises test, exact or asymptotic (as scipy's).
+//! - [`validate`]: the first check on every input (shape, finite, inside the box).
 //! - [`adversarial`]: per-example scores of suspicious inputs, one file per method.
 //! - [`calibrate`]: conformal p-values and alarms at a chosen false-positive rate; fusion.
 //! - [`fit`], [`score`], [`evaluate`]: the jobs behind `rampart detect fit|score|evaluate`;
@@ -26,6 +27,7 @@ pub mod score;
 pub mod shapiro;
 pub mod store;
 pub mod univariate;
+pub mod validate;
 
 use burn::tensor::{Int, Tensor};
 

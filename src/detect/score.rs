@@ -1,6 +1,6 @@
-//! Scoring with a fitted detector: every detector's score and conformal p-value, the fused
-//! p-value and the alarms, for each example of a batch, computed on the device and read back
-//! in one transfer per batch.
+//! Scoring with a fitted detector: input validation first ([`super::validate`]), then every
+//! detector's score and conformal p-value, the fused p-value and the alarms, for each example
+//! of a batch, computed on the device and read back in one transfer per batch.
 
 use burn::tensor::Tensor;
 use serde::Serialize;
@@ -8,6 +8,7 @@ use serde::Serialize;
 use super::adversarial::Detector;
 use super::calibrate::fuse;
 use super::store::Fitted;
+use super::validate::{self, Invalid};
 use super::{DetectError, RunError};
 use crate::classifier::{Classifier, Input};
 use crate::workload::{Examples, Job, Workload};
@@ -18,11 +19,15 @@ use crate::workload::{Examples, Job, Workload};
 pub struct BatchScores {
     pub scores: Vec<Vec<f32>>,
     pub p_values: Vec<Vec<f32>>,
+    /// Fused p-values; 0 for inputs that failed validation.
     pub fused: Vec<f32>,
     pub decision: Vec<i64>,
+    /// Why each input failed validation, if it did.
+    pub invalid: Vec<Option<Invalid>>,
 }
 
-/// Scores a batch (one read-back).
+/// Validates and scores a batch (one read-back). Inputs that fail validation are scored as
+/// the box's corner and alarm (fused p-value 0).
 pub fn score_batch<const D: usize, C: Classifier<D>>(
     fitted: &Fitted,
     model: &C,
@@ -30,18 +35,21 @@ pub fn score_batch<const D: usize, C: Classifier<D>>(
 ) -> Result<BatchScores, DetectError> {
     let k = fitted.methods.len();
     let n = x.len();
+    let checked = validate::check(&model.domain(), x.x().clone())?;
+    let x = &x.with_x(checked.x);
     let scores: Vec<Tensor<1>> = fitted.methods.iter().map(|m| m.score(model, x)).collect();
     let p: Vec<Tensor<1>> = scores
         .iter()
         .zip(&fitted.calibrations)
         .map(|(s, c)| c.p_values(s.clone()))
         .collect();
-    let fused = fuse(fitted.header.fusion, &p);
+    let fused = fuse(fitted.header.fusion, &p).mask_fill(checked.invalid, 0.0);
     let decision = model.decide(x.clone()).float();
     let mut rows = scores;
     rows.extend(p);
     rows.push(fused);
     rows.push(decision);
+    rows.push(checked.codes);
     let all = crate::detect::host_floats(Tensor::stack::<2>(rows, 0), "scores")?;
     let row = |r: usize| all[r * n..(r + 1) * n].to_vec();
     Ok(BatchScores {
@@ -49,6 +57,7 @@ pub fn score_batch<const D: usize, C: Classifier<D>>(
         p_values: (k..2 * k).map(row).collect(),
         fused: row(2 * k),
         decision: row(2 * k + 1).into_iter().map(|d| d as i64).collect(),
+        invalid: row(2 * k + 2).into_iter().map(Invalid::from_code).collect(),
     })
 }
 
@@ -84,8 +93,10 @@ pub struct ScoreRow {
     pub p_values: Vec<f32>,
     pub alarms: Vec<bool>,
     pub fused_p_value: f32,
-    /// The fused p-value is at most the false-positive rate.
+    /// The fused p-value is at most the false-positive rate, or the input failed validation.
     pub alarm: bool,
+    /// Why the input failed validation, if it did.
+    pub invalid: Option<Invalid>,
 }
 
 impl BatchScores {
@@ -112,7 +123,8 @@ impl BatchScores {
                     scores,
                     p_values: self.p_values.iter().map(|p| p[i]).collect(),
                     fused_p_value: self.fused[i],
-                    alarm: p_alarm(self.fused[i], fpr),
+                    alarm: p_alarm(self.fused[i], fpr) || self.invalid[i].is_some(),
+                    invalid: self.invalid[i],
                 }
             })
             .collect()
@@ -126,7 +138,7 @@ pub fn tsv(rows: &[ScoreRow], names: &[&str]) -> String {
     for n in names {
         out.push_str(&format!("\t{n}_score\t{n}_p\t{n}_alarm"));
     }
-    out.push_str("\tfused_p\talarm\n");
+    out.push_str("\tfused_p\talarm\tinvalid\n");
     for r in rows {
         out.push_str(&format!("{}\t{}\t{}", r.id, r.label, r.prediction));
         for d in 0..names.len() {
@@ -137,7 +149,12 @@ pub fn tsv(rows: &[ScoreRow], names: &[&str]) -> String {
                 u8::from(r.alarms[d])
             ));
         }
-        out.push_str(&format!("\t{}\t{}\n", r.fused_p_value, u8::from(r.alarm)));
+        out.push_str(&format!(
+            "\t{}\t{}\t{}\n",
+            r.fused_p_value,
+            u8::from(r.alarm),
+            r.invalid.map_or("", Invalid::name)
+        ));
     }
     out
 }

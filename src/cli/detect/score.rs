@@ -39,6 +39,8 @@ struct ScoreSummary {
     detectors: Vec<String>,
     fpr: f64,
     examples: usize,
+    /// Inputs that failed validation (not finite, outside the box): they alarm.
+    invalid: usize,
     /// Alarms per detector, then fused.
     alarms: Vec<(String, usize)>,
     per_example: Option<PathBuf>,
@@ -48,8 +50,8 @@ impl std::fmt::Display for ScoreSummary {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         writeln!(
             f,
-            "{} examples scored; alarms at a false-positive rate of {}:",
-            self.examples, self.fpr
+            "{} examples scored ({} failed validation and alarm); alarms at a false-positive rate of {}:",
+            self.examples, self.invalid, self.fpr
         )?;
         for (d, n) in &self.alarms {
             writeln!(
@@ -108,6 +110,7 @@ pub fn run(args: ScoreArgs) -> CliResult {
             detectors: names.iter().map(|n| n.to_string()).collect(),
             fpr: fitted.header.fpr,
             examples: rows.len(),
+            invalid: rows.iter().filter(|r| r.invalid.is_some()).count(),
             alarms,
             per_example: args.per_example.clone(),
         },
