@@ -540,7 +540,9 @@ fn detect_fits_calibrates_and_measures_on_fashion_mnist() {
     assert!(adaptive[4]["gradient"].as_str().unwrap().starts_with("EOT"));
     let fused = &adaptive[5];
     assert!(fused["detector"].as_str().unwrap().starts_with("fused"));
-    assert!(fused["evaded"]["count"].as_u64() <= fused["fooled"]["count"].as_u64());
+    assert!(
+        fused["evaded"]["count"].as_u64().unwrap() <= fused["fooled"]["count"].as_u64().unwrap()
+    );
     for a in &adaptive[..5] {
         let name = a["detector"].as_str().unwrap();
         let row = detectors.iter().find(|d| d["detector"] == name).unwrap();

@@ -267,4 +267,24 @@ fn a_saved_drift_reference_scores_exactly_as_the_two_sample_run_and_refuses_dama
         dir.path(),
     ));
     assert!(err.contains("cut.safetensors"), "{err}");
+    // A reference its own loader would refuse is not written.
+    let err = failed(&rampart(
+        &[
+            "detect",
+            "fit",
+            "--kind",
+            "drift",
+            "--model",
+            m,
+            "--limit",
+            "40",
+            "--permutations",
+            "0",
+            "--out",
+            "never.safetensors",
+        ],
+        dir.path(),
+    ));
+    assert!(err.contains("--permutations"), "{err}");
+    assert!(!dir.path().join("never.safetensors").exists());
 }

@@ -75,6 +75,19 @@ fn the_ledger_keeps_clients_apart_and_counts_repeated_queries() {
     assert_eq!(a.volume, Some(5));
     let cusum = ledger.cusum.unwrap();
     assert_eq!(a.rate.is_some(), 5.0 - cusum.k > cusum.h, "{cusum:?}");
+    // A burst raises the rate alarm within its interval, at the query that takes S over h,
+    // before any later query closes the interval.
+    let need = (cusum.h + cusum.k).floor() as usize + 1;
+    for i in 1..=need {
+        let c = ledger
+            .observe("c", &[i as f32 / 100.0; 16], 0, (0.0, 1.0), 3)
+            .unwrap();
+        assert_eq!(
+            c.rate,
+            (i == need).then_some(3),
+            "query {i} of {need}: {cusum:?}"
+        );
+    }
     assert!(
         ledger.observe("a", &q, 0, (0.0, 1.0), 0).is_err(),
         "intervals cannot go back"
@@ -146,6 +159,7 @@ fn prada_catches_a_few_seed_attacker_on_fashion_mnist_and_spares_benign_clients(
         (vec!["--alert-rate", "5"], "--alert-rate"),
         (vec!["--arl", "1"], "--arl"),
         (vec!["--attacker-rate", "0"], "--attacker-rate"),
+        (vec!["--queries", "50", "--seeds", "60"], "--seeds"),
     ] {
         let mut all = vec!["detect", "extraction", "--model", m, "--limit", "2000"];
         all.extend(args.iter().copied());
@@ -209,6 +223,9 @@ fn the_rate_cusum_run_lengths_match_simulation_and_its_h_is_the_smallest_that_re
         RateCusum::calibrate(4.0, 8.0, 1.0),
         RateCusum::calibrate(f64::NAN, 8.0, 200.0),
         RateCusum::calibrate(1.0, 1.01, 1e9),
+        // k = 0.01 / ln 1.01 rounds to 1 on the quarter grid: no longer above the rate.
+        RateCusum::calibrate(1.0, 1.01, 100.0),
+        RateCusum::calibrate(0.001, 1.0, 100.0),
     ] {
         assert!(bad.is_err(), "{bad:?}");
     }

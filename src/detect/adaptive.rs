@@ -66,22 +66,32 @@ impl Adaptive {
             let xa = x_adv.clone().autodiff().require_grad();
             let input = x.with_x(xa.clone());
             let margin = per_example(AttackLoss::Margin, model.logits(input.clone()), &ya, None);
-            // The largest excess over the thresholds, in each detector's clean spread.
-            let excesses: Vec<Tensor<1>> = targets
-                .iter()
-                .map(|(detector, threshold, spread)| {
-                    (detector.surrogate(model, &input) - *threshold) / *spread
-                })
-                .collect();
-            let worst = Tensor::stack::<2>(excesses, 0)
+            // The largest excess over the thresholds, in each detector's clean spread: of the
+            // surrogates (descended), and of the scores themselves (judged).
+            let mut descended = Vec::with_capacity(targets.len());
+            let mut judged = Vec::with_capacity(targets.len());
+            for (detector, threshold, spread) in targets {
+                let excess = (detector.surrogate(model, &input) - *threshold) / *spread;
+                judged.push(if detector.surrogate_exact() {
+                    excess.clone().inner()
+                } else {
+                    (detector.score(model, &x.with_x(x_adv.clone())) - *threshold) / *spread
+                });
+                descended.push(excess);
+            }
+            let worst = Tensor::stack::<2>(descended, 0)
                 .max_dim(0)
                 .squeeze_dim::<1>(0);
+            let under = Tensor::stack::<2>(judged, 0)
+                .max_dim(0)
+                .squeeze_dim::<1>(0)
+                .lower_equal_elem(0.0);
             // This iterate fools the model and stays under every threshold: keep the first.
             let success = margin
                 .clone()
                 .inner()
                 .greater_elem(0.0)
-                .bool_and(worst.clone().inner().lower_equal_elem(0.0))
+                .bool_and(under)
                 .bool_and(done.clone().bool_not());
             found = blend(&success, &x_adv, found);
             done = done.bool_or(success);

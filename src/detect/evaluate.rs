@@ -228,7 +228,19 @@ impl Job for EvalJob<'_> {
             .iter()
             .map(|c| {
                 let q = |f: f64| f64::from(c.scores[((c.len() - 1) as f64 * f) as usize]);
-                (q(0.75) - q(0.25)).max(1e-6)
+                // The interquartile range; where most clean scores tie (the vote is mostly
+                // unanimous), the standard deviation.
+                let iqr = q(0.75) - q(0.25);
+                let n = c.len() as f64;
+                let mean = c.scores.iter().map(|v| f64::from(*v)).sum::<f64>() / n;
+                let sd = (c
+                    .scores
+                    .iter()
+                    .map(|v| (f64::from(*v) - mean).powi(2))
+                    .sum::<f64>()
+                    / n)
+                    .sqrt();
+                if iqr > 0.0 { iqr } else { sd.max(1e-6) }
             })
             .collect();
         let k = fitted.methods.len();

@@ -1,8 +1,9 @@
 //! The first check on every input, before the model or any detector sees it: the shape the
 //! model reads (one error for the batch), and per example finite values inside the model's
 //! box. It runs on the device and is read back with the batch's scores. An invalid example
-//! is replaced by the box's lower corner for the detectors (so that a NaN cannot spread
-//! through a batch's statistics), and raises the alarm whatever they say. The element type is
+//! is replaced by the box's lower corner (zeros for unbounded inputs) for the detectors, so
+//! that a NaN cannot spread through a batch's statistics, and raises the alarm whatever they
+//! say. The element type is
 //! the readers' concern: files and requests are decoded to f32 before they get here.
 
 use burn::tensor::{Bool, Tensor};
@@ -62,6 +63,14 @@ pub fn check<const D: usize>(domain: &Domain, x: Tensor<D>) -> Result<Checked<D>
         )));
     }
     let n = dims[0];
+    let device = x.device();
+    if n == 0 {
+        return Ok(Checked {
+            codes: Tensor::zeros([0], &device),
+            invalid: Tensor::<1>::zeros([0], &device).greater_elem(0.0),
+            x,
+        });
+    }
     let per_example = |t: Tensor<D, Bool>| -> Tensor<1> {
         t.float().reshape([n as i32, -1]).max_dim(1).reshape([n])
     };

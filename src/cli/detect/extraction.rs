@@ -7,7 +7,7 @@ use super::usage;
 use crate::cli::args::WorkloadArgs;
 use crate::cli::{CliError, CliResult, emit, note};
 use crate::detect::extraction::Prada;
-use crate::detect::extraction::cusum::RateCusum;
+use crate::detect::extraction::cusum::{MAX_RATE, MIN_RATE, RateCusum};
 use crate::detect::extraction::evaluate::{self, ExtractionPlan};
 use crate::detect::extraction::substitute::Substitute;
 use crate::model::Arch;
@@ -94,9 +94,12 @@ pub fn run(args: ExtractionArgs) -> CliResult {
             "--clients, --queries and --substitute-epochs must be at least 1".into(),
         ));
     }
-    if !(args.attacker_rate.is_finite() && args.attacker_rate > 0.0) {
+    if !(args.attacker_rate.is_finite()
+        && (MIN_RATE..=MAX_RATE * 10.0).contains(&args.attacker_rate))
+    {
         return Err(CliError::Usage(format!(
-            "--attacker-rate must be a positive number of queries per interval, got {}",
+            "--attacker-rate must be between {MIN_RATE} and {} queries per interval, got {}",
+            MAX_RATE * 10.0,
             args.attacker_rate
         )));
     }

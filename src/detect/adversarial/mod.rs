@@ -94,6 +94,12 @@ pub trait Detector {
     fn surrogate<const D: usize, C: Classifier<D>>(&self, model: &C, x: &C::Input) -> Tensor<1> {
         self.score(model, x)
     }
+
+    /// Whether the surrogate's value is the score's (so it can tell the attacker when it is
+    /// under the threshold); else the attacker scores its iterates again.
+    fn surrogate_exact(&self) -> bool {
+        true
+    }
 }
 
 /// A detector ready to score: any of the methods, as a fitted detector file lists them.
@@ -172,5 +178,9 @@ impl Detector for Method {
 
     fn surrogate<const D: usize, C: Classifier<D>>(&self, model: &C, x: &C::Input) -> Tensor<1> {
         each!(self, d => d.surrogate(model, x))
+    }
+
+    fn surrogate_exact(&self) -> bool {
+        each!(self, d => d.surrogate_exact())
     }
 }

@@ -60,19 +60,17 @@ impl Detector for Vote {
     }
 
     fn surrogate<const D: usize, C: Classifier<D>>(&self, model: &C, x: &C::Input) -> Tensor<1> {
-        let n = x.len();
         let copies = self.copies.min(EOT_COPIES);
-        let owner = Tensor::<1, Int>::arange(0..n as i64, &x.x().device())
-            .unsqueeze_dim::<2>(1)
-            .repeat_dim(1, copies)
-            .reshape([n * copies]);
-        let noisy = x.select(owner);
-        let noise = noisy.x().random_like(Distribution::Normal(0.0, self.sigma));
-        let noisy = noisy.with_x(noisy.x().clone() + noise);
-        let p = softmax(model.logits(noisy), 1);
-        let k = p.dims()[1];
-        let share = p.reshape([n, copies, k]).mean_dim(1).reshape([n, k]);
-        share.max_dim(1).squeeze_dim::<1>(1).neg() + 1.0
+        let per_pass = (COPIES_PER_PASS / copies).max(1);
+        let parts: Vec<Tensor<1>> = (0..x.len())
+            .step_by(per_pass)
+            .map(|start| self.soft_part(model, &x.range(start, start + per_pass), copies))
+            .collect();
+        Tensor::cat(parts, 0)
+    }
+
+    fn surrogate_exact(&self) -> bool {
+        false
     }
 
     /// Scores `[N]`: the noisy copies of up to [`COPIES_PER_PASS`] / copies inputs per
@@ -88,6 +86,27 @@ impl Detector for Vote {
 }
 
 impl Vote {
+    /// 1 − the top class's share of the softmax averaged over `copies` noisy copies.
+    fn soft_part<const D: usize, C: Classifier<D>>(
+        &self,
+        model: &C,
+        x: &C::Input,
+        copies: usize,
+    ) -> Tensor<1> {
+        let n = x.len();
+        let owner = Tensor::<1, Int>::arange(0..n as i64, &x.x().device())
+            .unsqueeze_dim::<2>(1)
+            .repeat_dim(1, copies)
+            .reshape([n * copies]);
+        let noisy = x.select(owner);
+        let noise = noisy.x().random_like(Distribution::Normal(0.0, self.sigma));
+        let noisy = noisy.with_x(noisy.x().clone() + noise);
+        let p = softmax(model.logits(noisy), 1);
+        let k = p.dims()[1];
+        let share = p.reshape([n, copies, k]).mean_dim(1).reshape([n, k]);
+        share.max_dim(1).squeeze_dim::<1>(1).neg() + 1.0
+    }
+
     fn score_part<const D: usize, C: Classifier<D>>(&self, model: &C, x: &C::Input) -> Tensor<1> {
         let n = x.len();
         let device = x.x().device();

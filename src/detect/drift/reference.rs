@@ -64,6 +64,14 @@ impl Reference {
     /// The workload's selected examples as a reference for `tests`.
     pub fn fit(work: &Workload, tests: &Tests, batch: usize) -> Result<Self, RunError> {
         super::check_alpha(tests.alpha)?;
+        if !(1..=super::mmd::MAX_PERMUTATIONS).contains(&tests.permutations) {
+            return Err(DetectError::Invalid(format!(
+                "--permutations must be between 1 and {}, got {}",
+                super::mmd::MAX_PERMUTATIONS,
+                tests.permutations
+            ))
+            .into());
+        }
         let n = work.ids.len();
         if !(2..=MAX_REFERENCE).contains(&n) {
             return Err(DetectError::Invalid(format!(

@@ -22,6 +22,8 @@ pub const GRID: u32 = 4;
 pub const MAX_STATES: usize = 2000;
 /// Largest in-control rate, queries per interval.
 pub const MAX_RATE: f64 = 10_000.0;
+/// Smallest rate, queries per interval (below it, count over longer intervals).
+pub const MIN_RATE: f64 = 0.01;
 
 /// A Poisson CUSUM with its calibration.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
@@ -31,6 +33,8 @@ pub struct RateCusum {
     pub rate: f64,
     /// The rate to detect, λ1 > λ0, queries per interval.
     pub alert_rate: f64,
+    /// The in-control ARL asked for, intervals.
+    pub target: f64,
     /// Reference value k, queries per interval (on the grid).
     pub k: f64,
     /// Decision interval h, queries (on the grid).
@@ -42,53 +46,70 @@ pub struct RateCusum {
 
 impl RateCusum {
     /// The CUSUM for in-control rate `rate` and detection rate `alert_rate`, with the smallest
-    /// h whose in-control ARL is at least `arl0` intervals.
-    pub fn calibrate(rate: f64, alert_rate: f64, arl0: f64) -> Result<Self, DetectError> {
-        if !(rate.is_finite() && rate > 0.0 && rate <= MAX_RATE) {
+    /// h whose in-control ARL is at least `target` intervals.
+    pub fn calibrate(rate: f64, alert_rate: f64, target: f64) -> Result<Self, DetectError> {
+        if !(rate.is_finite() && (MIN_RATE..=MAX_RATE).contains(&rate)) {
             return Err(DetectError::Invalid(format!(
-                "--rate must be a positive number of queries per interval, at most {MAX_RATE}; got {rate}"
+                "--rate must be between {MIN_RATE} and {MAX_RATE} queries per interval; got {rate}"
             )));
         }
         if !(alert_rate.is_finite() && alert_rate > rate && alert_rate <= MAX_RATE * 10.0) {
             return Err(DetectError::Invalid(format!(
-                "--alert-rate must exceed --rate ({rate}) and be finite; got {alert_rate}"
+                "--alert-rate must exceed --rate ({rate}) and be at most {}; got {alert_rate}",
+                MAX_RATE * 10.0
             )));
         }
-        if !(2.0..=1e9).contains(&arl0) {
+        if !(2.0..=1e9).contains(&target) {
             return Err(DetectError::Invalid(format!(
-                "--arl must be between 2 and 1e9 intervals, got {arl0}"
+                "--arl must be between 2 and 1e9 intervals, got {target}"
             )));
         }
         let m = f64::from(GRID);
         let k_steps = ((alert_rate - rate) / (alert_rate / rate).ln() * m).round() as u64;
+        let k = k_steps as f64 / m;
+        // On the grid k must still lie strictly between the rates, or the CUSUM drifts up
+        // under control (every client alarms) or cannot rise at the alert rate.
+        if !(k > rate && k < alert_rate) {
+            return Err(DetectError::Invalid(format!(
+                "--rate {rate} and --alert-rate {alert_rate} are too close (or too small) for a CUSUM counted in quarter queries: its reference value rounds to {k}; count over longer intervals"
+            )));
+        }
         let arl = |h_steps: usize, lambda: f64| run_length(lambda, k_steps, h_steps);
-        // Exponential search, then bisection, for the smallest h with ARL0 ≥ arl0.
-        let mut hi = 1usize;
-        while arl(hi, rate)? < arl0 {
-            hi *= 2;
-            if hi >= MAX_STATES {
-                return Err(DetectError::Invalid(format!(
-                    "an in-control ARL of {arl0} intervals at {rate} queries per interval needs a decision interval beyond {} queries; ask for a smaller --arl or measure over longer intervals",
-                    MAX_STATES as f64 / m
-                )));
+        let top = MAX_STATES - 1;
+        // The smallest h with ARL0 ≥ target: exponential search, then bisection keeping
+        // arl(lo) < target ≤ arl(hi).
+        let h = if arl(0, rate)? >= target {
+            0
+        } else {
+            let (mut lo, mut hi) = (0usize, 1usize);
+            while arl(hi, rate)? < target {
+                if hi == top {
+                    return Err(DetectError::Invalid(format!(
+                        "an in-control ARL of {target} intervals at {rate} queries per interval needs a decision interval beyond {} queries; ask for a smaller --arl or count over longer intervals",
+                        top as f64 / m
+                    )));
+                }
+                lo = hi;
+                hi = (hi * 2).min(top);
             }
-        }
-        let mut lo = hi / 2;
-        while hi - lo > 1 {
-            let mid = (lo + hi) / 2;
-            if arl(mid, rate)? >= arl0 {
-                hi = mid;
-            } else {
-                lo = mid;
+            while hi - lo > 1 {
+                let mid = (lo + hi) / 2;
+                if arl(mid, rate)? >= target {
+                    hi = mid;
+                } else {
+                    lo = mid;
+                }
             }
-        }
+            hi
+        };
         Ok(Self {
             rate,
             alert_rate,
-            k: k_steps as f64 / m,
-            h: hi as f64 / m,
-            arl0: arl(hi, rate)?,
-            arl1: arl(hi, alert_rate)?,
+            target,
+            k,
+            h: h as f64 / m,
+            arl0: arl(h, rate)?,
+            arl1: arl(h, alert_rate)?,
         })
     }
 
@@ -144,7 +165,7 @@ pub struct RateState {
     count: u64,
     /// S, queries.
     pub s: f64,
-    /// The first interval whose closing raised the alarm.
+    /// The first interval whose count took S over h (raised as soon as it did).
     pub alarm: Option<u64>,
 }
 
@@ -160,6 +181,11 @@ impl RateState {
         }
         self.close_until(cusum, interval);
         self.count += 1;
+        // Counts only grow within an interval: once this one's count takes S over h, its
+        // closing will alarm, so the alarm is raised now (the run length is unchanged).
+        if self.alarm.is_none() && self.s + self.count as f64 - cusum.k > cusum.h {
+            self.alarm = Some(self.interval);
+        }
         Ok(())
     }
 

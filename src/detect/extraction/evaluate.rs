@@ -373,9 +373,9 @@ impl Job for ExtractionJob<'_> {
     ) -> Self::Output {
         let plan = self.plan;
         let n = ex.inputs.len();
-        if plan.queries > n || plan.seeds == 0 || plan.seeds > n {
+        if plan.queries > n || plan.seeds == 0 || plan.seeds > plan.queries {
             return Err(DetectError::Invalid(format!(
-                "--queries {} and --seeds {} must be at most the {n} selected images (and seeds at least 1)",
+                "--queries {} must be at most the {n} selected images, and --seeds {} between 1 and --queries",
                 plan.queries, plan.seeds
             )));
         }

@@ -121,12 +121,17 @@ impl LedgerFile {
         let p = file.prada;
         Prada::new(p.delta, p.min_queries, p.every).map_err(|e| bad(e.to_string()))?;
         let c = file.cusum;
-        let again =
-            RateCusum::calibrate(c.rate, c.alert_rate, c.arl0).map_err(|e| bad(e.to_string()))?;
-        if again != c {
+        let again = RateCusum::calibrate(c.rate, c.alert_rate, c.target)
+            .map_err(|e| bad(format!("cusum: {e}")))?;
+        let close = |a: f64, b: f64| (a - b).abs() <= 1e-9 * a.abs().max(b.abs());
+        if again.k != c.k
+            || again.h != c.h
+            || !close(again.arl0, c.arl0)
+            || !close(again.arl1, c.arl1)
+        {
             return Err(bad(format!(
-                "the rate CUSUM's k {} and h {} are not the ones its rates and ARL give ({} and {}); fit the ledger again",
-                c.k, c.h, again.k, again.h
+                "the rate CUSUM's k {} and h {} (ARL {} and {}) are not the ones its rates and target ARL give (k {}, h {}); fit the ledger again",
+                c.k, c.h, c.arl0, c.arl1, again.k, again.h
             )));
         }
         if file.max_queries == Some(0) {

@@ -214,6 +214,11 @@ impl Ledger {
         box_: (f64, f64),
         interval: u64,
     ) -> Result<Alarms, DetectError> {
+        if x.iter().any(|v| !v.is_finite()) {
+            return Err(DetectError::NotFinite {
+                what: "query input",
+            });
+        }
         let prada = self.prada;
         let c = self.clients.entry(client.to_string()).or_default();
         if let Some(cusum) = &self.cusum {
@@ -227,5 +232,15 @@ impl Ledger {
                 .max_queries
                 .and_then(|cap| (c.queries > cap).then_some(cap + 1)),
         })
+    }
+
+    /// Closes every client's intervals before `interval` (call it as time passes, so that a
+    /// client that bursts and goes quiet is judged on its burst).
+    pub fn close_until(&mut self, interval: u64) {
+        if let Some(cusum) = &self.cusum {
+            for c in self.clients.values_mut() {
+                c.rate.close_until(cusum, interval);
+            }
+        }
     }
 }
