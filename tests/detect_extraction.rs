@@ -88,6 +88,7 @@ fn the_ledger_keeps_clients_apart_and_counts_repeated_queries() {
             "query {i} of {need}: {cusum:?}"
         );
     }
+    assert_eq!(ledger.clients["c"].rate.alarm_query, Some(need as u64));
     assert!(
         ledger.observe("a", &q, 0, (0.0, 1.0), 0).is_err(),
         "intervals cannot go back"

@@ -165,8 +165,12 @@ pub struct RateState {
     count: u64,
     /// S, queries.
     pub s: f64,
-    /// The first interval whose count took S over h (raised as soon as it did).
+    /// The first interval whose count took S over h (raised as soon as it did), and the
+    /// query (1-based, of all this client's) that did.
     pub alarm: Option<u64>,
+    pub alarm_query: Option<u64>,
+    /// Queries seen.
+    pub queries: u64,
 }
 
 impl RateState {
@@ -181,10 +185,12 @@ impl RateState {
         }
         self.close_until(cusum, interval);
         self.count += 1;
+        self.queries += 1;
         // Counts only grow within an interval: once this one's count takes S over h, its
         // closing will alarm, so the alarm is raised now (the run length is unchanged).
         if self.alarm.is_none() && self.s + self.count as f64 - cusum.k > cusum.h {
             self.alarm = Some(self.interval);
+            self.alarm_query = Some(self.queries);
         }
         Ok(())
     }
@@ -196,6 +202,7 @@ impl RateState {
             self.s = (self.s + self.count as f64 - cusum.k).max(0.0);
             if self.s > cusum.h && self.alarm.is_none() {
                 self.alarm = Some(self.interval);
+                self.alarm_query = Some(self.queries);
             }
             self.count = 0;
             self.interval += 1;

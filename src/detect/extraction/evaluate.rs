@@ -62,7 +62,7 @@ pub struct ClientRow {
     /// The last W computed, and the lowest.
     pub last_w: Option<f64>,
     pub min_w: Option<f64>,
-    /// The interval whose count raised the rate alarm, and the queries sent by its end.
+    /// The interval whose count raised the rate alarm, and the query that did.
     pub rate_alarm_interval: Option<u64>,
     pub rate_alarm_at: Option<usize>,
     /// The query that went over the volume cap.
@@ -163,10 +163,7 @@ pub fn replay<const D: usize, C: Classifier<D>>(
 fn row(name: String, c: &mut Client, plan: &ExtractionPlan, when: &[u64]) -> ClientRow {
     let last = when.last().map_or(0, |w| w + 1);
     c.rate.close_until(&plan.cusum, last);
-    let rate_at = c
-        .rate
-        .alarm
-        .map(|i| when.iter().take_while(|w| **w <= i).count());
+    let rate_at = c.rate.alarm_query.map(|q| q as usize);
     let volume_at = plan
         .max_queries
         .filter(|cap| c.queries > *cap)
