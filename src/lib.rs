@@ -28,5 +28,6 @@ pub mod ensemble;
 pub mod eval;
 pub mod evaluate;
 pub mod model;
+pub mod signing;
 pub mod train;
 pub mod workload;

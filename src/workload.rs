@@ -53,6 +53,8 @@ pub struct WorkloadSpec {
     pub offset: usize,
     pub skip: usize,
     pub limit: Option<usize>,
+    /// Verify the model's signature with this public key before loading it.
+    pub verify_key: Option<PathBuf>,
 }
 
 /// The examples of a workload (tensor handles: variant sizes do not matter).
@@ -105,7 +107,12 @@ impl Workload {
     /// Opens the model and its data and checks that they fit each other.
     pub fn open(spec: &WorkloadSpec) -> Result<Self, WorkloadError> {
         let device = device::choose(spec.device).map_err(WorkloadError::Device)?;
-        let opened = artifact::open(&spec.model, spec.open, &device.device)?;
+        let opened = artifact::open_verified(
+            &spec.model,
+            spec.open,
+            spec.verify_key.as_deref(),
+            &device.device,
+        )?;
         let mut files = opened.files.clone();
         let (data, ids) = load_data(&opened, spec, &device, &mut files)?;
         Ok(Self {

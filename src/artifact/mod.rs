@@ -59,6 +59,8 @@ pub enum ArtifactError {
     WrongKind { path: PathBuf, reason: String },
     #[error("ensemble manifest {path}: {reason}")]
     Manifest { path: PathBuf, reason: String },
+    #[error("signature check: {0}")]
+    Signature(String),
     #[error(
         "ensemble manifest {manifest}: member {member} does not match its sha256 in the manifest ({expected}); the file changed since the manifest was written (recreate it with `rampart ensemble create`)"
     )]
@@ -148,6 +150,31 @@ pub fn open(path: &Path, options: OpenOptions, device: &Device) -> Result<Opened
         model,
         files: vec![path.to_path_buf()],
     })
+}
+
+/// [`open`], after verifying the model's signature with `verify_key` when one is given
+/// (see [`crate::signing::verify_before_load`]); the bytes loaded must be the ones signed.
+pub fn open_verified(
+    path: &Path,
+    options: OpenOptions,
+    verify_key: Option<&Path>,
+    device: &Device,
+) -> Result<Opened, ArtifactError> {
+    let Some(key) = verify_key else {
+        return open(path, options, device);
+    };
+    let signed = crate::signing::verify_before_load(path, key)
+        .map_err(|e| ArtifactError::Signature(e.to_string()))?;
+    let opened = open(path, options, device)?;
+    let signed = crate::signing::keys::hex(&signed);
+    if opened.sha256 != signed {
+        return Err(ArtifactError::Signature(format!(
+            "{}: changed between verification and loading (SHA-256 {} where {signed} was signed)",
+            path.display(),
+            opened.sha256
+        )));
+    }
+    Ok(opened)
 }
 
 /// An image or fusion model from the bytes of the file at `path`, by its metadata.

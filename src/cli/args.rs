@@ -23,6 +23,10 @@ pub struct ModelArgs {
     /// Let ensemble members lie outside the manifest's folder.
     #[arg(long)]
     pub allow_outside: bool,
+    /// Verify the model's signature (MODEL.sig, or model.sig in its folder) with this public
+    /// key before loading it; an unsigned or changed model is refused.
+    #[arg(long, env = "RAMPART_VERIFY_KEY")]
+    pub verify_key: Option<PathBuf>,
 }
 
 impl ModelArgs {
@@ -95,6 +99,7 @@ impl WorkloadArgs {
             offset: self.data.offset as usize,
             skip: skip.max(1),
             limit: self.data.limit.map(|l| l as usize),
+            verify_key: self.model.verify_key.clone(),
         }
     }
 }

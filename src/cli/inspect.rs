@@ -17,6 +17,11 @@ pub struct InspectArgs {
 
 pub fn run(args: InspectArgs) -> CliResult {
     let device = burn::tensor::Device::flex();
-    let opened = artifact::open(&args.model.model, args.model.open_options(), &device)?;
+    let opened = artifact::open_verified(
+        &args.model.model,
+        args.model.open_options(),
+        args.model.verify_key.as_deref(),
+        &device,
+    )?;
     emit(&Inspection::of(&opened), args.json)
 }

@@ -14,6 +14,7 @@ pub mod flags;
 mod inspect;
 mod observe;
 mod predict;
+mod sign;
 mod train;
 
 use std::io::Write;
@@ -69,6 +70,12 @@ pub enum Command {
     /// concept drift from labels, model extraction (PRADA).
     #[command(subcommand)]
     Detect(detect::DetectCommand),
+    /// Write a new ECDSA key pair (PEM) for signing models.
+    Keygen(sign::KeygenArgs),
+    /// Sign a model file or directory in the OpenSSF model signing format.
+    Sign(sign::SignArgs),
+    /// Verify a model file or directory against its OpenSSF model signing signature.
+    Verify(sign::VerifyArgs),
 }
 
 /// Why a command failed.
@@ -108,6 +115,9 @@ pub fn main() -> ExitCode {
         Command::Ensemble(c) => ensemble::run(c),
         Command::Data(c) => data::run(c),
         Command::Detect(c) => detect::run(c),
+        Command::Keygen(a) => sign::keygen(a),
+        Command::Sign(a) => sign::sign(a),
+        Command::Verify(a) => sign::verify(a),
     };
     match result {
         Ok(()) | Err(CliError::ClosedPipe) => ExitCode::SUCCESS,
