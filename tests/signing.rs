@@ -252,3 +252,54 @@ fn the_command_line_signs_verifies_and_refuses_to_load_an_unsigned_or_changed_mo
         assert!(err.contains("m.safetensors"), "{err}");
     }
 }
+
+#[test]
+fn an_ensemble_signed_as_a_directory_loads_only_while_every_member_matches() {
+    let _turn = serial();
+    let tmp = tempfile::tempdir().unwrap();
+    let p = tmp.path();
+    let d = p.join("ens");
+    std::fs::create_dir_all(&d).unwrap();
+    for m in ["a.safetensors", "b.safetensors"] {
+        std::fs::copy(reference_path(), d.join(m)).unwrap();
+    }
+    ok(&rampart(
+        &[
+            "ensemble",
+            "create",
+            "--strategy",
+            "mean_probs",
+            "--out",
+            "ens/ens.toml",
+            "ens/a.safetensors",
+            "ens/b.safetensors",
+        ],
+        p,
+    ));
+    ok(&rampart(
+        &["keygen", "--private", "k.pem", "--public", "k.pub"],
+        p,
+    ));
+    ok(&rampart(&["sign", "--key", "k.pem", "ens"], p));
+    assert!(d.join("model.sig").exists());
+    let eval = || {
+        rampart(
+            &[
+                "eval",
+                "--model",
+                "ens/ens.toml",
+                "--limit",
+                "20",
+                "--verify-key",
+                "k.pub",
+            ],
+            p,
+        )
+    };
+    ok(&eval());
+    let mut bytes = std::fs::read(d.join("b.safetensors")).unwrap();
+    bytes.push(0);
+    std::fs::write(d.join("b.safetensors"), bytes).unwrap();
+    let err = failed(&eval());
+    assert!(err.contains("b.safetensors has changed"), "{err}");
+}
