@@ -18,6 +18,7 @@
 
 pub mod artifact;
 pub mod attack;
+pub mod card;
 pub mod certify;
 pub mod classifier;
 pub mod cli;

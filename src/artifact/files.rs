@@ -307,6 +307,8 @@ pub enum OutputKind {
     Detector,
     /// A detector's per-example scores (`id\tlabel\tprediction\t...`).
     DetectionTsv,
+    /// A model card (Markdown with front matter, or its JSON).
+    Card,
 }
 
 impl OutputKind {
@@ -321,6 +323,7 @@ impl OutputKind {
             OutputKind::EvaluationState => "evaluation state file",
             OutputKind::Detector => "fitted detector",
             OutputKind::DetectionTsv => "per-example detection TSV",
+            OutputKind::Card => "model card",
         }
     }
 
@@ -362,6 +365,12 @@ impl OutputKind {
                     && String::from_utf8_lossy(head).contains("rampart.detector")
             }
             OutputKind::DetectionTsv => head.starts_with(b"id\tlabel\tprediction\t"),
+            OutputKind::Card => {
+                text.starts_with("---\n{") && text.contains("model-index")
+                    || text.starts_with("{\n  \"name\":") && text.contains("\"model\": {")
+                    || text.starts_with("# Model card")
+                    || text.starts_with("# Security model card")
+            }
         }
     }
 }

@@ -4,6 +4,7 @@
 
 pub mod args;
 mod attack;
+mod card;
 mod certify;
 mod data;
 mod detect;
@@ -70,6 +71,8 @@ pub enum Command {
     /// concept drift from labels, model extraction (PRADA).
     #[command(subcommand)]
     Detect(detect::DetectCommand),
+    /// A security model card from recorded runs (Markdown with Hugging Face front matter).
+    Card(card::CardArgs),
     /// Write a new ECDSA key pair (PEM) for signing models.
     Keygen(sign::KeygenArgs),
     /// Sign a model file or directory in the OpenSSF model signing format.
@@ -115,6 +118,7 @@ pub fn main() -> ExitCode {
         Command::Ensemble(c) => ensemble::run(c),
         Command::Data(c) => data::run(c),
         Command::Detect(c) => detect::run(c),
+        Command::Card(a) => card::run(a),
         Command::Keygen(a) => sign::keygen(a),
         Command::Sign(a) => sign::sign(a),
         Command::Verify(a) => sign::verify(a),
@@ -128,10 +132,16 @@ pub fn main() -> ExitCode {
     }
 }
 
-/// Prints a report: its text rendering, or one JSON object with `json`.
+/// Prints a report: its text rendering, or one JSON object with `json`, which also records
+/// the command that produced it (`command`), so that a model card can cite it.
 pub fn emit<R: serde::Serialize + std::fmt::Display>(report: &R, json: bool) -> CliResult {
     let text = if json {
-        let mut s = serde_json::to_string_pretty(report)
+        let mut value =
+            serde_json::to_value(report).map_err(|e| CliError::Output(std::io::Error::other(e)))?;
+        if let serde_json::Value::Object(map) = &mut value {
+            map.insert("command".into(), command_line().into());
+        }
+        let mut s = serde_json::to_string_pretty(&value)
             .map_err(|e| CliError::Output(std::io::Error::other(e)))?;
         s.push('\n');
         s
@@ -139,6 +149,24 @@ pub fn emit<R: serde::Serialize + std::fmt::Display>(report: &R, json: bool) -> 
         report.to_string()
     };
     print(&text)
+}
+
+/// This process's command line, as a shell would take it back (`rampart` for the program).
+pub fn command_line() -> String {
+    let quote = |a: String| {
+        if !a.is_empty()
+            && a.chars()
+                .all(|c| c.is_ascii_alphanumeric() || "-_./=:,+@%".contains(c))
+        {
+            a
+        } else {
+            format!("'{}'", a.replace('\'', "'\\''"))
+        }
+    };
+    std::iter::once("rampart".to_string())
+        .chain(std::env::args().skip(1).map(quote))
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// Writes `text` to standard output; a closed pipe ends the command quietly.
