@@ -111,9 +111,18 @@ fn a_card_shows_the_figures_of_the_runs_it_cites_and_refuses_foreign_ones() {
     other["model"]["sha256"] = serde_json::Value::String("ab".repeat(32));
     std::fs::write(p.join("other.json"), other.to_string()).unwrap();
     std::fs::write(p.join("list.json"), "[1, 2]").unwrap();
+    // Hostile reports: a rate above 1, a digest that is not ASCII: refused, no panic.
+    let mut above = eval.clone();
+    above["accuracy"] = serde_json::json!(1.5);
+    std::fs::write(p.join("above.json"), above.to_string()).unwrap();
+    let mut odd = eval.clone();
+    odd["model"]["sha256"] = serde_json::Value::String("aéééééééééééé".into());
+    std::fs::write(p.join("odd.json"), odd.to_string()).unwrap();
     for (file, expected) in [
         ("other.json", "another model"),
         ("list.json", "not a Rampart report"),
+        ("above.json", "not a rate"),
+        ("odd.json", "another model"),
     ] {
         let err = failed(&rampart(
             &[
@@ -142,5 +151,5 @@ fn a_card_shows_the_figures_of_the_runs_it_cites_and_refuses_foreign_ones() {
         ],
         p,
     ));
-    assert!(err.contains("eval.json"), "{err}");
+    assert!(err.contains("eval.json") && err.contains("--out"), "{err}");
 }

@@ -309,6 +309,8 @@ pub enum OutputKind {
     DetectionTsv,
     /// A model card (Markdown with front matter, or its JSON).
     Card,
+    /// A model signature (a Sigstore bundle).
+    Signature,
 }
 
 impl OutputKind {
@@ -324,6 +326,7 @@ impl OutputKind {
             OutputKind::Detector => "fitted detector",
             OutputKind::DetectionTsv => "per-example detection TSV",
             OutputKind::Card => "model card",
+            OutputKind::Signature => "model signature",
         }
     }
 
@@ -365,6 +368,9 @@ impl OutputKind {
                     && String::from_utf8_lossy(head).contains("rampart.detector")
             }
             OutputKind::DetectionTsv => head.starts_with(b"id\tlabel\tprediction\t"),
+            OutputKind::Signature => {
+                text.starts_with("{\"mediaType\":\"application/vnd.dev.sigstore.bundle")
+            }
             OutputKind::Card => {
                 text.starts_with("---\n{") && text.contains("model-index")
                     || text.starts_with("{\n  \"name\":") && text.contains("\"model\": {")

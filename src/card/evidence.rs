@@ -42,6 +42,8 @@ pub enum Figures {
         attacks: Vec<String>,
         clean: Rate,
         robust: Rate,
+        /// "images", or a fusion model's attacked modality.
+        input: String,
         /// The randomized classifier's noise, when one was evaluated.
         sigma: Option<f64>,
         notes: Vec<String>,
@@ -53,18 +55,18 @@ pub enum Figures {
         n: u64,
         alpha: f64,
         images: u64,
-        /// (radius, certified accuracy).
-        accuracy: Vec<(f64, f64)>,
+        /// (radius, certified accuracy with its interval over the images).
+        accuracy: Vec<(f64, Rate)>,
         abstain: f64,
     },
     Detection {
         target_fpr: f64,
         /// (detector, false-positive rate) on clean examples.
-        false_positives: Vec<(String, f64)>,
+        false_positives: Vec<(String, Rate)>,
         /// (attack, detector, detection rate among the examples that fool the model).
-        detections: Vec<(String, String, f64)>,
+        detections: Vec<(String, String, Rate)>,
         /// (detector attacked, gradient, rate of examples that fool the model unflagged).
-        adaptive: Vec<(String, String, f64)>,
+        adaptive: Vec<(String, String, Rate)>,
     },
 }
 
@@ -90,6 +92,13 @@ fn text(v: &Value, key: &str) -> String {
     }
 }
 
+fn text_at(v: &Value, i: usize) -> String {
+    v.get(i)
+        .and_then(Value::as_str)
+        .unwrap_or_default()
+        .to_string()
+}
+
 fn strings(v: &Value, key: &str) -> Vec<String> {
     v.get(key)
         .and_then(Value::as_array)
@@ -101,9 +110,15 @@ fn strings(v: &Value, key: &str) -> Vec<String> {
         .unwrap_or_default()
 }
 
-/// A rate from a fraction of `of` examples.
-fn rate(fraction: f64, of: usize) -> Rate {
-    Rate::new((fraction * of as f64).round() as usize, of)
+/// A rate from a fraction of `of` examples, refusing what no run can report.
+fn rate(fraction: f64, of: usize, file: &Path, what: &str) -> Result<Rate, CardError> {
+    if !(0.0..=1.0).contains(&fraction) || of == 0 {
+        return Err(bad(
+            file,
+            format!("{what} {fraction} of {of} examples is not a rate a run reports"),
+        ));
+    }
+    Ok(Rate::new((fraction * of as f64).round() as usize, of))
 }
 
 /// Reads the report at `file`, refusing one about another model than `sha256`.
@@ -125,17 +140,13 @@ pub fn read(file: &Path, sha256: &str) -> Result<Run, CardError> {
             file,
             format!(
                 "is about another model (SHA-256 {}…), not this one ({}…)",
-                &digest[..digest.len().min(12)],
-                &sha256[..sha256.len().min(12)]
+                digest.chars().take(12).collect::<String>(),
+                sha256.chars().take(12).collect::<String>()
             ),
         ));
     }
     let data = v.get("data").map(|d| text(d, "name")).unwrap_or_default();
-    let examples = v
-        .get("data")
-        .and_then(|d| d.get("examples"))
-        .and_then(Value::as_u64)
-        .unwrap_or(0) as usize;
+    let examples = v.get("examples").and_then(Value::as_u64).unwrap_or(0) as usize;
     let figures = if v.get("per_class_accuracy").is_some() {
         let names = strings(&v, "class_names");
         let per_class = v
@@ -154,11 +165,10 @@ pub fn read(file: &Path, sha256: &str) -> Result<Run, CardError> {
             })
             .unwrap_or_default();
         Figures::Clean {
-            accuracy: rate(num(&v, "accuracy", file)?, examples),
+            accuracy: rate(num(&v, "accuracy", file)?, examples, file, "accuracy")?,
             per_class,
         }
     } else if v.get("robust_accuracy").is_some() && v.get("version").is_some() {
-        let n = v.get("examples").and_then(Value::as_u64).unwrap_or(0) as usize;
         Figures::Robust {
             norm: text(&v, "norm"),
             epsilon: num(&v, "epsilon", file)?,
@@ -168,8 +178,19 @@ pub fn read(file: &Path, sha256: &str) -> Result<Run, CardError> {
                 .and_then(Value::as_array)
                 .map(|a| a.iter().map(|x| text(x, "attack")).collect())
                 .unwrap_or_default(),
-            clean: rate(num(&v, "clean_accuracy", file)?, n),
-            robust: rate(num(&v, "robust_accuracy", file)?, n),
+            clean: rate(
+                num(&v, "clean_accuracy", file)?,
+                examples,
+                file,
+                "clean accuracy",
+            )?,
+            robust: rate(
+                num(&v, "robust_accuracy", file)?,
+                examples,
+                file,
+                "robust accuracy",
+            )?,
+            input: text(&v, "input"),
             sigma: v.get("sigma").and_then(Value::as_f64),
             notes: strings(&v, "notes"),
             warnings: strings(&v, "warnings"),
@@ -179,25 +200,45 @@ pub fn read(file: &Path, sha256: &str) -> Result<Run, CardError> {
         .filter(|s| s.get("certified_accuracy").is_some())
     {
         let int = |k: &str| s.get(k).and_then(Value::as_u64).unwrap_or(0);
+        let images = int("images") as usize;
+        let mut accuracy = Vec::new();
+        for p in s
+            .get("certified_accuracy")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            let (Some(radius), Some(a)) = (
+                p.get(0).and_then(Value::as_f64),
+                p.get(1).and_then(Value::as_f64),
+            ) else {
+                return Err(bad(
+                    file,
+                    "certified_accuracy holds a pair that is not two numbers",
+                ));
+            };
+            accuracy.push((radius, rate(a, images, file, "certified accuracy")?));
+        }
         Figures::Certified {
             sigma: num(s, "sigma", file)?,
             n0: int("n0"),
             n: int("n"),
             alpha: num(s, "alpha", file)?,
-            images: int("images"),
-            accuracy: s
-                .get("certified_accuracy")
-                .and_then(Value::as_array)
-                .map(|a| {
-                    a.iter()
-                        .filter_map(|p| Some((p.get(0)?.as_f64()?, p.get(1)?.as_f64()?)))
-                        .collect()
-                })
-                .unwrap_or_default(),
+            images: images as u64,
+            accuracy,
             abstain: num(s, "abstain_rate", file)?,
         }
     } else if v.get("false_positives").is_some() && v.get("adaptive").is_some() {
-        let rate_of = |x: &Value| x.get("rate").and_then(Value::as_f64).unwrap_or(f64::NAN);
+        // A Rate as the report wrote it: count of `of`, recomputed (interval included).
+        let rate_of = |x: Option<&Value>| -> Result<Rate, CardError> {
+            let x = x.ok_or_else(|| bad(file, "a detection rate is missing"))?;
+            let count = x.get("count").and_then(Value::as_u64);
+            let of = x.get("of").and_then(Value::as_u64);
+            match (count, of) {
+                (Some(c), Some(o)) if c <= o => Ok(Rate::new(c as usize, o as usize)),
+                _ => Err(bad(file, format!("{x} is not a count of a total"))),
+            }
+        };
         let mut detections = Vec::new();
         for a in v
             .get("attacks")
@@ -214,37 +255,37 @@ pub fn read(file: &Path, sha256: &str) -> Result<Run, CardError> {
                 detections.push((
                     text(a, "attack"),
                     text(d, "detector"),
-                    d.get("detection").map_or(f64::NAN, rate_of),
+                    rate_of(d.get("detection"))?,
                 ));
             }
         }
+        let mut false_positives = Vec::new();
+        for p in v
+            .get("false_positives")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            false_positives.push((text_at(p, 0), rate_of(p.get(1))?));
+        }
+        let mut adaptive = Vec::new();
+        for x in v
+            .get("adaptive")
+            .and_then(Value::as_array)
+            .into_iter()
+            .flatten()
+        {
+            adaptive.push((
+                text(x, "detector"),
+                text(x, "gradient"),
+                rate_of(x.get("evaded"))?,
+            ));
+        }
         Figures::Detection {
             target_fpr: num(&v, "target_fpr", file)?,
-            false_positives: v
-                .get("false_positives")
-                .and_then(Value::as_array)
-                .map(|a| {
-                    a.iter()
-                        .filter_map(|p| Some((p.get(0)?.as_str()?.to_string(), rate_of(p.get(1)?))))
-                        .collect()
-                })
-                .unwrap_or_default(),
+            false_positives,
             detections,
-            adaptive: v
-                .get("adaptive")
-                .and_then(Value::as_array)
-                .map(|a| {
-                    a.iter()
-                        .map(|x| {
-                            (
-                                text(x, "detector"),
-                                text(x, "gradient"),
-                                x.get("evaded").map_or(f64::NAN, rate_of),
-                            )
-                        })
-                        .collect()
-                })
-                .unwrap_or_default(),
+            adaptive,
         }
     } else {
         return Err(bad(

@@ -7,63 +7,77 @@ use serde_json::{Value, json};
 
 use super::Card;
 use super::evidence::{Figures, Run};
+use crate::detect::evaluate::Rate;
 
 fn pct(x: f64) -> String {
     format!("{:.2}", 100.0 * x)
 }
 
-/// The `model-index` front matter.
+/// "12.34% (10.01–14.90%, 123 of 1000)".
+fn rate(r: &Rate) -> String {
+    format!(
+        "{}% ({}–{}%, {} of {})",
+        pct(r.rate),
+        pct(r.low),
+        pct(r.high),
+        r.count,
+        r.of
+    )
+}
+
+/// The `model-index` front matter: one result per dataset the runs name.
 pub fn front_matter(card: &Card) -> Value {
-    let mut metrics = Vec::new();
-    let mut dataset = None;
+    let mut results: Vec<(String, Vec<Value>)> = Vec::new();
     for r in &card.runs {
-        dataset.get_or_insert_with(|| r.data.clone());
+        let mut metrics = Vec::new();
         match &r.figures {
             Figures::Clean { accuracy, .. } => metrics.push(json!({
                 "type": "accuracy", "name": "clean accuracy", "value": 100.0 * accuracy.rate,
             })),
-            Figures::Robust {
-                norm,
-                epsilon,
-                version,
-                robust,
-                ..
-            } => metrics.push(json!({
+            Figures::Robust { norm, epsilon, version, robust, input, sigma, .. } => metrics.push(json!({
                 "type": "robust_accuracy",
-                "name": format!("robust accuracy ({norm} ε {epsilon}, {version})"),
+                "name": format!("robust accuracy ({norm} ε {epsilon} on {input}, {version}{})",
+                    sigma.map_or(String::new(), |s| format!(", randomized σ {s}"))),
                 "value": 100.0 * robust.rate,
-                "args": {"norm": norm, "epsilon": epsilon, "attacks": version},
+                "args": {"norm": norm, "epsilon": epsilon, "attacks": version, "input": input, "sigma": sigma},
             })),
-            Figures::Certified {
-                sigma,
-                n,
-                alpha,
-                accuracy,
-                ..
-            } => {
+            Figures::Certified { sigma, n, alpha, accuracy, images, .. } => {
                 for (radius, acc) in accuracy {
                     metrics.push(json!({
                         "type": "certified_accuracy",
                         "name": format!("certified accuracy (L2 radius {radius}, σ {sigma})"),
-                        "value": 100.0 * acc,
-                        "args": {"norm": "L2", "radius": radius, "sigma": sigma, "n": n, "alpha": alpha},
+                        "value": 100.0 * acc.rate,
+                        "args": {"norm": "L2", "radius": radius, "sigma": sigma, "n": n, "alpha": alpha, "images": images},
                     }));
                 }
             }
             Figures::Detection { .. } => {}
         }
+        match results.iter_mut().find(|(d, _)| *d == r.data) {
+            Some((_, m)) => m.extend(metrics),
+            None => results.push((r.data.clone(), metrics)),
+        }
     }
+    let task = if card.model.model.kind == "fusion" {
+        "other"
+    } else {
+        "image-classification"
+    };
+    let results: Vec<Value> = results
+        .into_iter()
+        .filter(|(_, m)| !m.is_empty())
+        .map(|(data, metrics)| {
+            json!({
+                "task": {"type": task},
+                "dataset": {"name": data, "type": "custom"},
+                "metrics": metrics,
+            })
+        })
+        .collect();
     json!({
         "library_name": "rampart",
-        "tags": ["adversarial-robustness", "image-classification", "security"],
-        "model-index": [{
-            "name": card.name,
-            "results": [{
-                "task": {"type": "image-classification", "name": "Image classification"},
-                "dataset": {"name": dataset.unwrap_or_default(), "type": "custom"},
-                "metrics": metrics,
-            }],
-        }],
+        "tags": ["adversarial-robustness", "security"],
+        "model-index": [{"name": card.name, "results": results}],
     })
 }
 
@@ -132,11 +146,8 @@ pub fn markdown(card: &Card) -> String {
             return None;
         };
         let mut t = format!(
-            "{}% ({}–{}%) on {} examples of {}; {}\n\n| class | accuracy % |\n|---|---|\n",
-            pct(accuracy.rate),
-            pct(accuracy.low),
-            pct(accuracy.high),
-            accuracy.of,
+            "{} on {}; {}\n\n| class | accuracy % |\n|---|---|\n",
+            rate(accuracy),
             r.data,
             cite(r)
         );
@@ -154,20 +165,18 @@ pub fn markdown(card: &Card) -> String {
             clean,
             robust,
             sigma,
+            input,
             ..
         } = &r.figures
         else {
             return None;
         };
         Some(format!(
-            "- {norm} ε = {epsilon}{}, `{version}` ({}): robust {}% ({}–{}%), clean {}%, on {} examples of {}; {}\n",
+            "- {norm} ε = {epsilon} on {input}{}, `{version}` ({}): robust {}, clean {}%, on {}; {}\n",
             sigma.map_or(String::new(), |s| format!(", randomized classifier σ {s}")),
             attacks.join(", "),
-            pct(robust.rate),
-            pct(robust.low),
-            pct(robust.high),
+            rate(robust),
             pct(clean.rate),
-            robust.of,
             r.data,
             cite(r)
         ))
@@ -191,7 +200,7 @@ pub fn markdown(card: &Card) -> String {
             };
             let radii: Vec<String> = accuracy
                 .iter()
-                .map(|(rad, a)| format!("r {rad}: {}%", pct(*a)))
+                .map(|(rad, a)| format!("r {rad}: {}", rate(a)))
                 .collect();
             Some(format!(
                 "- σ {sigma}, n0 {n0}, n {n}, α {alpha}, {images} images: {}; abstain {}%; {}\n",
@@ -216,22 +225,22 @@ pub fn markdown(card: &Card) -> String {
             cite(r)
         );
         for (d, fp) in false_positives {
-            let _ = writeln!(t, "| {d} | {} |", pct(*fp));
+            let _ = writeln!(t, "| {d} | {} |", rate(fp));
         }
         let _ = writeln!(
             t,
             "\n| attack | detector | detected % (of the examples that fool the model) |\n|---|---|---|"
         );
-        for (a, d, rate) in detections {
-            let _ = writeln!(t, "| {a} | {d} | {} |", pct(*rate));
+        for (a, d, r) in detections {
+            let _ = writeln!(t, "| {a} | {d} | {} |", rate(r));
         }
         if !adaptive.is_empty() {
             let _ = writeln!(
                 t,
                 "\nAdaptive attacks (aimed at the detector's threshold):\n\n| detector attacked | gradient | fool the model unflagged % |\n|---|---|---|"
             );
-            for (d, g, rate) in adaptive {
-                let _ = writeln!(t, "| {d} | {g} | {} |", pct(*rate));
+            for (d, g, r) in adaptive {
+                let _ = writeln!(t, "| {d} | {g} | {} |", rate(r));
             }
         }
         Some(t)

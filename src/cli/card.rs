@@ -70,6 +70,14 @@ pub fn run(args: CardArgs) -> CliResult {
     if let Some(j) = &args.json_out {
         outputs.output(j, "--json-out", files::OutputKind::Card)?;
     }
+    let sig = args.sign_key.as_ref().map(|_| {
+        let mut sig = args.out.as_os_str().to_owned();
+        sig.push(".sig");
+        PathBuf::from(sig)
+    });
+    if let Some(sig) = &sig {
+        outputs.output(sig, "the card's signature", files::OutputKind::Signature)?;
+    }
     let runs = args
         .evaluation
         .iter()
@@ -83,16 +91,13 @@ pub fn run(args: CardArgs) -> CliResult {
         let text = serde_json::to_string_pretty(&card).expect("card serialises");
         files::write_atomic(j, text.as_bytes())?;
     }
-    let signature = match &args.sign_key {
-        Some(k) => {
+    let signature = match (&args.sign_key, sig) {
+        (Some(k), Some(sig)) => {
             let key = PrivateKey::load(k)?;
-            let mut sig = args.out.as_os_str().to_owned();
-            sig.push(".sig");
-            let sig = PathBuf::from(sig);
             signing::sign(&args.out, &key, &sig, &[])?;
             Some(sig)
         }
-        None => None,
+        _ => None,
     };
     emit(
         &Written {

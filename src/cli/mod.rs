@@ -136,13 +136,14 @@ pub fn main() -> ExitCode {
 /// the command that produced it (`command`), so that a model card can cite it.
 pub fn emit<R: serde::Serialize + std::fmt::Display>(report: &R, json: bool) -> CliResult {
     let text = if json {
-        let mut value =
-            serde_json::to_value(report).map_err(|e| CliError::Output(std::io::Error::other(e)))?;
-        if let serde_json::Value::Object(map) = &mut value {
-            map.insert("command".into(), command_line().into());
-        }
-        let mut s = serde_json::to_string_pretty(&value)
+        let mut s = serde_json::to_string_pretty(report)
             .map_err(|e| CliError::Output(std::io::Error::other(e)))?;
+        // The command goes last, the report's own keys keep their order.
+        if s.starts_with('{') && s.ends_with("\n}") {
+            s.truncate(s.len() - 2);
+            let command = serde_json::to_string(&command_line()).expect("a string serialises");
+            s.push_str(&format!(",\n  \"command\": {command}\n}}"));
+        }
         s.push('\n');
         s
     } else {
@@ -164,7 +165,11 @@ pub fn command_line() -> String {
         }
     };
     std::iter::once("rampart".to_string())
-        .chain(std::env::args().skip(1).map(quote))
+        .chain(
+            std::env::args_os()
+                .skip(1)
+                .map(|a| quote(a.to_string_lossy().into_owned())),
+        )
         .collect::<Vec<_>>()
         .join(" ")
 }

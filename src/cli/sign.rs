@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use clap::Args;
 
 use super::{CliError, CliResult, emit};
+use crate::artifact::files::{OutputKind, Outputs};
 use crate::signing::keys::{self, Curve, PrivateKey, PublicKey};
 use crate::signing::{self, SignError, Signed};
 
@@ -133,12 +134,12 @@ pub fn sign(args: SignArgs) -> CliResult {
         .signature
         .clone()
         .unwrap_or_else(|| default_signature(&args.model));
-    if signature == args.model || signature == args.key {
-        return Err(CliError::Usage(format!(
-            "--signature {} would overwrite an input",
-            signature.display()
-        )));
+    let mut outputs = Outputs::new();
+    outputs.input(&args.key);
+    if args.model.is_file() {
+        outputs.input(&args.model);
     }
+    outputs.output(&signature, "--signature", OutputKind::Signature)?;
     let key = PrivateKey::load(&args.key)?;
     let signed = signing::sign(&args.model, &key, &signature, &args.ignore_paths)?;
     emit(&signed, args.json)

@@ -6,8 +6,8 @@
 //! Files are hashed in 1 MiB reads, so memory does not grow with their size.
 
 use std::cmp::Ordering;
-use std::fs::File;
 use std::io::Read;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
@@ -18,7 +18,7 @@ use super::SignError;
 pub const GIT_PATHS: [&str; 4] = [".git", ".gitattributes", ".github", ".gitignore"];
 /// Bytes per read while hashing.
 const CHUNK: usize = 1 << 20;
-/// Most files in one model (a manifest this long is hostile or a mistake).
+/// Most entries (files and folders) in one model directory (more is hostile or a mistake).
 pub const MAX_FILES: usize = 100_000;
 
 /// One file of a model.
@@ -50,7 +50,16 @@ pub fn hash_file(path: &Path) -> Result<[u8; 32], SignError> {
         path: path.to_path_buf(),
         source,
     };
-    let mut file = File::open(path).map_err(io)?;
+    // Never through a link, never blocking on a FIFO swapped in after the walk looked; the
+    // open file itself must be a regular file.
+    let mut file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path)
+        .map_err(io)?;
+    if !file.metadata().map_err(io)?.is_file() {
+        return Err(SignError::Special(path.to_path_buf()));
+    }
     let mut hasher = Sha256::new();
     let mut buf = vec![0u8; CHUNK];
     loop {
@@ -119,7 +128,14 @@ pub fn build(model: &Path, ignore: &[String], git: bool) -> Result<Manifest, Sig
         })
         .collect();
     let mut entries = Vec::new();
-    walk(model, &mut Vec::new(), &ignored, &mut entries)?;
+    walk(
+        model,
+        &mut Vec::new(),
+        &ignored,
+        &mut entries,
+        false,
+        &mut 0,
+    )?;
     entries.sort_by(|a, b| compare_names(&a.name, &b.name));
     Ok(Manifest {
         model_name,
@@ -136,22 +152,29 @@ fn model_name(model: &Path) -> Result<String, SignError> {
         .ok_or_else(|| SignError::Name(model.to_path_buf()))
 }
 
-/// Adds the files under `dir` (at `relative` from the model directory) to `entries`.
+/// Adds the files under `dir` (at `relative` from the model directory) to `entries`; inside
+/// ignored paths (`skip`), only checks that nothing is a link or a special file, as the
+/// reference does. `seen` counts every entry against [`MAX_FILES`].
 fn walk(
     dir: &Path,
     relative: &mut Vec<String>,
     ignored: &[Vec<String>],
     entries: &mut Vec<Entry>,
+    skip: bool,
+    seen: &mut usize,
 ) -> Result<(), SignError> {
     let io = |source| SignError::Io {
         path: dir.to_path_buf(),
         source,
     };
-    let mut children: Vec<PathBuf> = std::fs::read_dir(dir)
-        .map_err(io)?
-        .map(|e| e.map(|e| e.path()))
-        .collect::<Result<_, _>>()
-        .map_err(io)?;
+    let mut children: Vec<PathBuf> = Vec::new();
+    for entry in std::fs::read_dir(dir).map_err(io)? {
+        *seen += 1;
+        if *seen > MAX_FILES {
+            return Err(SignError::TooMany(MAX_FILES));
+        }
+        children.push(entry.map_err(io)?.path());
+    }
     children.sort();
     for path in children {
         let name = path
@@ -168,22 +191,19 @@ fn walk(
             if meta.file_type().is_symlink() {
                 return Err(SignError::Symlink(path.clone()));
             }
-            if is_ignored(relative, ignored) {
-                return Ok(());
-            }
+            let skip = skip || is_ignored(relative, ignored);
             if meta.is_dir() {
-                walk(&path, relative, ignored, entries)
-            } else if meta.is_file() {
-                if entries.len() >= MAX_FILES {
-                    return Err(SignError::TooMany(MAX_FILES));
-                }
+                walk(&path, relative, ignored, entries, skip, seen)
+            } else if !meta.is_file() {
+                Err(SignError::Special(path.clone()))
+            } else if skip {
+                Ok(())
+            } else {
                 entries.push(Entry {
                     name: relative.join("/"),
                     digest: hash_file(&path)?,
                 });
                 Ok(())
-            } else {
-                Err(SignError::Special(path.clone()))
             }
         })();
         relative.pop();

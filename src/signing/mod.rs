@@ -126,6 +126,8 @@ pub fn sign(
     let hint = key.public().hint();
     let bundle = Bundle::new(&payload, &sig, hint.clone());
     let text = serde_json::to_string(&bundle).expect("bundle serialises");
+    // Only a new path or an earlier signature is replaced, never a model file or a key.
+    files::check_kind(signature, files::OutputKind::Signature)?;
     files::write_atomic(signature, text.as_bytes())?;
     Ok(Signed {
         model: model.to_path_buf(),
