@@ -16,17 +16,23 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
 /// Lower-case hex SHA-256 of a regular file of at most `limit` bytes, read in 1 MiB blocks.
 pub fn sha256_file(path: &Path, limit: Limit) -> Result<String, FileError> {
     let (mut file, _) = files::open_bounded(path, limit)?;
+    let digest = sha256_stream(&mut file).map_err(|source| FileError::Read {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    Ok(digest.iter().map(|b| format!("{b:02x}")).collect())
+}
+
+/// SHA-256 of everything `reader` yields, read in 1 MiB blocks (memory does not grow with it).
+pub fn sha256_stream(reader: &mut impl Read) -> std::io::Result<[u8; 32]> {
     let mut hasher = Sha256::new();
     let mut block = vec![0u8; 1 << 20];
     loop {
-        let n = file.read(&mut block).map_err(|source| FileError::Read {
-            path: path.to_path_buf(),
-            source,
-        })?;
+        let n = reader.read(&mut block)?;
         if n == 0 {
             break;
         }
         hasher.update(&block[..n]);
     }
-    Ok(format!("{:x}", hasher.finalize()))
+    Ok(hasher.finalize().into())
 }

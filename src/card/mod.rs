@@ -129,9 +129,7 @@ pub fn signature_status(model: &Path, verified_with: Option<&Path>) -> String {
     if let Some(key) = verified_with {
         return format!("verified with {} before this card was made", key.display());
     }
-    let mut beside = model.as_os_str().to_owned();
-    beside.push(".sig");
-    let beside = PathBuf::from(beside);
+    let beside = crate::signing::beside(model);
     let in_dir = crate::artifact::files::parent_of(model).join("model.sig");
     match [beside, in_dir].into_iter().find(|p| p.is_file()) {
         Some(sig) => format!(

@@ -70,11 +70,7 @@ pub fn run(args: CardArgs) -> CliResult {
     if let Some(j) = &args.json_out {
         outputs.output(j, "--json-out", files::OutputKind::Card)?;
     }
-    let sig = args.sign_key.as_ref().map(|_| {
-        let mut sig = args.out.as_os_str().to_owned();
-        sig.push(".sig");
-        PathBuf::from(sig)
-    });
+    let sig = args.sign_key.as_ref().map(|_| signing::beside(&args.out));
     if let Some(sig) = &sig {
         outputs.output(sig, "the card's signature", files::OutputKind::Signature)?;
     }

@@ -34,9 +34,7 @@ fn default_signature(model: &Path) -> PathBuf {
     if model.is_dir() {
         model.join("model.sig")
     } else {
-        let mut name = model.as_os_str().to_owned();
-        name.push(".sig");
-        PathBuf::from(name)
+        signing::beside(model)
     }
 }
 

@@ -64,7 +64,8 @@ pub struct Fitted {
     pub calibrations: Vec<Calibration>,
 }
 
-fn f32_bytes(v: &[f32]) -> Vec<u8> {
+/// f32 values as the little-endian bytes of a safetensors tensor.
+pub fn f32_bytes(v: &[f32]) -> Vec<u8> {
     v.iter().flat_map(|f| f.to_le_bytes()).collect()
 }
 

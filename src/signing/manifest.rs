@@ -6,7 +6,6 @@
 //! Files are hashed in 1 MiB reads, so memory does not grow with their size.
 
 use std::cmp::Ordering;
-use std::io::Read;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
@@ -16,8 +15,6 @@ use super::SignError;
 
 /// What `model_signing` ignores at the top level unless told not to.
 pub const GIT_PATHS: [&str; 4] = [".git", ".gitattributes", ".github", ".gitignore"];
-/// Bytes per read while hashing.
-const CHUNK: usize = 1 << 20;
 /// Most entries (files and folders) in one model directory (more is hostile or a mistake).
 pub const MAX_FILES: usize = 100_000;
 
@@ -60,16 +57,7 @@ pub fn hash_file(path: &Path) -> Result<[u8; 32], SignError> {
     if !file.metadata().map_err(io)?.is_file() {
         return Err(SignError::Special(path.to_path_buf()));
     }
-    let mut hasher = Sha256::new();
-    let mut buf = vec![0u8; CHUNK];
-    loop {
-        let n = file.read(&mut buf).map_err(io)?;
-        if n == 0 {
-            break;
-        }
-        hasher.update(&buf[..n]);
-    }
-    Ok(hasher.finalize().into())
+    crate::artifact::digest::sha256_stream(&mut file).map_err(io)
 }
 
 /// The subject digest: SHA-256 over the entries' raw digests, in order.

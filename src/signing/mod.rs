@@ -352,17 +352,20 @@ fn compare(model: &Path, signed: &[Entry], local: &[Entry]) -> Result<(), SignEr
     }
 }
 
+/// The signature of a single file: `FILE.sig` beside it.
+pub fn beside(file: &Path) -> PathBuf {
+    let mut name = file.as_os_str().to_owned();
+    name.push(".sig");
+    PathBuf::from(name)
+}
+
 /// Verification before a model is loaded (`--verify-key`): the signature of the model file
 /// (`FILE.sig` beside it), or of the directory holding it (`DIR/model.sig`: an ensemble with
 /// its members, a fusion model with its sidecar files). Refuses an unsigned model. Returns the
 /// signed SHA-256 of `model` itself, so that the loader can check the bytes it then reads.
 pub fn verify_before_load(model: &Path, key_path: &Path) -> Result<[u8; 32], SignError> {
     let key = PublicKey::load(key_path)?;
-    let beside = {
-        let mut name = model.as_os_str().to_owned();
-        name.push(".sig");
-        PathBuf::from(name)
-    };
+    let beside = beside(model);
     let dir = files::parent_of(model).to_path_buf();
     let in_dir = dir.join("model.sig");
     let (root, signature) = if beside.is_file() {

@@ -98,7 +98,7 @@ impl Reference {
 
     /// Writes the reference atomically.
     pub fn save(&self, path: &Path) -> Result<(), RunError> {
-        let bytes = |v: Vec<f32>| v.iter().flat_map(|f| f.to_le_bytes()).collect::<Vec<u8>>();
+        let bytes = |v: Vec<f32>| store::f32_bytes(&v);
         let s = &self.summary;
         let counts: Vec<f32> = s.counts.iter().map(|c| *c as f32).collect();
         let tensors = vec![
