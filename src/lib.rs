@@ -29,6 +29,7 @@ pub mod ensemble;
 pub mod eval;
 pub mod evaluate;
 pub mod model;
+pub mod serve;
 pub mod signing;
 pub mod train;
 pub mod workload;

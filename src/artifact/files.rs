@@ -311,6 +311,10 @@ pub enum OutputKind {
     Card,
     /// A model signature (a Sigstore bundle).
     Signature,
+    /// `rampart serve`'s incident log (hash-chained JSON lines), appended to, never replaced.
+    IncidentLog,
+    /// A self-contained HTML page (a report).
+    Html,
 }
 
 impl OutputKind {
@@ -327,6 +331,8 @@ impl OutputKind {
             OutputKind::DetectionTsv => "per-example detection TSV",
             OutputKind::Card => "model card",
             OutputKind::Signature => "model signature",
+            OutputKind::IncidentLog => "incident log",
+            OutputKind::Html => "HTML page",
         }
     }
 
@@ -371,6 +377,8 @@ impl OutputKind {
             OutputKind::Signature => {
                 text.starts_with("{\"mediaType\":\"application/vnd.dev.sigstore.bundle")
             }
+            OutputKind::IncidentLog => head.is_empty() || text.starts_with("{\"seq\":"),
+            OutputKind::Html => text.starts_with("<!doctype html>"),
             OutputKind::Card => {
                 text.starts_with("---\n{") && text.contains("model-index")
                     || text.starts_with("{\n  \"name\":") && text.contains("\"model\": {")

@@ -24,7 +24,7 @@ use crate::classifier::{Classifier, Input};
 pub const NOISE_BLOCK: usize = 128;
 
 /// The result of CERTIFY for one input.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
 pub struct Certificate {
     /// The certified class, or `None` (abstain) when pA's lower bound is below 1/2.
     pub class: Option<usize>,

@@ -15,6 +15,7 @@ pub mod flags;
 mod inspect;
 mod observe;
 mod predict;
+mod serve;
 mod sign;
 mod train;
 
@@ -79,6 +80,14 @@ pub enum Command {
     Sign(sign::SignArgs),
     /// Verify a model file or directory against its OpenSSF model signing signature.
     Verify(sign::VerifyArgs),
+    /// A monitored inference service: predictions over HTTP with detectors, drift and
+    /// extraction monitoring, alerts, a response policy and fail-over to signed backups.
+    Serve(serve::ServeArgs),
+    /// The monitoring report from the service's incident log (terminal and HTML).
+    Report(serve::ReportArgs),
+    /// The service's incident log: verify its hash chain.
+    #[command(subcommand)]
+    Incidents(serve::IncidentsCommand),
 }
 
 /// Why a command failed.
@@ -122,6 +131,9 @@ pub fn main() -> ExitCode {
         Command::Keygen(a) => sign::keygen(a),
         Command::Sign(a) => sign::sign(a),
         Command::Verify(a) => sign::verify(a),
+        Command::Serve(a) => serve::run(a),
+        Command::Incidents(c) => serve::incidents(c),
+        Command::Report(a) => serve::report(a),
     };
     match result {
         Ok(()) | Err(CliError::ClosedPipe) => ExitCode::SUCCESS,

@@ -356,13 +356,22 @@ pub fn check_model(
     model_sha256: &str,
     work: &crate::workload::Workload,
 ) -> Result<(), DetectError> {
-    if model_sha256 == work.opened.sha256 {
+    check_opened(path, model_sha256, &work.opened)
+}
+
+/// Refuses a detector file fitted for another model than `opened`.
+pub fn check_opened(
+    path: &Path,
+    model_sha256: &str,
+    opened: &crate::artifact::Opened,
+) -> Result<(), DetectError> {
+    if model_sha256 == opened.sha256 {
         return Ok(());
     }
     Err(DetectError::Invalid(format!(
         "--detector {}: was fitted for another model (SHA-256 {}…), not {}; fit one for this model with `rampart detect fit`",
         path.display(),
         &model_sha256[..12.min(model_sha256.len())],
-        work.opened.path.display()
+        opened.path.display()
     )))
 }
