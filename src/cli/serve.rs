@@ -108,6 +108,12 @@ const KEYS: &[(&str, &str, Kind, &str)] = &[
         "Most inputs per request",
     ),
     (
+        "timeout-ms",
+        "batch.timeout_ms",
+        Kind::Int,
+        "Longest a request may take, queue included, ms (then 408)",
+    ),
+    (
         "max-body-bytes",
         "batch.max_body_bytes",
         Kind::Int,

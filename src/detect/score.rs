@@ -33,6 +33,17 @@ pub fn score_batch<const D: usize, C: Classifier<D>>(
     model: &C,
     x: &C::Input,
 ) -> Result<BatchScores, DetectError> {
+    Ok(score_batch_with(fitted, model, x, None)?.0)
+}
+
+/// [`score_batch`], reading back `extra` rows `[R, N]` in the same transfer (returned
+/// row-major, `R · N` values).
+pub fn score_batch_with<const D: usize, C: Classifier<D>>(
+    fitted: &Fitted,
+    model: &C,
+    x: &C::Input,
+    extra: Option<Tensor<2>>,
+) -> Result<(BatchScores, Vec<f32>), DetectError> {
     let k = fitted.methods.len();
     let n = x.len();
     let checked = validate::check(&model.domain(), x.x().clone())?;
@@ -50,15 +61,21 @@ pub fn score_batch<const D: usize, C: Classifier<D>>(
     rows.push(fused);
     rows.push(decision);
     rows.push(checked.codes);
-    let all = crate::detect::host_floats(Tensor::stack::<2>(rows, 0), "scores")?;
+    let mut stacked = Tensor::stack::<2>(rows, 0);
+    if let Some(e) = extra {
+        stacked = Tensor::cat(vec![stacked, e], 0);
+    }
+    let all = crate::detect::host_floats(stacked, "scores")?;
     let row = |r: usize| all[r * n..(r + 1) * n].to_vec();
-    Ok(BatchScores {
+    let scores = BatchScores {
         scores: (0..k).map(row).collect(),
         p_values: (k..2 * k).map(row).collect(),
         fused: row(2 * k),
         decision: row(2 * k + 1).into_iter().map(|d| d as i64).collect(),
         invalid: row(2 * k + 2).into_iter().map(Invalid::from_code).collect(),
-    })
+    };
+    let rest = all[(2 * k + 3) * n..].to_vec();
+    Ok((scores, rest))
 }
 
 /// The alarm thresholds of a fitted detector at its false-positive rate, one per detector.

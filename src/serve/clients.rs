@@ -126,6 +126,13 @@ impl Clients {
         Ok(s.output)
     }
 
+    /// The output policy `name` gets now.
+    pub fn output(&self, name: &str) -> OutputPolicy {
+        self.lock()
+            .get(name)
+            .map_or(OutputPolicy::Label, |s| s.output)
+    }
+
     /// Whether `name` may call the admin endpoints.
     pub fn is_admin(&self, name: &str) -> bool {
         self.lock().get(name).is_some_and(|s| s.admin)
@@ -168,8 +175,9 @@ impl Clients {
             s.tokens = s.tokens.min(s.burst);
             return Some(format!("rate limited to {}/s", s.rate));
         }
-        s.output = policy.degrade_to;
-        Some(format!("output degraded to {:?}", policy.degrade_to).to_lowercase())
+        // Degrading never loosens a client's own policy.
+        s.output = stricter(s.output, policy.degrade_to);
+        Some(format!("output degraded to {:?}", s.output).to_lowercase())
     }
 
     /// Every client's standing, by name.
@@ -178,6 +186,17 @@ impl Clients {
         v.sort_by(|a, b| a.name.cmp(&b.name));
         v
     }
+}
+
+/// The stricter of two output policies (full < rounded < top3 < label).
+pub fn stricter(a: OutputPolicy, b: OutputPolicy) -> OutputPolicy {
+    let rank = |p| match p {
+        OutputPolicy::Full => 0,
+        OutputPolicy::Rounded => 1,
+        OutputPolicy::Top3 => 2,
+        OutputPolicy::Label => 3,
+    };
+    if rank(a) >= rank(b) { a } else { b }
 }
 
 /// What a client sees of one prediction's probabilities under `policy`: `(class, p)` pairs.

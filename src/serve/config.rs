@@ -80,6 +80,8 @@ pub struct Batching {
     pub max_inputs: usize,
     /// Largest request body, in bytes.
     pub max_body_bytes: usize,
+    /// Longest a request may take, queue included, in milliseconds (then 408).
+    pub timeout_ms: u64,
 }
 
 impl Default for Batching {
@@ -88,8 +90,9 @@ impl Default for Batching {
             max_batch: 64,
             max_wait_ms: 5,
             queue: 256,
-            max_inputs: 256,
+            max_inputs: 64,
             max_body_bytes: 8 << 20,
+            timeout_ms: 30_000,
         }
     }
 }
@@ -146,7 +149,7 @@ pub struct Monitor {
     pub error_rate: f64,
     /// Seconds per interval of the extraction ledger's query-rate check.
     pub interval_seconds: f64,
-    /// Requests remembered for feedback (their inputs are kept to evaluate backups).
+    /// Inputs remembered for feedback (kept to evaluate the backups), oldest dropped first.
     pub remember: usize,
 }
 
@@ -164,7 +167,7 @@ impl Default for Monitor {
             latency_p99_ms: 1000.0,
             error_rate: 0.05,
             interval_seconds: 1.0,
-            remember: 4096,
+            remember: 16_384,
         }
     }
 }
@@ -173,7 +176,8 @@ impl Default for Monitor {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Policy {
-    /// Refuse (403) inputs whose fused detector p-value is at most `block_p` (severity high).
+    /// Withhold the answer (`blocked: true`) for inputs whose fused detector p-value is at most
+    /// `block_p` or that fail validation (severity high).
     pub block_adversarial: bool,
     pub block_p: f64,
     /// The output policy a client suspected of extraction is degraded to.
@@ -191,7 +195,7 @@ impl Default for Policy {
     fn default() -> Self {
         Self {
             block_adversarial: true,
-            block_p: 0.001,
+            block_p: 0.005,
             degrade_to: OutputPolicy::Label,
             limited_rate: 1.0,
             block_after: 3,
@@ -302,17 +306,26 @@ impl ServeConfig {
                 format!("at most 10000, got {}", b.max_wait_ms),
             );
         }
-        if b.queue == 0 || b.max_inputs == 0 || b.max_body_bytes < 1024 {
+        if !(1..=65_536).contains(&b.queue)
+            || !(1..=b.max_batch).contains(&b.max_inputs)
+            || !(1024..=(256 << 20)).contains(&b.max_body_bytes)
+            || !(100..=600_000).contains(&b.timeout_ms)
+        {
             return bad(
                 "batch",
-                "queue and max_inputs must be at least 1, max_body_bytes at least 1024".into(),
+                "queue must be 1 to 65536, max_inputs 1 to max_batch (a request is never split), max_body_bytes 1 KiB to 256 MiB, timeout_ms 100 to 600000".into(),
             );
         }
         let s = &self.smooth;
-        if !(s.sigma.is_finite() && s.sigma > 0.0) || s.n0 == 0 || s.n == 0 {
+        let smooth_ok = s.sigma.is_finite()
+            && s.sigma > 0.0
+            && (1..=1_000_000).contains(&s.n0)
+            && (1..=1_000_000).contains(&s.n)
+            && (1..=1024).contains(&s.max_inputs);
+        if !smooth_ok {
             return bad(
                 "smooth",
-                "sigma must be positive and n0, n at least 1".into(),
+                "sigma must be positive, n0 and n 1 to 1000000, max_inputs 1 to 1024".into(),
             );
         }
         if !(s.alpha > 0.0 && s.alpha < 1.0) {
@@ -322,10 +335,13 @@ impl ServeConfig {
             );
         }
         let m = &self.monitor;
-        if m.drift_window < 10 || m.feedback_window < 10 {
+        let max_window = crate::detect::drift::reference::MAX_REFERENCE;
+        if !(10..=max_window).contains(&m.drift_window)
+            || !(10..=100_000).contains(&m.feedback_window)
+        {
             return bad(
                 "monitor",
-                "drift_window and feedback_window must be at least 10".into(),
+                format!("drift_window must be 10 to {max_window}, feedback_window 10 to 100000"),
             );
         }
         for (key, v) in [
@@ -344,7 +360,7 @@ impl ServeConfig {
                 "threshold and failback_margin must be in [0, 1]".into(),
             );
         }
-        if m.health_windows == 0 || m.check_seconds == 0 || m.remember == 0 {
+        if m.health_windows == 0 || m.check_seconds == 0 || !(1..=1_000_000).contains(&m.remember) {
             return bad(
                 "monitor",
                 "health_windows, check_seconds and remember must be at least 1".into(),
@@ -396,8 +412,14 @@ impl ServeConfig {
             }
         }
         for w in &self.webhooks {
-            if !(w.url.starts_with("http://") || w.url.starts_with("https://")) {
-                return bad("webhooks.url", format!("`{}` is not an http(s) URL", w.url));
+            if !w.url.starts_with("http://") {
+                return bad(
+                    "webhooks.url",
+                    format!(
+                        "`{}`: this build sends webhooks over plain http only (no TLS); use an http URL on a trusted network or a local relay",
+                        w.url
+                    ),
+                );
             }
             if w.attempts == 0 || w.timeout_ms == 0 {
                 return bad(

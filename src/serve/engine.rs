@@ -16,7 +16,7 @@ use crate::classifier::{Classifier, ImageModel, Input};
 use crate::data::records::{self, Record};
 use crate::detect::DetectError;
 use crate::detect::drift::Summary;
-use crate::detect::score::{BatchScores, score_batch};
+use crate::detect::score::{BatchScores, score_batch_with};
 use crate::detect::store::Fitted;
 use crate::device::Chosen;
 use crate::model::fusion::{FusionModel, FusionSpec, Modality};
@@ -267,18 +267,26 @@ impl Job for ForwardJob<'_> {
         let n = x.len();
         let k = model.num_classes();
         let logits = model.logits(x.clone());
-        let decision = model.decide(x.clone());
-        let both = Tensor::cat(
-            vec![softmax(logits.clone(), 1), decision.float().reshape([n, 1])],
-            1,
+        // Probabilities and decisions as rows [k + 1, n], read back with the detectors' scores
+        // when there are detectors: one transfer per batch.
+        let rows = Tensor::cat(
+            vec![
+                softmax(logits.clone(), 1).transpose(),
+                model.decide(x.clone()).float().reshape([1, n]),
+            ],
+            0,
         );
-        let all = crate::detect::host_floats(both, "probabilities")?;
-        let probabilities: Vec<Vec<f32>> = all.chunks(k + 1).map(|r| r[..k].to_vec()).collect();
-        let decision: Vec<i64> = all.chunks(k + 1).map(|r| r[k] as i64).collect();
-        let scores = match self.fitted {
-            Some(f) => Some(score_batch(f, model, &x)?),
-            None => None,
+        let (scores, all) = match self.fitted {
+            Some(f) => {
+                let (s, rest) = score_batch_with(f, model, &x, Some(rows))?;
+                (Some(s), rest)
+            }
+            None => (None, crate::detect::host_floats(rows, "probabilities")?),
         };
+        let probabilities: Vec<Vec<f32>> = (0..n)
+            .map(|i| (0..k).map(|c| all[c * n + i]).collect())
+            .collect();
+        let decision: Vec<i64> = all[k * n..(k + 1) * n].iter().map(|d| *d as i64).collect();
         let summary = self.drift.then(|| {
             let log_p = log_softmax(logits, 1);
             let entropy = (log_p.clone().exp() * log_p)

@@ -10,8 +10,9 @@ use std::time::Instant;
 
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, Query, State};
+use axum::extract::{DefaultBodyLimit, Extension, Query, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::middleware::{self, Next};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
 use serde::Deserialize;
@@ -47,20 +48,64 @@ pub struct App {
 
 type Shared = Arc<App>;
 
-/// The routes.
+/// The routes. Every `/v1/` route checks the API key and the client's rate before its body is
+/// read; a request that takes longer than `batch.timeout_ms` is answered 408.
 pub fn router(app: Shared) -> Router {
     let limit = app.cfg.batch.max_body_bytes;
-    Router::new()
+    let timeout = std::time::Duration::from_millis(app.cfg.batch.timeout_ms);
+    let api = Router::new()
         .route("/v1/predict", post(predict))
         .route("/v1/feedback", post(feedback))
         .route("/v1/admin/reload", post(reload))
         .route("/v1/status", get(status))
+        .route_layer(middleware::from_fn_with_state(app.clone(), authenticate));
+    Router::new()
+        .merge(api)
         .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
         .route("/", get(dashboard))
         .layer(DefaultBodyLimit::max(limit))
+        // A declared length over the limit is answered 413 before any of the body is read.
+        .layer(tower_http::limit::RequestBodyLimitLayer::new(limit))
+        .layer(tower_http::timeout::TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            timeout,
+        ))
         .with_state(app)
+}
+
+/// The authenticated client of a request.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    pub name: String,
+}
+
+/// Checks the key and the rate before anything else is read.
+async fn authenticate(State(app): State<Shared>, mut req: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let endpoint = req
+        .uri()
+        .path()
+        .rsplit('/')
+        .next()
+        .unwrap_or("")
+        .to_string();
+    match app.admit(req.headers()) {
+        Ok(name) => {
+            req.extensions_mut().insert(Caller { name });
+            next.run(req).await
+        }
+        Err(r) => {
+            // A known client turned away (429, 403) has its body read and dropped, so that a
+            // client still sending sees the answer; an unknown one is not read at all.
+            if r.status() != StatusCode::UNAUTHORIZED {
+                let _ = axum::body::to_bytes(req.into_body(), app.cfg.batch.max_body_bytes).await;
+            }
+            app.done(&endpoint, "-", r.status(), started);
+            r
+        }
+    }
 }
 
 /// An error answer: `{"error": "..."}`.
@@ -111,12 +156,12 @@ impl App {
 
     /// The client behind the request, admitted under its rate limit.
     #[allow(clippy::result_large_err)] // the refusal is the response itself
-    fn admit(&self, headers: &HeaderMap) -> Result<(String, OutputPolicy), Response> {
+    fn admit(&self, headers: &HeaderMap) -> Result<String, Response> {
         let auth = headers
             .get(header::AUTHORIZATION)
             .and_then(|v| v.to_str().ok());
         let name = self.clients.authenticate(auth).map_err(refusal)?;
-        let policy = self.clients.admit(&name, Instant::now()).map_err(|r| {
+        self.clients.admit(&name, Instant::now()).map_err(|r| {
             let reason = match r {
                 Refusal::Blocked => "client_blocked",
                 _ => "rate_limited",
@@ -127,7 +172,7 @@ impl App {
                 .inc();
             refusal(r)
         })?;
-        Ok((name, policy))
+        Ok(name)
     }
 
     /// Sends work to the model thread, or answers 503 when its queue is full.
@@ -188,32 +233,24 @@ struct PredictQuery {
 
 async fn predict(
     State(app): State<Shared>,
+    Extension(caller): Extension<Caller>,
     query: Result<Query<PredictQuery>, axum::extract::rejection::QueryRejection>,
-    headers: HeaderMap,
     body: Bytes,
 ) -> Response {
     let started = Instant::now();
-    let (client, policy) = match app.admit(&headers) {
-        Ok(v) => v,
-        Err(r) => {
-            app.done("predict", "-", r.status(), started);
-            return r;
-        }
-    };
-    let response = match answer(&app, &client, policy, query, &body).await {
+    let response = match answer(&app, &caller.name, query, body).await {
         Ok(v) => (StatusCode::OK, axum::Json(v)).into_response(),
         Err(e) => e.into_response(),
     };
-    app.done("predict", &client, response.status(), started);
+    app.done("predict", &caller.name, response.status(), started);
     response
 }
 
 async fn answer(
     app: &App,
     client: &str,
-    policy: OutputPolicy,
     query: Result<Query<PredictQuery>, axum::extract::rejection::QueryRejection>,
-    body: &[u8],
+    body: Bytes,
 ) -> Result<Value, ServeError> {
     let smooth = match query {
         Ok(Query(q)) => match q.smooth {
@@ -227,12 +264,23 @@ async fn answer(
         },
         Err(e) => return Err(ServeError::BadInput(format!("bad query string: {e}"))),
     };
-    let expect = match &app.schema {
-        Some(s) => Expect::Records(s),
-        None => Expect::Images,
+    // Parsing and decoding happen off the async threads, so large bodies cannot stall them.
+    let schema = app.schema.clone();
+    let max = if smooth {
+        app.cfg.smooth.max_inputs
+    } else {
+        app.cfg.batch.max_inputs
     };
-    let inputs =
-        input::parse(body, expect, app.cfg.batch.max_inputs).map_err(ServeError::BadInput)?;
+    let inputs = tokio::task::spawn_blocking(move || {
+        let expect = match &schema {
+            Some(s) => Expect::Records(s),
+            None => Expect::Images,
+        };
+        input::parse(&body, expect, max)
+    })
+    .await
+    .map_err(|e| ServeError::Model(format!("parsing the request failed: {e}")))?
+    .map_err(ServeError::BadInput)?;
     let client_name = client.to_string();
     let answer = app
         .submit(|reply| Work::Predict {
@@ -242,11 +290,12 @@ async fn answer(
             reply,
         })
         .await?;
-    Ok(render(&answer, policy, &app.class_names))
+    Ok(render(&answer, &app.class_names))
 }
 
-/// The answer as the client's output policy allows.
-fn render(a: &Answer, policy: OutputPolicy, names: &[String]) -> Value {
+/// The answer as the client's output policy (in effect when it was answered) allows.
+fn render(a: &Answer, names: &[String]) -> Value {
+    let policy = a.output;
     let predictions: Vec<Value> = a
         .outcomes
         .iter()
@@ -273,8 +322,12 @@ fn render(a: &Answer, policy: OutputPolicy, names: &[String]) -> Value {
                 };
             }
             if let Some(c) = &o.certificate {
-                p["certificate"] =
-                    json!({ "class": c.class, "radius": c.radius, "p_a_lower": c.p_a_lower });
+                // The radius and the bound are soft outputs: only the full policy shows them.
+                p["certificate"] = if policy == OutputPolicy::Full {
+                    json!({ "class": c.class, "radius": c.radius, "p_a_lower": c.p_a_lower })
+                } else {
+                    json!({ "class": c.class, "certified": c.class.is_some() })
+                };
             }
             p
         })
@@ -297,12 +350,13 @@ struct FeedbackBody {
     labels: Option<Vec<usize>>,
 }
 
-async fn feedback(State(app): State<Shared>, headers: HeaderMap, body: Bytes) -> Response {
+async fn feedback(
+    State(app): State<Shared>,
+    Extension(caller): Extension<Caller>,
+    body: Bytes,
+) -> Response {
     let started = Instant::now();
-    let (client, _) = match app.admit(&headers) {
-        Ok(v) => v,
-        Err(r) => return r,
-    };
+    let client = caller.name;
     let result = async {
         let f: FeedbackBody = serde_json::from_slice(&body).map_err(|e| {
             ServeError::BadInput(format!(
@@ -319,7 +373,9 @@ async fn feedback(State(app): State<Shared>, headers: HeaderMap, body: Bytes) ->
             }
         };
         let request_id = f.request_id;
+        let by = client.clone();
         app.submit(|reply| Work::Feedback {
+            by,
             request_id,
             labels,
             reply,
@@ -335,11 +391,8 @@ async fn feedback(State(app): State<Shared>, headers: HeaderMap, body: Bytes) ->
     response
 }
 
-async fn reload(State(app): State<Shared>, headers: HeaderMap) -> Response {
-    let (client, _) = match app.admit(&headers) {
-        Ok(v) => v,
-        Err(r) => return r,
-    };
+async fn reload(State(app): State<Shared>, Extension(caller): Extension<Caller>) -> Response {
+    let client = caller.name;
     if !app.clients.is_admin(&client) {
         return error(
             StatusCode::FORBIDDEN,
@@ -358,7 +411,15 @@ async fn reload(State(app): State<Shared>, headers: HeaderMap) -> Response {
     }
 }
 
-async fn status(State(app): State<Shared>) -> Response {
+/// The dashboard's figures: admin clients only (incident evidence holds detector scores and
+/// other clients' standing).
+async fn status(State(app): State<Shared>, Extension(caller): Extension<Caller>) -> Response {
+    if !app.clients.is_admin(&caller.name) {
+        return error(
+            StatusCode::FORBIDDEN,
+            "the status needs an admin client (admin = true)",
+        );
+    }
     let st = app.status.lock().unwrap_or_else(|p| p.into_inner()).clone();
     let recent = app.alerter.recent();
     let clients = app.clients.standings();

@@ -188,6 +188,20 @@ impl IncidentLog {
             .mode(0o640)
             .open(path)
             .map_err(io("open"))?;
+        // One writer per log: a second service on the same file would break the chain.
+        if unsafe {
+            libc::flock(
+                std::os::fd::AsRawFd::as_raw_fd(&file),
+                libc::LOCK_EX | libc::LOCK_NB,
+            )
+        } != 0
+        {
+            return Err(files::FileError::Refused {
+                path: path.to_path_buf(),
+                reason: "another process is writing this incident log (one service per log)".into(),
+            }
+            .into());
+        }
         if !file.metadata().map_err(io("inspect"))?.is_file() {
             return Err(files::FileError::Refused {
                 path: path.to_path_buf(),
@@ -200,7 +214,10 @@ impl IncidentLog {
             let secs = SystemTime::now()
                 .duration_since(SystemTime::UNIX_EPOCH)
                 .map_or(0, |d| d.as_secs());
-            let aside = PathBuf::from(format!("{}.torn-{secs}", path.display()));
+            let aside = (0..)
+                .map(|k| PathBuf::from(format!("{}.torn-{secs}-{k}", path.display())))
+                .find(|p| std::fs::symlink_metadata(p).is_err())
+                .expect("a free name");
             files::write_atomic(&aside, &verified.torn)?;
             file.set_len(verified.whole)
                 .map_err(io("truncate the torn line of"))?;
@@ -258,11 +275,19 @@ impl IncidentLog {
             move |source| IncidentError::Io { path, what, source }
         };
         use std::io::Seek;
-        self.file
+        let end = self
+            .file
             .seek(std::io::SeekFrom::End(0))
             .map_err(io("append to"))?;
-        self.file.write_all(&line).map_err(io("append to"))?;
-        self.file.sync_data().map_err(io("flush"))?;
+        let written = self
+            .file
+            .write_all(&line)
+            .and_then(|()| self.file.sync_data());
+        if let Err(e) = written {
+            // A part-written line would break the chain for good: cut it off again.
+            let _ = self.file.set_len(end);
+            return Err(io("append to")(e));
+        }
         self.seq = entry.seq;
         self.last = entry.hash.clone();
         if self.recent.len() == RECENT {

@@ -108,12 +108,8 @@ fn images(v: &[Value]) -> Result<Inputs, String> {
             ));
         }
         let start = values.len();
-        flatten(image, &mut values).map_err(|e| format!("input {i}: {e}"))?;
-        if values.len() - start != d {
-            return Err(format!(
-                "input {i}: a ragged array; an image is [1, 28, 28]"
-            ));
-        }
+        flatten(image, &shape, &mut values).map_err(|e| format!("input {i}: {e}"))?;
+        debug_assert_eq!(values.len() - start, d);
         check_pixels(&values[start..]).map_err(|e| format!("input {i}: {e}"))?;
     }
     Ok(Inputs::Images { values, n: v.len() })
@@ -129,15 +125,20 @@ fn shape_of(v: &Value, shape: &mut Vec<usize>) {
     }
 }
 
-fn flatten(v: &Value, out: &mut Vec<f32>) -> Result<(), String> {
-    match v {
-        Value::Array(a) => a.iter().try_for_each(|x| flatten(x, out)),
-        Value::Number(n) => {
+/// Appends the numbers of `v`, which must have exactly `shape` at every level.
+fn flatten(v: &Value, shape: &[usize], out: &mut Vec<f32>) -> Result<(), String> {
+    const RAGGED: &str = "a ragged array; an image is [1, 28, 28], [28, 28] or 784 values";
+    match (v, shape.split_first()) {
+        (Value::Array(a), Some((n, rest))) if a.len() == *n => {
+            a.iter().try_for_each(|x| flatten(x, rest, out))
+        }
+        (Value::Array(_), _) | (Value::Number(_), Some(_)) => Err(RAGGED.into()),
+        (Value::Number(n), None) => {
             let x = n.as_f64().ok_or("a number that is not a float")?;
             out.push(x as f32);
             Ok(())
         }
-        other => Err(format!(
+        (other, _) => Err(format!(
             "holds {} where numbers in [0, 1] belong",
             match other {
                 Value::Null => "null",

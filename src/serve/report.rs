@@ -90,7 +90,11 @@ fn event(e: &Entry) -> Event {
 /// Builds the report from the log at `path`, keeping entries no older than `since`.
 pub fn build(path: &Path, since: Option<Duration>) -> Result<Report, IncidentError> {
     let v = incidents::verify(path)?;
-    let cutoff = since.map(|d| SystemTime::now() - d);
+    let cutoff = since.map(|d| {
+        SystemTime::now()
+            .checked_sub(d)
+            .unwrap_or(SystemTime::UNIX_EPOCH)
+    });
     let kept: Vec<&Entry> = v
         .entries
         .iter()

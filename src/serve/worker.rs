@@ -18,7 +18,7 @@ use tokio::sync::oneshot;
 use super::ServeError;
 use super::alerts::{Alert, Alerter, Severity};
 use super::clients::Clients;
-use super::config::ServeConfig;
+use super::config::{OutputPolicy, ServeConfig};
 use super::engine::{CheckJob, Forward, ForwardJob, Inputs, Served, SmoothJob};
 use super::metrics::{Metrics, labels};
 use crate::certify::Certificate;
@@ -33,6 +33,9 @@ use crate::detect::store::{Fitted, check_opened};
 use crate::detect::univariate::bonferroni;
 use crate::device::Chosen;
 
+/// Flagged inputs listed in one incident's evidence.
+const EVIDENCE: usize = 16;
+
 /// Where the model thread answers a request.
 pub type Reply<T> = oneshot::Sender<Result<T, ServeError>>;
 
@@ -45,6 +48,8 @@ pub enum Work {
         reply: oneshot::Sender<Result<Answer, ServeError>>,
     },
     Feedback {
+        /// The client sending the labels (only the client that made a request may label it).
+        by: String,
         request_id: String,
         labels: Vec<usize>,
         reply: oneshot::Sender<Result<usize, ServeError>>,
@@ -60,6 +65,8 @@ pub enum Work {
 #[derive(Debug, Clone, Serialize)]
 pub struct Answer {
     pub request_id: String,
+    /// The client's output policy when the answer was made (after any escalation).
+    pub output: OutputPolicy,
     pub model: String,
     pub outcomes: Vec<Outcome>,
 }
@@ -153,6 +160,7 @@ fn load(cfg: &ServeConfig, device: &Chosen) -> Result<Loaded, ServeError> {
         Some(p) => {
             let f = Fitted::load(p, &device.device)?;
             check_opened(p, &f.header.model_sha256, &primary.opened)?;
+            check_block_p(&f, cfg.policy.block_p, p, device)?;
             let t = thresholds(&f)?;
             Some((f, t))
         }
@@ -182,8 +190,35 @@ fn load(cfg: &ServeConfig, device: &Chosen) -> Result<Loaded, ServeError> {
     })
 }
 
+/// Refuses a `policy.block_p` below the smallest fused p-value the detectors can give (every
+/// detector's conformal p-value at its floor 1/(n + 1)): no input could ever be blocked.
+fn check_block_p(
+    f: &Fitted,
+    block_p: f64,
+    path: &std::path::Path,
+    device: &Chosen,
+) -> Result<(), ServeError> {
+    let floors: Vec<Tensor<1>> = f
+        .calibrations
+        .iter()
+        .map(|c| Tensor::<1>::from_floats([1.0 / (c.scores.len() as f32 + 1.0)], &device.device))
+        .collect();
+    let fused = crate::detect::calibrate::fuse(f.header.fusion, &floors);
+    let floor = f64::from(crate::detect::host_floats(fused, "fused p-value floor")?[0]);
+    if block_p * (1.0 + 1e-6) < floor {
+        return Err(ServeError::Config(format!(
+            "policy.block_p {block_p}: the detectors in {} cannot give a fused p-value below {floor:.6} ({} detectors, {} calibration examples), so no input would ever be blocked; set block_p to at least {floor:.6}, or calibrate on more examples",
+            path.display(),
+            f.calibrations.len(),
+            f.calibrations.first().map_or(0, |c| c.scores.len())
+        )));
+    }
+    Ok(())
+}
+
 /// A request remembered for feedback: its inputs and the answers given.
 struct Remembered {
+    client: String,
     inputs: Inputs,
     decisions: Vec<i64>,
 }
@@ -202,6 +237,7 @@ pub struct Worker {
     epoch: String,
     next: u64,
     remembered: HashMap<String, Remembered>,
+    remembered_inputs: usize,
     order: VecDeque<String>,
     drift: Vec<Summary>,
     drift_n: usize,
@@ -244,6 +280,7 @@ impl Worker {
             epoch,
             next: 0,
             remembered: HashMap::new(),
+            remembered_inputs: 0,
             order: VecDeque::new(),
             drift: Vec::new(),
             drift_n: 0,
@@ -272,11 +309,24 @@ impl Worker {
         }
     }
 
-    /// Serves the queue until every sender is gone.
+    /// Serves the queue until every sender is gone. A batch takes requests until the next would
+    /// take it past `batch.max_batch` inputs (that one starts the next batch). If handling a
+    /// batch panics, the thread records a critical incident, marks the service not ready and
+    /// stops, so that the orchestrator restarts it.
     pub fn run(mut self, rx: Receiver<Work>) {
         let max_wait = Duration::from_millis(self.cfg.batch.max_wait_ms);
-        while let Ok(first) = rx.recv() {
-            self.metrics.queue_depth.dec();
+        let mut pending: Option<Work> = None;
+        loop {
+            let first = match pending.take() {
+                Some(w) => w,
+                None => match rx.recv() {
+                    Ok(w) => {
+                        self.metrics.queue_depth.dec();
+                        w
+                    }
+                    Err(_) => return,
+                },
+            };
             let deadline = Instant::now() + max_wait;
             let mut size = work_size(&first);
             let mut batch = vec![first];
@@ -285,13 +335,35 @@ impl Worker {
                 match rx.recv_timeout(left) {
                     Ok(w) => {
                         self.metrics.queue_depth.dec();
+                        if size + work_size(&w) > self.cfg.batch.max_batch {
+                            pending = Some(w);
+                            break;
+                        }
                         size += work_size(&w);
                         batch.push(w);
                     }
                     Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => break,
                 }
             }
-            self.handle(batch);
+            let handled =
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.handle(batch)));
+            if let Err(panic) = handled {
+                let what = panic
+                    .downcast_ref::<String>()
+                    .cloned()
+                    .or_else(|| panic.downcast_ref::<&str>().map(|s| s.to_string()))
+                    .unwrap_or_default();
+                self.status.lock().unwrap_or_else(|e| e.into_inner()).ready = false;
+                let _ = self.raise(
+                    Alert::new(
+                        Severity::Critical,
+                        "model_thread_failed",
+                        format!("the model thread stopped: {what}"),
+                    )
+                    .action("not ready; restart the service"),
+                );
+                return;
+            }
         }
     }
 
@@ -323,11 +395,12 @@ impl Worker {
                     let _ = reply.send(self.smooth(&client, inputs));
                 }
                 Work::Feedback {
+                    by,
                     request_id,
                     labels,
                     reply,
                 } => {
-                    let _ = reply.send(self.feedback(&request_id, &labels));
+                    let _ = reply.send(self.feedback(&by, &request_id, &labels));
                 }
                 Work::Reload { by, reply } => {
                     let _ = reply.send(self.reload(&by));
@@ -337,9 +410,15 @@ impl Worker {
         self.publish();
     }
 
+    /// A request id: a counter and 64 random bits, so that ids cannot be guessed.
     fn request_id(&mut self) -> String {
         self.next += 1;
-        format!("{}-{}", self.epoch, self.next)
+        format!(
+            "{}-{}-{:016x}",
+            self.epoch,
+            self.next,
+            rand::random::<u64>()
+        )
     }
 
     fn raise(&self, alert: Alert) -> Result<(), ServeError> {
@@ -370,17 +449,32 @@ impl Worker {
             .get_or_create(&labels(&[("model", &name)]))
             .inc_by(n as u64);
         let mut start = 0;
+        let mut answers_out = Vec::with_capacity(requests.len());
         for (client, inputs, reply) in requests {
             let k = inputs.len();
             let answer = self.respond(&client, &inputs, start, &primary, &answers);
             start += k;
-            let _ = reply.send(answer);
+            answers_out.push((reply, answer));
         }
-        if let Some(s) = primary.summary {
-            self.add_drift(s, n);
-        }
+        // A drift window closed by this batch is on disk before its answers go out.
+        let drift = match primary.summary {
+            Some(s) => self.add_drift(s, n),
+            None => Ok(()),
+        };
         let interval = self.interval();
         self.loaded.ledger.close_until(interval);
+        {
+            let mut st = self.status.lock().unwrap_or_else(|e| e.into_inner());
+            st.inputs += n as u64;
+            st.batches += 1;
+        }
+        for (reply, answer) in answers_out {
+            let answer = match (&drift, answer) {
+                (Err(e), _) => Err(ServeError::Model(format!("the incident log failed: {e}"))),
+                (Ok(()), a) => a,
+            };
+            let _ = reply.send(answer);
+        }
     }
 
     /// The primary's forward pass (with detectors and drift features) and, when a backup is
@@ -491,7 +585,13 @@ impl Worker {
                     },
                 )
                 .action(&action)
-                .evidence(json!({ "request_id": id, "inputs": flagged })),
+                .evidence(json!({
+                    "request_id": id,
+                    "flagged": flagged.len(),
+                    "blocked": blocked,
+                    // At most EVIDENCE inputs per entry, so a flood cannot bloat the log.
+                    "inputs": &flagged[..flagged.len().min(EVIDENCE)],
+                })),
             )?;
             self.metrics
                 .blocked
@@ -499,8 +599,14 @@ impl Worker {
                 .inc_by(blocked as u64);
         }
         self.watch_extraction(client, inputs, start, answers, &id)?;
-        self.remember(&id, inputs, start, answers);
+        self.remember(client, &id, inputs, start, answers);
+        {
+            let mut st = self.status.lock().unwrap_or_else(|e| e.into_inner());
+            st.blocked_inputs += blocked as u64;
+            st.detector_alarms += flagged.len() as u64;
+        }
         Ok(Answer {
+            output: self.clients.output(client),
             request_id: id,
             model: self.loaded.models[self.active].name(),
             outcomes,
@@ -665,34 +771,50 @@ impl Worker {
         Ok(())
     }
 
-    fn remember(&mut self, id: &str, inputs: &Inputs, start: usize, answers: &Forward) {
+    /// Keeps a request's inputs and answers for its feedback; at most `monitor.remember`
+    /// inputs in all, the oldest dropped first.
+    fn remember(
+        &mut self,
+        client: &str,
+        id: &str,
+        inputs: &Inputs,
+        start: usize,
+        answers: &Forward,
+    ) {
         let decisions = answers.decision[start..start + inputs.len()].to_vec();
+        self.remembered_inputs += inputs.len();
         self.remembered.insert(
             id.to_string(),
             Remembered {
+                client: client.to_string(),
                 inputs: inputs.clone(),
                 decisions,
             },
         );
         self.order.push_back(id.to_string());
-        while self.order.len() > self.cfg.monitor.remember {
-            if let Some(old) = self.order.pop_front() {
-                self.remembered.remove(&old);
+        while self.remembered_inputs > self.cfg.monitor.remember {
+            let Some(old) = self.order.pop_front() else {
+                break;
+            };
+            if let Some(r) = self.remembered.remove(&old) {
+                self.remembered_inputs -= r.inputs.len();
             }
         }
     }
 
     /// Adds a batch's drift features to the window; tests a full window.
-    fn add_drift(&mut self, s: Summary, n: usize) {
+    /// Adds a batch's drift features to the window; tests a full window (its incident is
+    /// written before this returns).
+    fn add_drift(&mut self, s: Summary, n: usize) -> Result<(), ServeError> {
         self.drift.push(s);
         self.drift_n += n;
         if self.drift_n < self.cfg.monitor.drift_window {
-            return;
+            return Ok(());
         }
         let parts = std::mem::take(&mut self.drift);
         let size = std::mem::take(&mut self.drift_n);
         let Some(reference) = &self.loaded.reference else {
-            return;
+            return Ok(());
         };
         let mut counts = vec![0u64; reference.summary.counts.len()];
         for p in &parts {
@@ -715,12 +837,11 @@ impl Worker {
         let c = match compare(&reference.summary, &window, &tests) {
             Ok(c) => c,
             Err(e) => {
-                let _ = self.raise(Alert::new(
+                return self.raise(Alert::new(
                     Severity::Warning,
                     "drift_error",
                     format!("the drift test failed: {e}"),
                 ));
-                return;
             }
         };
         let p = bonferroni(&[
@@ -733,7 +854,7 @@ impl Worker {
         self.metrics.drift_p_value.set(p);
         if p <= tests.alpha {
             self.metrics.drift_alarms.inc();
-            let _ = self.raise(
+            self.raise(
                 Alert::new(
                     Severity::Warning,
                     "drift",
@@ -748,10 +869,11 @@ impl Worker {
                     "classes_chi_square": { "statistic": c.chi.statistic, "p_value": c.chi.p_value },
                     "space": c.space,
                 })),
-            );
+            )?;
         }
         let mut st = self.status.lock().unwrap_or_else(|e| e.into_inner());
         st.last_drift_p_value = Some(p);
+        Ok(())
     }
 
     /// CERTIFY on each input through the active model.
@@ -764,7 +886,19 @@ impl Worker {
                 inputs.len()
             )));
         }
-        let id = self.request_id();
+        // The same checks as any request (detectors, blocking, the extraction ledger), then
+        // CERTIFY on the inputs that were not blocked.
+        let (primary, answers) = self.forward(&inputs)?;
+        let mut answer = self.respond(client, &inputs, 0, &primary, &answers)?;
+        if let Some(summary) = primary.summary {
+            self.add_drift(summary, inputs.len())?;
+        }
+        let keep: Vec<usize> = (0..inputs.len())
+            .filter(|i| !answer.outcomes[*i].blocked)
+            .collect();
+        if keep.is_empty() {
+            return Ok(answer);
+        }
         let base = self.next * 1024;
         let job = SmoothJob {
             sigma: s.sigma,
@@ -772,49 +906,52 @@ impl Worker {
             n: s.n,
             alpha: s.alpha,
             seed: 0x5e7e,
-            ids: (0..inputs.len() as u64).map(|i| base + i).collect(),
+            ids: keep.iter().map(|i| base + *i as u64).collect(),
             batch: self.cfg.batch.max_batch.max(100),
         };
-        let certs = self.loaded.models[self.active].run(&inputs, job, &self.device)?;
-        let _ = client;
-        Ok(Answer {
-            request_id: id,
-            model: self.loaded.models[self.active].name(),
-            outcomes: certs
-                .into_iter()
-                .map(|c| Outcome {
-                    class: c.class,
-                    probabilities: Vec::new(),
-                    detector: None,
-                    blocked: false,
-                    certificate: Some(c),
-                })
-                .collect(),
-        })
+        let certs =
+            self.loaded.models[self.active].run(&inputs.select(&keep), job, &self.device)?;
+        for (i, c) in keep.into_iter().zip(certs) {
+            let o = &mut answer.outcomes[i];
+            o.class = c.class;
+            o.probabilities.clear();
+            o.certificate = Some(c);
+        }
+        Ok(answer)
     }
 
     /// True labels for a remembered request: the labelled window, DDM, and health.
-    fn feedback(&mut self, request_id: &str, labels_: &[usize]) -> Result<usize, ServeError> {
-        let r = self.remembered.remove(request_id).ok_or_else(|| {
-            ServeError::NotFound(format!(
-                "request {request_id} is unknown or too old (the service remembers the last {} requests, and takes one feedback each)",
+    fn feedback(
+        &mut self,
+        by: &str,
+        request_id: &str,
+        labels_: &[usize],
+    ) -> Result<usize, ServeError> {
+        let unknown = self
+            .remembered
+            .get(request_id)
+            .is_none_or(|r| r.client != by);
+        if unknown {
+            return Err(ServeError::NotFound(format!(
+                "request {request_id} is not one of this client's recent requests (the service remembers the last {} inputs, and takes one feedback per request)",
                 self.cfg.monitor.remember
-            ))
-        })?;
-        if labels_.len() != r.inputs.len() {
-            let n = r.inputs.len();
-            self.remembered.insert(request_id.to_string(), r);
+            )));
+        }
+        let r = &self.remembered[request_id];
+        let n = r.inputs.len();
+        if labels_.len() != n {
             return Err(ServeError::BadInput(format!(
                 "request {request_id} had {n} inputs; give {n} labels"
             )));
         }
         let classes = self.loaded.models[0].num_classes();
         if let Some(bad) = labels_.iter().find(|l| **l >= classes) {
-            self.remembered.insert(request_id.to_string(), r);
             return Err(ServeError::BadInput(format!(
                 "label {bad}: the model has {classes} classes"
             )));
         }
+        let r = self.remembered.remove(request_id).expect("checked above");
+        self.remembered_inputs -= n;
         self.metrics.feedback.inc_by(labels_.len() as u64);
         for (i, label) in labels_.iter().enumerate() {
             let error = r.decisions[i] != *label as i64;
@@ -955,11 +1092,27 @@ impl Worker {
     fn reload(&mut self, by: &str) -> Result<String, ServeError> {
         let outcome = load(&self.cfg, &self.device).and_then(|l| {
             check_detectors(&l, &self.device)?;
+            let (old, new) = (&self.loaded.models[0], &l.models[0]);
+            if old.num_classes() != new.num_classes()
+                || old.reads_images() != new.reads_images()
+                || old.fusion_spec().map(|s| s.schema()) != new.fusion_spec().map(|s| s.schema())
+            {
+                return Err(ServeError::Refused(format!(
+                    "{} no longer does the running model's task (classes or inputs differ); restart the service to change it",
+                    new.path.display()
+                )));
+            }
             Ok(l)
         });
         match outcome {
             Ok(mut l) => {
-                l.ledger = std::mem::take(&mut self.loaded.ledger);
+                // New ledger settings, the clients' history kept; windows start afresh.
+                l.ledger.clients = std::mem::take(&mut self.loaded.ledger.clients);
+                self.drift.clear();
+                self.drift_n = 0;
+                self.labelled.clear();
+                self.bad_windows = 0;
+                self.good_windows = 0;
                 let same = l.models.len() == self.loaded.models.len();
                 self.loaded = l;
                 if !same || self.active >= self.loaded.models.len() {
