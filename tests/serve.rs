@@ -835,3 +835,68 @@ fn serve_end_to_end() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("changed since it was written"));
 }
+
+/// `configs/serve.toml` and the Kubernetes ConfigMap's `serve.toml` are valid service configs
+/// once their key-hash placeholders are filled in.
+#[test]
+fn shipped_configs_parse() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let tmp = tempfile::tempdir().unwrap();
+    let template = std::fs::read_to_string(root.join("configs/serve.toml")).unwrap();
+    let manifest = std::fs::read_to_string(root.join("deploy/kubernetes/rampart.yaml")).unwrap();
+    let start = manifest.find("serve.toml: |\n").unwrap() + "serve.toml: |\n".len();
+    let end = start + manifest[start..].find("\n---").unwrap();
+    let configmap: String = manifest[start..end]
+        .lines()
+        .map(|l| l.strip_prefix("    ").unwrap_or(l).to_string() + "\n")
+        .collect();
+    for (name, text) in [("template", template), ("configmap", configmap)] {
+        let filled = text
+            .replace("SHA256_OF_ALICE_KEY", &sha("a"))
+            .replace("SHA256_OF_OPS_KEY", &sha("b"))
+            .replace("REPLACE_WITH_SHA256_OF_THE_FRONTEND_KEY", &sha("a"))
+            .replace("REPLACE_WITH_SHA256_OF_THE_OPS_KEY", &sha("b"));
+        let path = tmp.path().join(format!("{name}.toml"));
+        std::fs::write(&path, filled).unwrap();
+        let out = common::rampart(
+            &[
+                "serve",
+                "--config",
+                path.to_str().unwrap(),
+                "--print-config",
+            ],
+            tmp.path(),
+        );
+        let printed = common::ok(&out);
+        assert!(
+            printed.contains("[model]") && printed.contains("[[clients]]"),
+            "{name}: {printed}"
+        );
+        // Flags override the file, and a bad value names its key.
+        let out = common::rampart(
+            &[
+                "serve",
+                "--config",
+                path.to_str().unwrap(),
+                "--drift-alpha",
+                "2",
+                "--print-config",
+            ],
+            tmp.path(),
+        );
+        let e = common::failed(&out);
+        assert!(e.contains("monitor.drift_alpha"), "{name}: {e}");
+    }
+    // An unfilled placeholder is refused with the key named.
+    let out = common::rampart(
+        &[
+            "serve",
+            "--config",
+            root.join("configs/serve.toml").to_str().unwrap(),
+            "--print-config",
+        ],
+        tmp.path(),
+    );
+    let e = common::failed(&out);
+    assert!(e.contains("clients.key_sha256"), "{e}");
+}
