@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Runs Rampart's whole test suite on the CPU: fetches Fashion-MNIST if missing, installs
 # Mesa's software Vulkan driver (lavapipe) so the wgpu tests run the GPU kernels on the CPU,
+# and Chromium for the service's dashboard test,
 # builds in the release profile (tests reuse the release dependencies), runs clippy with
 # warnings as errors, and runs every test (unit, integration, property tests).
 set -euo pipefail
@@ -16,6 +17,18 @@ if ! ls /usr/share/vulkan/icd.d/lvp_icd*.json >/dev/null 2>&1; then
       || { apt-get update -q >/dev/null && apt-get install -y -q mesa-vulkan-drivers libvulkan1 >/dev/null; }
   else
     echo "test: no Vulkan driver and not root: the wgpu tests will fail; install mesa-vulkan-drivers" >&2
+  fi
+fi
+
+# The service's dashboard is checked in headless Chromium (tests/serve.rs).
+if ! command -v chromium >/dev/null; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    echo "test: installing chromium for the dashboard test"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get install -y -q --no-install-recommends chromium fonts-dejavu-core >/dev/null 2>&1 \
+      || { apt-get update -q >/dev/null && apt-get install -y -q --no-install-recommends chromium fonts-dejavu-core >/dev/null; }
+  else
+    echo "test: chromium is missing and this is not root: the dashboard test will fail; install chromium" >&2
   fi
 fi
 

@@ -263,6 +263,34 @@ fn of_type<'a>(entries: &'a [Value], kind: &str) -> Vec<&'a Value> {
         .collect()
 }
 
+/// Runs headless Chromium on the dashboard (with the admin key) and returns its output.
+fn chromium(s: &Server, args: &[&str], dir: &Path) -> String {
+    let profile = dir.join(format!("chromium-{}", args.len()));
+    let out = Command::new("chromium")
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--virtual-time-budget=5000",
+            &format!("--user-data-dir={}", profile.display()),
+        ])
+        .args(args)
+        .arg(format!("{}/#key={OPS}", s.url("")))
+        .output()
+        .expect("chromium runs the dashboard test: install it (scripts/test.sh does)");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
 fn prepare(dir: &Path) -> PathBuf {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let out = Command::new("bash")
@@ -627,6 +655,26 @@ fn serve_end_to_end() {
         st["status"]
     );
     assert_eq!(of_type(&entries(&log), "failback").len(), 1);
+
+    // The dashboard, rendered by headless Chromium with the admin key: the active model, the
+    // fail-over count and the blocked thief; a screenshot for people.
+    let dom = chromium(&s, &["--dump-dom"], dir);
+    assert!(dom.contains("id=\"active\">primary.safetensors<"), "{dom}");
+    assert!(dom.contains("id=\"failovers\">1<"), "{dom}");
+    assert!(
+        dom.contains("<td>thief</td>") && dom.contains(">blocked<"),
+        "{dom}"
+    );
+    let shot = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/serve-dashboard.png");
+    chromium(
+        &s,
+        &[
+            "--window-size=1280,1100",
+            &format!("--screenshot={}", shot.display()),
+        ],
+        dir,
+    );
+    assert!(std::fs::read(&shot).unwrap().starts_with(b"\x89PNG"));
 
     // A model tampered on disk is refused at reload; the service keeps the last good ones.
     let backup = dir.join("backup.safetensors");
