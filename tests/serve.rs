@@ -381,6 +381,8 @@ max_body_bytes = 1048576
 [monitor]
 drift_window = 200
 drift_alpha = 0.001
+online_window = 20
+online_ert = 200.0
 feedback_window = 100
 health_threshold = 0.6
 health_windows = 2
@@ -493,6 +495,23 @@ fn serve_end_to_end() {
     let primary_window = st["status"]["models"][0]["accuracy"][0].as_f64().unwrap();
     assert!(primary_window > 0.8, "{st}");
     let benign_flags = of_type(&entries(&log), "adversarial_input").len();
+    // ?smooth=1: CERTIFY's class and radius under the full policy.
+    let body = serde_json::to_vec(&json!({ "inputs": &benign[..2] })).unwrap();
+    let (code, v) = s.post("/v1/predict?smooth=1", Some(BENIGN), &body);
+    assert_eq!(code, 200, "{v}");
+    for (p, label) in v["predictions"].as_array().unwrap().iter().zip(&labels) {
+        let c = &p["certificate"];
+        match c["class"].as_i64() {
+            Some(k) => {
+                assert_eq!(p["class"].as_i64(), Some(k));
+                assert!(c["radius"].as_f64().unwrap() > 0.0, "{p}");
+                let _ = label;
+            }
+            None => assert_eq!(c["radius"].as_f64(), Some(0.0), "{p}"),
+        }
+        assert!(c["p_a_lower"].as_f64().is_some(), "{p}");
+    }
+    assert_eq!(s.post("/v1/predict?smooth=2", Some(BENIGN), &body).0, 400);
     // Only the client that made a request may label it.
     let (_, v) = s.predict(BENIGN, &benign[..1]);
     let fb = serde_json::to_vec(&json!({ "request_id": v["request_id"], "label": 0 })).unwrap();
@@ -635,6 +654,18 @@ fn serve_end_to_end() {
         !of_type(&all, "drift").is_empty(),
         "no drift alarm: {}",
         st["status"]
+    );
+    let drifts = of_type(&all, "drift");
+    assert!(
+        drifts
+            .iter()
+            .any(|e| e["alert"]["statistic"] == "online_mmd"),
+        "the sliding window alarmed too"
+    );
+    assert!(
+        drifts
+            .iter()
+            .any(|e| e["alert"]["statistic"] == "bonferroni_p_value")
     );
     let failover = of_type(&all, "failover");
     assert_eq!(failover.len(), 1, "{}", st["status"]);

@@ -156,6 +156,18 @@ const KEYS: &[(&str, &str, Kind, &str)] = &[
         "Inputs per drift test",
     ),
     (
+        "online-window",
+        "monitor.online_window",
+        Kind::Int,
+        "Sliding window of the online MMD drift detector (0: off)",
+    ),
+    (
+        "online-ert",
+        "monitor.online_ert",
+        Kind::Float,
+        "Expected inputs between false alarms of the online detector",
+    ),
+    (
         "drift-alpha",
         "monitor.drift_alpha",
         Kind::Float,

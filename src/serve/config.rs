@@ -128,6 +128,12 @@ impl Default for Smoothing {
 pub struct Monitor {
     /// Inputs per drift test (tumbling windows compared with the drift reference).
     pub drift_window: usize,
+    /// Points in the sliding window of the online MMD detector (0: none). It is calibrated at
+    /// start (and at reload) on the drift reference's features by 4·`online_ert` bootstrap
+    /// streams: about 5 s for 20 and 1000 on 2 CPU cores.
+    pub online_window: usize,
+    /// Expected run time between false alarms of the online detector, in inputs.
+    pub online_ert: f64,
     /// Level of each window's drift test (Bonferroni over its four families).
     pub drift_alpha: f64,
     /// Labelled outcomes per health window.
@@ -157,6 +163,8 @@ impl Default for Monitor {
     fn default() -> Self {
         Self {
             drift_window: 200,
+            online_window: 20,
+            online_ert: 1000.0,
             drift_alpha: 0.01,
             feedback_window: 100,
             health_threshold: 0.7,
@@ -358,6 +366,24 @@ impl ServeConfig {
             return bad(
                 "monitor.health_threshold",
                 "threshold and failback_margin must be in [0, 1]".into(),
+            );
+        }
+        if m.online_window != 0
+            && !(2..=crate::detect::drift::online::MAX_WINDOW).contains(&m.online_window)
+        {
+            return bad(
+                "monitor.online_window",
+                format!(
+                    "0 (off) or 2 to {}, got {}",
+                    crate::detect::drift::online::MAX_WINDOW,
+                    m.online_window
+                ),
+            );
+        }
+        if !(m.online_ert.is_finite() && m.online_ert > 1.0 && m.online_ert <= 20_000.0) {
+            return bad(
+                "monitor.online_ert",
+                format!("more than 1 and at most 20000 inputs, got {}", m.online_ert),
             );
         }
         if m.health_windows == 0 || m.check_seconds == 0 || !(1..=1_000_000).contains(&m.remember) {

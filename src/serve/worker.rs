@@ -23,6 +23,7 @@ use super::engine::{CheckJob, Forward, ForwardJob, Inputs, Served, SmoothJob};
 use super::metrics::{Metrics, labels};
 use crate::certify::Certificate;
 use crate::detect::concept::{Ddm, Level};
+use crate::detect::drift::online::OnlineMmd;
 use crate::detect::drift::reference::Reference;
 use crate::detect::drift::{Summary, Tests, compare};
 use crate::detect::evaluate::clopper_pearson;
@@ -132,6 +133,8 @@ struct Loaded {
     models: Vec<Served>,
     fitted: Option<(Fitted, Vec<f32>)>,
     reference: Option<Reference>,
+    /// The online MMD detector, calibrated on the reference's features.
+    online: Option<OnlineMmd>,
     ledger: Ledger,
 }
 
@@ -174,6 +177,23 @@ fn load(cfg: &ServeConfig, device: &Chosen) -> Result<Loaded, ServeError> {
         }
         None => None,
     };
+    let m = &cfg.monitor;
+    let online = match (&reference, m.online_window) {
+        (Some(r), w) if w > 0 => {
+            let bootstraps = (4.0 * m.online_ert).ceil() as usize;
+            Some(
+                OnlineMmd::fit(
+                    r.summary.features.clone(),
+                    w,
+                    m.online_ert,
+                    bootstraps,
+                    0x0d1f7,
+                )
+                .map_err(|e| ServeError::Config(format!("monitor.online_window: {e}")))?,
+            )
+        }
+        _ => None,
+    };
     let ledger = match &cfg.model.ledger {
         Some(p) => {
             let l = LedgerFile::load(p)?;
@@ -186,6 +206,7 @@ fn load(cfg: &ServeConfig, device: &Chosen) -> Result<Loaded, ServeError> {
         models,
         fitted,
         reference,
+        online,
         ledger,
     })
 }
@@ -241,6 +262,9 @@ pub struct Worker {
     order: VecDeque<String>,
     drift: Vec<Summary>,
     drift_n: usize,
+    /// The online detector's last W − 1 points and the points seen since its last reset.
+    online_tail: Option<Tensor<2>>,
+    online_seen: usize,
     /// The labelled window: (inputs of one example, true label).
     labelled: Vec<(Inputs, usize)>,
     ddm: Ddm,
@@ -284,6 +308,8 @@ impl Worker {
             order: VecDeque::new(),
             drift: Vec::new(),
             drift_n: 0,
+            online_tail: None,
+            online_seen: 0,
             labelled: Vec::new(),
             ddm: Ddm::new(30).expect("30 is a valid minimum"),
             bad_windows: 0,
@@ -806,6 +832,7 @@ impl Worker {
     /// Adds a batch's drift features to the window; tests a full window (its incident is
     /// written before this returns).
     fn add_drift(&mut self, s: Summary, n: usize) -> Result<(), ServeError> {
+        self.online_drift(&s.features)?;
         self.drift.push(s);
         self.drift_n += n;
         if self.drift_n < self.cfg.monitor.drift_window {
@@ -873,6 +900,60 @@ impl Worker {
         }
         let mut st = self.status.lock().unwrap_or_else(|e| e.into_inner());
         st.last_drift_p_value = Some(p);
+        Ok(())
+    }
+
+    /// The online MMD detector over the sliding window of the last W inputs: the statistic at
+    /// every input of the batch against the step's bootstrap threshold (Alibi Detect's
+    /// `MMDDriftOnline`); an alarm is an incident and restarts the detector.
+    fn online_drift(&mut self, features: &Tensor<2>) -> Result<(), ServeError> {
+        let Some(online) = &self.loaded.online else {
+            return Ok(());
+        };
+        let w = online.window;
+        let b = features.dims()[0];
+        let (stream, kept) = match self.online_tail.take() {
+            Some(t) => {
+                let k = t.dims()[0];
+                (Tensor::cat(vec![t, features.clone()], 0), k)
+            }
+            None => (features.clone(), 0),
+        };
+        let t = stream.dims()[0];
+        let seen_before = self.online_seen;
+        self.online_seen += b;
+        self.online_tail = Some(
+            stream
+                .clone()
+                .narrow(0, t.saturating_sub(w - 1), t.min(w - 1)),
+        );
+        if t < w {
+            return Ok(());
+        }
+        let stats = online.statistics(stream)?;
+        let last = online.thresholds.last().copied().unwrap_or(f64::INFINITY);
+        // stats[i] ends at stream row w + i, the input numbered (from the last reset)
+        // seen_before − kept + w + i; its threshold is the one for that step.
+        let alarm = stats.iter().enumerate().find_map(|(i, s)| {
+            let step = seen_before + w + i - kept;
+            let threshold = online.thresholds.get(step - w).copied().unwrap_or(last);
+            (*s > threshold).then_some((step, *s, threshold))
+        });
+        if let Some((step, stat, threshold)) = alarm {
+            let (window, ert) = (online.window, online.ert);
+            self.online_tail = None;
+            self.online_seen = 0;
+            self.metrics.drift_alarms.inc();
+            self.raise(
+                Alert::new(
+                    Severity::Warning,
+                    "drift",
+                    format!("online MMD over the last {window} inputs crossed its threshold at input {step} since the detector started"),
+                )
+                .statistic("online_mmd", stat, threshold)
+                .evidence(json!({ "detector": "online_mmd", "window": window, "ert": ert, "step": step })),
+            )?;
+        }
         Ok(())
     }
 
@@ -1110,6 +1191,8 @@ impl Worker {
                 l.ledger.clients = std::mem::take(&mut self.loaded.ledger.clients);
                 self.drift.clear();
                 self.drift_n = 0;
+                self.online_tail = None;
+                self.online_seen = 0;
                 self.labelled.clear();
                 self.bad_windows = 0;
                 self.good_windows = 0;
