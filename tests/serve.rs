@@ -979,3 +979,80 @@ fn shipped_configs_parse() {
     let e = common::failed(&out);
     assert!(e.contains("clients.key_sha256"), "{e}");
 }
+
+/// A fusion model served on records: the answers are PyTorch's softmax of the same records
+/// (the fixture's logits), records are checked against the model's schema, and images are
+/// refused.
+#[test]
+fn serves_a_fusion_model_on_records() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    std::fs::copy(
+        root.join("tests/fixtures/torch-fusion.safetensors"),
+        dir.join("fusion.safetensors"),
+    )
+    .unwrap();
+    let config = format!(
+        "listen = \"127.0.0.1:0\"\ndevice = \"flex\"\nincident_log = \"incidents.jsonl\"\n\n[model]\nprimary = \"fusion.safetensors\"\n\n[[clients]]\nname = \"soc\"\nkey_sha256 = \"{}\"\n",
+        sha(BENIGN)
+    );
+    std::fs::write(dir.join("serve.toml"), config).unwrap();
+    let s = Server::start(dir);
+    let records: Vec<Value> =
+        std::fs::read_to_string(root.join("tests/fixtures/torch-fusion-records.jsonl"))
+            .unwrap()
+            .lines()
+            .map(|l| {
+                let mut v: Value = serde_json::from_str(l).unwrap();
+                v.as_object_mut().unwrap().remove("label");
+                v
+            })
+            .collect();
+    let expected: Value = serde_json::from_str(
+        &std::fs::read_to_string(root.join("tests/fixtures/torch-fusion-expected.json")).unwrap(),
+    )
+    .unwrap();
+    let body = serde_json::to_vec(&json!({ "records": records })).unwrap();
+    let (code, v) = s.post("/v1/predict", Some(BENIGN), &body);
+    assert_eq!(code, 200, "{v}");
+    let predictions = v["predictions"].as_array().unwrap();
+    assert_eq!(predictions.len(), records.len());
+    for (p, logits) in predictions
+        .iter()
+        .zip(expected["logits"].as_array().unwrap())
+    {
+        let z: Vec<f64> = logits
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x.as_f64().unwrap())
+            .collect();
+        let m = z.iter().cloned().fold(f64::MIN, f64::max);
+        let e: Vec<f64> = z.iter().map(|x| (x - m).exp()).collect();
+        let sum: f64 = e.iter().sum();
+        for (c, ec) in e.iter().enumerate() {
+            let got = p["probabilities"][c.to_string()].as_f64().unwrap();
+            assert!(
+                (got - ec / sum).abs() < 1e-4,
+                "class {c}: {got} vs {}",
+                ec / sum
+            );
+        }
+        let top = (0..z.len()).max_by(|a, b| z[*a].total_cmp(&z[*b])).unwrap();
+        assert_eq!(p["class"].as_u64(), Some(top as u64));
+        assert!(p["label"].as_str().is_some());
+    }
+    // A record outside the schema is refused by name; images are for image models.
+    let bad = json!({ "records": [{ "network": [0.5, 1.0] }] });
+    let (code, v) = s.post(
+        "/v1/predict",
+        Some(BENIGN),
+        &serde_json::to_vec(&bad).unwrap(),
+    );
+    assert_eq!(code, 400, "{v}");
+    assert!(v["error"].as_str().unwrap().contains("record 0"), "{v}");
+    let (code, v) = s.predict(BENIGN, &[vec![0.5; 784]]);
+    assert_eq!(code, 400, "{v}");
+    assert!(v["error"].as_str().unwrap().contains("records"), "{v}");
+}
