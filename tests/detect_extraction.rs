@@ -317,3 +317,29 @@ fn a_saved_extraction_ledger_replays_queries_and_refuses_a_tampered_cusum() {
         "{err}"
     );
 }
+
+/// Queries without a vector (records without network features) count toward the volume cap
+/// and the rate check, never toward PRADA; a long client keeps a bounded history.
+#[test]
+fn counted_queries_reach_the_cap_and_the_history_stays_bounded() {
+    let mut ledger = Ledger::new(Prada::default());
+    ledger.max_queries = Some(50);
+    let mut last = Default::default();
+    for _ in 0..60 {
+        last = ledger.count("records-only", 0).unwrap();
+    }
+    assert_eq!(last.volume, Some(51));
+    assert_eq!(last.prada, None);
+    assert_eq!(ledger.clients["records-only"].queries, 60);
+    // 7,000 distinct queries of one class: every one counted, tests still run on the last
+    // 5,000 distances (an alarm or W values keep coming).
+    let mut rng = StdRng::seed_from_u64(3);
+    let mut ledger = Ledger::new(Prada::default());
+    for _ in 0..7_000 {
+        let x = gaussian(&mut rng, 16);
+        ledger.observe("long", &x, 0, (-10.0, 10.0), 0).unwrap();
+    }
+    let c = &ledger.clients["long"];
+    assert_eq!(c.queries, 7_000);
+    assert!(c.last_w.is_some());
+}

@@ -710,15 +710,16 @@ impl Worker {
         let mut alarms = Default::default();
         for i in 0..inputs.len() {
             let row = model.ledger_row(inputs, i);
-            if row.is_empty() {
-                continue;
-            }
             let class = answers.decision[start + i].max(0) as usize;
-            alarms = self
-                .loaded
-                .ledger
-                .observe(client, &row, class, (0.0, 1.0), interval)
-                .map_err(|e| ServeError::BadInput(e.to_string()))?;
+            // A record without network features has no vector for PRADA: it still counts.
+            alarms = if row.is_empty() {
+                self.loaded.ledger.count(client, interval)
+            } else {
+                self.loaded
+                    .ledger
+                    .observe(client, &row, class, (0.0, 1.0), interval)
+            }
+            .map_err(|e| ServeError::BadInput(e.to_string()))?;
         }
         let crate::detect::extraction::Alarms {
             prada,
@@ -1162,6 +1163,34 @@ impl Worker {
                     Alert::new(Severity::Warning, "failback", format!("failed back from {from} to the primary: its lower bound reached {back:.3} for {} windows", m.health_windows))
                         .statistic("accuracy_lower_bound", acc[0].1, back)
                         .action(&format!("serving {}", self.loaded.models[0].name()))
+                        .evidence(evidence(&acc, &self.loaded.models)),
+                )?;
+            } else if acc[active].2 < threshold {
+                // The backup in service is failing too: another backup that clears the
+                // threshold takes over, or the operators are told.
+                let (a, _, hi) = acc[active];
+                let other = (1..acc.len())
+                    .filter(|i| *i != active && acc[*i].1 >= threshold)
+                    .max_by(|x, y| acc[*x].1.total_cmp(&acc[*y].1));
+                let from = self.loaded.models[active].name();
+                let alert = match other {
+                    Some(b) => {
+                        self.active = b;
+                        self.metrics.failovers.inc();
+                        Alert::new(Severity::Critical, "failover", format!("the backup in service, {from}, fell to {a:.3} (upper bound {hi:.3} < {threshold}); failed over to {}", self.loaded.models[b].name()))
+                            .action(&format!("serving {}", self.loaded.models[b].name()))
+                    }
+                    None => Alert::new(
+                        Severity::Critical,
+                        "health",
+                        format!(
+                            "the backup in service, {from}, fell to {a:.3} (upper bound {hi:.3} < {threshold}) and no other model clears the threshold"
+                        ),
+                    ),
+                };
+                self.raise(
+                    alert
+                        .statistic("accuracy_upper_bound", hi, threshold)
                         .evidence(evidence(&acc, &self.loaded.models)),
                 )?;
             }

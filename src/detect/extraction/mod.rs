@@ -84,8 +84,10 @@ struct Growing {
 pub struct Client {
     /// Per predicted class.
     growing: HashMap<usize, Growing>,
-    /// Every query's distance to its class's growing set (D).
-    distances: Vec<f64>,
+    /// The latest distances of queries to their class's growing set (D): at most the
+    /// [`SHAPIRO_MAX_N`] a test uses; `distance_count` counts them all.
+    distances: std::collections::VecDeque<f64>,
+    distance_count: usize,
     /// Queries seen.
     pub queries: usize,
     /// Fingerprints of the queries at 4 bits per coordinate, and how many repeated one.
@@ -99,6 +101,13 @@ pub struct Client {
     /// The query-rate CUSUM's state, when the ledger runs one.
     pub rate: RateState,
 }
+
+/// Most queries a class's growing set keeps (its cost per query grows with it; a long-lived
+/// client's later queries are still measured against the first ones).
+pub const MAX_GROWING: usize = 10_000;
+/// Most distinct fingerprints kept per client (32 bytes each); later duplicates of a kept one
+/// are still counted.
+pub const MAX_FINGERPRINTS: usize = 1_000_000;
 
 /// Squared L2 distance.
 fn distance2(a: &[f32], b: &[f32]) -> f64 {
@@ -129,8 +138,11 @@ impl Client {
                 .clamp(0.0, 15.0) as u8;
             hasher.update([level]);
         }
-        if !self.fingerprints.insert(hasher.finalize().into()) {
+        let fingerprint: [u8; 32] = hasher.finalize().into();
+        if self.fingerprints.contains(&fingerprint) {
             self.duplicates += 1;
+        } else if self.fingerprints.len() < MAX_FINGERPRINTS {
+            self.fingerprints.insert(fingerprint);
         }
         let g = self.growing.entry(class).or_default();
         if g.set.is_empty() {
@@ -143,8 +155,12 @@ impl Client {
             .map(|y| distance2(x, y))
             .fold(f64::INFINITY, f64::min)
             .sqrt();
-        self.distances.push(d);
-        if d > g.threshold {
+        self.distances.push_back(d);
+        if self.distances.len() > SHAPIRO_MAX_N {
+            self.distances.pop_front();
+        }
+        self.distance_count += 1;
+        if d > g.threshold && g.set.len() < MAX_GROWING {
             g.set.push(x.to_vec());
             g.entered.push(d);
             let n = g.entered.len() as f64;
@@ -152,12 +168,13 @@ impl Client {
             let sd = (g.entered.iter().map(|v| (v - mean).powi(2)).sum::<f64>() / n).sqrt();
             g.threshold = g.threshold.max(mean - sd);
         }
-        let n = self.distances.len();
+        let n = self.distance_count;
         if n < prada.min_queries || !(n - prada.min_queries).is_multiple_of(prada.every) {
             return Ok(None);
         }
         // Shapiro-Wilk takes at most 5,000 values: the latest ones.
-        let recent = &self.distances[n.saturating_sub(SHAPIRO_MAX_N)..];
+        let recent: Vec<f64> = self.distances.iter().copied().collect();
+        let recent = &recent[..];
         // All distances equal (the same query over and over) is as far from normal as it gets.
         let all_equal = recent.iter().all(|d| *d == recent[0]);
         let w = if all_equal {
@@ -225,6 +242,23 @@ impl Ledger {
             c.rate.observe(cusum, interval)?;
         }
         c.observe(&prada, x, class, box_)?;
+        Ok(Alarms {
+            prada: c.alarm,
+            rate: c.rate.alarm,
+            volume: self
+                .max_queries
+                .and_then(|cap| (c.queries > cap).then_some(cap + 1)),
+        })
+    }
+
+    /// Records a query of `client` that has no vector for PRADA (e.g. a record without network
+    /// features): it counts toward the rate check and the volume cap only.
+    pub fn count(&mut self, client: &str, interval: u64) -> Result<Alarms, DetectError> {
+        let c = self.clients.entry(client.to_string()).or_default();
+        if let Some(cusum) = &self.cusum {
+            c.rate.observe(cusum, interval)?;
+        }
+        c.queries += 1;
         Ok(Alarms {
             prada: c.alarm,
             rate: c.rate.alarm,
