@@ -6,8 +6,8 @@
 mod common;
 
 use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
 use std::path::Path;
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 use burn::tensor::Device;
 use proptest::prelude::*;
@@ -17,34 +17,39 @@ use rampart::data::records::{self, Schema};
 
 struct Counting;
 
-static CURRENT: AtomicUsize = AtomicUsize::new(0);
-static PEAK: AtomicUsize = AtomicUsize::new(0);
+// Per thread, so that what other tests' threads allocate meanwhile is not counted. Const
+// thread-locals of plain cells need no initialisation or destructor: safe in the allocator.
+thread_local! {
+    static CURRENT: Cell<isize> = const { Cell::new(0) };
+    static PEAK: Cell<isize> = const { Cell::new(0) };
+}
+
+fn grow(by: isize) {
+    let _ = CURRENT.try_with(|c| {
+        let now = c.get() + by;
+        c.set(now);
+        let _ = PEAK.try_with(|p| p.set(p.get().max(now)));
+    });
+}
 
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         let p = unsafe { System.alloc(layout) };
         if !p.is_null() {
-            let now = CURRENT.fetch_add(layout.size(), Ordering::Relaxed) + layout.size();
-            PEAK.fetch_max(now, Ordering::Relaxed);
+            grow(layout.size() as isize);
         }
         p
     }
 
     unsafe fn dealloc(&self, p: *mut u8, layout: Layout) {
         unsafe { System.dealloc(p, layout) };
-        CURRENT.fetch_sub(layout.size(), Ordering::Relaxed);
+        grow(-(layout.size() as isize));
     }
 
     unsafe fn realloc(&self, p: *mut u8, layout: Layout, new: usize) -> *mut u8 {
         let q = unsafe { System.realloc(p, layout, new) };
         if !q.is_null() {
-            if new >= layout.size() {
-                let now =
-                    CURRENT.fetch_add(new - layout.size(), Ordering::Relaxed) + new - layout.size();
-                PEAK.fetch_max(now, Ordering::Relaxed);
-            } else {
-                CURRENT.fetch_sub(layout.size() - new, Ordering::Relaxed);
-            }
+            grow(new as isize - layout.size() as isize);
         }
         q
     }
@@ -53,12 +58,13 @@ unsafe impl GlobalAlloc for Counting {
 #[global_allocator]
 static ALLOCATOR: Counting = Counting;
 
-/// The most `f` allocated at once above what was allocated when it started, and its result.
+/// The most `f` allocated at once on this thread above what was allocated when it started,
+/// and its result.
 fn peak<R>(f: impl FnOnce() -> R) -> (R, usize) {
-    let base = CURRENT.load(Ordering::Relaxed);
-    PEAK.store(base, Ordering::Relaxed);
+    let base = CURRENT.with(Cell::get);
+    PEAK.with(|p| p.set(base));
     let r = f();
-    (r, PEAK.load(Ordering::Relaxed).saturating_sub(base))
+    (r, (PEAK.with(Cell::get) - base).max(0) as usize)
 }
 
 const MIB: usize = 1 << 20;
@@ -190,4 +196,17 @@ proptest! {
             prop_assert!(rs.iter().all(|r| r.label < 4));
         }
     }
+}
+
+/// The counter sees what this thread allocates, and not what another thread does meanwhile.
+#[test]
+fn the_allocation_counter_counts_this_thread_only() {
+    let (_, used) = peak(|| std::hint::black_box(vec![1u8; 3 * MIB]).len());
+    assert!(used >= 3 * MIB, "{used}");
+    let (_, used) = peak(|| {
+        std::thread::spawn(|| std::hint::black_box(vec![1u8; 3 * MIB]).len())
+            .join()
+            .unwrap()
+    });
+    assert!(used < MIB, "{used}");
 }
