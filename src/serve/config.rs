@@ -386,6 +386,29 @@ impl ServeConfig {
                 format!("more than 1 and at most 20000 inputs, got {}", m.online_ert),
             );
         }
+        // Calibration simulates 4·ERT streams of 3·W points (about 24 s at 1.2 million on 2
+        // cores); each check reads back a stream of the window's tail and a batch.
+        if m.online_window > 0 {
+            let points = 12.0 * m.online_ert * m.online_window as f64;
+            if points > 1.2e6 {
+                return bad(
+                    "monitor.online_ert",
+                    format!(
+                        "online_ert {} with online_window {} needs {points:.0} bootstrap points; at most 1200000 (lower either)",
+                        m.online_ert, m.online_window
+                    ),
+                );
+            }
+            if b.max_batch + m.online_window - 1 > crate::detect::drift::online::MAX_STREAM {
+                return bad(
+                    "monitor.online_window",
+                    format!(
+                        "batch.max_batch + online_window − 1 must be at most {}",
+                        crate::detect::drift::online::MAX_STREAM
+                    ),
+                );
+            }
+        }
         if m.health_windows == 0 || m.check_seconds == 0 || !(1..=1_000_000).contains(&m.remember) {
             return bad(
                 "monitor",

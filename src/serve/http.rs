@@ -81,6 +81,9 @@ pub struct Caller {
     pub name: String,
 }
 
+/// Most body bytes read (and dropped) from a known client that is turned away.
+const DRAIN: usize = 1 << 20;
+
 /// Checks the key and the rate before anything else is read.
 async fn authenticate(State(app): State<Shared>, mut req: Request, next: Next) -> Response {
     let started = Instant::now();
@@ -99,9 +102,13 @@ async fn authenticate(State(app): State<Shared>, mut req: Request, next: Next) -
         Err(r) => {
             // A known client turned away (429, 403) has its body read and dropped, so that a
             // client still sending sees the answer; an unknown one is not read at all.
+            // At most DRAIN bytes, then the connection is closed.
+            let mut r = r;
             if r.status() != StatusCode::UNAUTHORIZED {
-                let _ = axum::body::to_bytes(req.into_body(), app.cfg.batch.max_body_bytes).await;
+                let _ = axum::body::to_bytes(req.into_body(), DRAIN).await;
             }
+            r.headers_mut()
+                .insert(header::CONNECTION, HeaderValue::from_static("close"));
             app.done(&endpoint, "-", r.status(), started);
             r
         }
@@ -181,15 +188,19 @@ impl App {
         make: impl FnOnce(oneshot::Sender<Result<T, ServeError>>) -> Work,
     ) -> Result<T, ServeError> {
         let (reply, rx) = oneshot::channel();
+        // Counted before it is sent, so the model thread's decrement never comes first.
+        self.metrics.queue_depth.inc();
         match self.tx.try_send(make(reply)) {
-            Ok(()) => self.metrics.queue_depth.inc(),
+            Ok(()) => {}
             Err(TrySendError::Full(_)) => {
+                self.metrics.queue_depth.dec();
                 return Err(ServeError::Overloaded(format!(
                     "{} requests are waiting (batch.queue); retry shortly",
                     self.cfg.batch.queue
                 )));
             }
             Err(TrySendError::Disconnected(_)) => {
+                self.metrics.queue_depth.dec();
                 return Err(ServeError::Overloaded(
                     "the model thread has stopped".into(),
                 ));
@@ -392,34 +403,36 @@ async fn feedback(
 }
 
 async fn reload(State(app): State<Shared>, Extension(caller): Extension<Caller>) -> Response {
+    let started = Instant::now();
     let client = caller.name;
-    if !app.clients.is_admin(&client) {
-        return error(
+    let response = if !app.clients.is_admin(&client) {
+        error(
             StatusCode::FORBIDDEN,
             "reload needs an admin client (admin = true)",
-        );
-    }
-    match app
-        .submit(|reply| Work::Reload {
-            by: client.clone(),
-            reply,
-        })
-        .await
-    {
-        Ok(m) => (StatusCode::OK, axum::Json(json!({ "reloaded": m }))).into_response(),
-        Err(e) => e.into_response(),
-    }
+        )
+    } else {
+        let by = client.clone();
+        match app.submit(|reply| Work::Reload { by, reply }).await {
+            Ok(m) => (StatusCode::OK, axum::Json(json!({ "reloaded": m }))).into_response(),
+            Err(e) => e.into_response(),
+        }
+    };
+    app.done("reload", &client, response.status(), started);
+    response
 }
 
 /// The dashboard's figures: admin clients only (incident evidence holds detector scores and
 /// other clients' standing).
 async fn status(State(app): State<Shared>, Extension(caller): Extension<Caller>) -> Response {
     if !app.clients.is_admin(&caller.name) {
-        return error(
+        let r = error(
             StatusCode::FORBIDDEN,
             "the status needs an admin client (admin = true)",
         );
+        app.done("status", &caller.name, r.status(), Instant::now());
+        return r;
     }
+    app.done("status", &caller.name, StatusCode::OK, Instant::now());
     let st = app.status.lock().unwrap_or_else(|p| p.into_inner()).clone();
     let recent = app.alerter.recent();
     let clients = app.clients.standings();

@@ -156,6 +156,9 @@ pub struct IncidentLog {
     last: String,
     /// The newest entries, for the dashboard.
     pub recent: std::collections::VecDeque<Entry>,
+    /// A failed write could not be cut off again: no more appends (the part-written line
+    /// stays last, and is moved aside at the next start).
+    poisoned: bool,
 }
 
 /// Entries kept in memory for the dashboard and `/v1/status`.
@@ -169,17 +172,9 @@ impl IncidentLog {
             let path = path.to_path_buf();
             move |source| IncidentError::Io { path, what, source }
         };
-        let verified = match std::fs::symlink_metadata(path) {
-            Ok(_) => verify(path)?,
-            Err(_) => {
-                files::check_writable(path)?;
-                Verified {
-                    entries: Vec::new(),
-                    torn: Vec::new(),
-                    whole: 0,
-                }
-            }
-        };
+        if std::fs::symlink_metadata(path).is_err() {
+            files::check_writable(path)?;
+        }
         let file = OpenOptions::new()
             .create(true)
             .read(true)
@@ -209,6 +204,8 @@ impl IncidentLog {
             }
             .into());
         }
+        // Verified while locked: no other writer can append in between.
+        let verified = verify(path)?;
         let mut torn_to = None;
         if !verified.torn.is_empty() {
             let secs = SystemTime::now()
@@ -240,6 +237,7 @@ impl IncidentLog {
                 .cloned()
                 .collect(),
             file,
+            poisoned: false,
         };
         if let Some(aside) = torn_to {
             log.append(
@@ -260,6 +258,15 @@ impl IncidentLog {
 
     /// Appends an entry and flushes it to disk; returns it.
     pub fn append(&mut self, alert: Alert) -> Result<Entry, IncidentError> {
+        if self.poisoned {
+            return Err(IncidentError::Io {
+                path: self.path.clone(),
+                what: "append to",
+                source: std::io::Error::other(
+                    "an earlier write failed and could not be undone; restart the service",
+                ),
+            });
+        }
         let mut entry = Entry {
             seq: self.seq + 1,
             time: humantime::format_rfc3339_millis(SystemTime::now()).to_string(),
@@ -284,8 +291,16 @@ impl IncidentLog {
             .write_all(&line)
             .and_then(|()| self.file.sync_data());
         if let Err(e) = written {
-            // A part-written line would break the chain for good: cut it off again.
-            let _ = self.file.set_len(end);
+            // A part-written line would break the chain for good: cut it off again, or stop
+            // writing so that it stays the last line.
+            if self
+                .file
+                .set_len(end)
+                .and_then(|()| self.file.sync_all())
+                .is_err()
+            {
+                self.poisoned = true;
+            }
             return Err(io("append to")(e));
         }
         self.seq = entry.seq;

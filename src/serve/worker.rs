@@ -819,7 +819,9 @@ impl Worker {
             },
         );
         self.order.push_back(id.to_string());
-        while self.remembered_inputs > self.cfg.monitor.remember {
+        while self.remembered_inputs > self.cfg.monitor.remember
+            || self.order.len() > self.cfg.monitor.remember
+        {
             let Some(old) = self.order.pop_front() else {
                 break;
             };
@@ -931,7 +933,16 @@ impl Worker {
         if t < w {
             return Ok(());
         }
-        let stats = online.statistics(stream)?;
+        let stats = match online.statistics(stream.clone()) {
+            Ok(s) => s,
+            Err(e) => {
+                return self.raise(Alert::new(
+                    Severity::Warning,
+                    "drift_error",
+                    format!("the online drift test failed: {e}"),
+                ));
+            }
+        };
         let last = online.thresholds.last().copied().unwrap_or(f64::INFINITY);
         // stats[i] ends at stream row w + i, the input numbered (from the last reset)
         // seen_before − kept + w + i; its threshold is the one for that step.
@@ -942,8 +953,13 @@ impl Worker {
         });
         if let Some((step, stat, threshold)) = alarm {
             let (window, ert) = (online.window, online.ert);
-            self.online_tail = None;
-            self.online_seen = 0;
+            // The detector restarts after the alarm: the inputs after the alarm's window
+            // (at most W − 1 of them) start its next window.
+            let end = step + kept - seen_before;
+            let after = t - end;
+            let keep = after.min(w - 1);
+            self.online_tail = (keep > 0).then(|| stream.narrow(0, t - keep, keep));
+            self.online_seen = keep;
             self.metrics.drift_alarms.inc();
             self.raise(
                 Alert::new(
@@ -1169,14 +1185,20 @@ impl Worker {
                 // The backup in service is failing too: another backup that clears the
                 // threshold takes over, or the operators are told.
                 let (a, _, hi) = acc[active];
-                let other = (1..acc.len())
+                // The primary is a candidate too (it clears the threshold, if not the margin).
+                let other = (0..acc.len())
                     .filter(|i| *i != active && acc[*i].1 >= threshold)
                     .max_by(|x, y| acc[*x].1.total_cmp(&acc[*y].1));
                 let from = self.loaded.models[active].name();
                 let alert = match other {
                     Some(b) => {
                         self.active = b;
-                        self.metrics.failovers.inc();
+                        self.good_windows = 0;
+                        if b == 0 {
+                            self.metrics.failbacks.inc();
+                        } else {
+                            self.metrics.failovers.inc();
+                        }
                         Alert::new(Severity::Critical, "failover", format!("the backup in service, {from}, fell to {a:.3} (upper bound {hi:.3} < {threshold}); failed over to {}", self.loaded.models[b].name()))
                             .action(&format!("serving {}", self.loaded.models[b].name()))
                     }
