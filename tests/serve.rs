@@ -655,6 +655,10 @@ fn serve_end_to_end() {
         "no drift alarm: {}",
         st["status"]
     );
+    assert!(
+        !of_type(&all, "concept_drift").is_empty(),
+        "DDM on the labelled errors"
+    );
     let drifts = of_type(&all, "drift");
     assert!(
         drifts
@@ -890,6 +894,19 @@ fn serve_end_to_end() {
             .any(|e| e["type"] == "failover")
     );
     assert!(r["recommendations"].as_array().unwrap().len() >= 3);
+    let recent = common::json(&common::rampart(
+        &[
+            "report",
+            "--log",
+            "incidents.jsonl",
+            "--since",
+            "1h",
+            "--json",
+        ],
+        dir,
+    ));
+    assert_eq!(recent["entries"], recent["entries_in_log"]);
+    assert!(recent["since"].as_str().is_some());
     let html = std::fs::read_to_string(dir.join("report.html")).unwrap();
     assert!(html.starts_with("<!doctype html>") && html.contains("<svg") && html.contains("thief"));
 
@@ -994,7 +1011,7 @@ fn serves_a_fusion_model_on_records() {
     )
     .unwrap();
     let config = format!(
-        "listen = \"127.0.0.1:0\"\ndevice = \"flex\"\nincident_log = \"incidents.jsonl\"\n\n[model]\nprimary = \"fusion.safetensors\"\n\n[[clients]]\nname = \"soc\"\nkey_sha256 = \"{}\"\n",
+        "listen = \"127.0.0.1:0\"\ndevice = \"flex\"\nincident_log = \"incidents.jsonl\"\n\n[model]\nprimary = \"fusion.safetensors\"\n\n[monitor]\ncheck_seconds = 1\nlatency_p99_ms = 0.000001\n\n[[clients]]\nname = \"soc\"\nkey_sha256 = \"{}\"\n",
         sha(BENIGN)
     );
     std::fs::write(dir.join("serve.toml"), config).unwrap();
@@ -1055,4 +1072,20 @@ fn serves_a_fusion_model_on_records() {
     let (code, v) = s.predict(BENIGN, &[vec![0.5; 784]]);
     assert_eq!(code, 400, "{v}");
     assert!(v["error"].as_str().unwrap().contains("records"), "{v}");
+    // The latency check (every second here, against an unreachable 1 ns p99) raises an alert.
+    let log = dir.join("incidents.jsonl");
+    let mut latency = Vec::new();
+    for _ in 0..50 {
+        std::thread::sleep(Duration::from_millis(100));
+        latency = of_type(&entries(&log), "latency")
+            .into_iter()
+            .cloned()
+            .collect();
+        if !latency.is_empty() {
+            break;
+        }
+    }
+    assert!(!latency.is_empty(), "no latency alert");
+    assert_eq!(latency[0]["alert"]["statistic"], "p99_ms");
+    assert!(latency[0]["alert"]["value"].as_f64().unwrap() > 0.0);
 }
