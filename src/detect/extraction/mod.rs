@@ -191,6 +191,17 @@ impl Client {
     }
 }
 
+impl Client {
+    /// What has been raised for this client so far, with the volume cap `max_queries`.
+    pub fn alarms(&self, max_queries: Option<usize>) -> Alarms {
+        Alarms {
+            prada: self.alarm,
+            rate: self.rate.alarm,
+            volume: max_queries.and_then(|cap| (self.queries > cap).then_some(cap + 1)),
+        }
+    }
+}
+
 /// What the ledger has raised for a client so far.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
 pub struct Alarms {
@@ -242,13 +253,7 @@ impl Ledger {
             c.rate.observe(cusum, interval)?;
         }
         c.observe(&prada, x, class, box_)?;
-        Ok(Alarms {
-            prada: c.alarm,
-            rate: c.rate.alarm,
-            volume: self
-                .max_queries
-                .and_then(|cap| (c.queries > cap).then_some(cap + 1)),
-        })
+        Ok(c.alarms(self.max_queries))
     }
 
     /// Records a query of `client` that has no vector for PRADA (e.g. a record without network
@@ -259,13 +264,7 @@ impl Ledger {
             c.rate.observe(cusum, interval)?;
         }
         c.queries += 1;
-        Ok(Alarms {
-            prada: c.alarm,
-            rate: c.rate.alarm,
-            volume: self
-                .max_queries
-                .and_then(|cap| (c.queries > cap).then_some(cap + 1)),
-        })
+        Ok(c.alarms(self.max_queries))
     }
 
     /// Closes every client's intervals before `interval` (call it as time passes, so that a
