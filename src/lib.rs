@@ -28,6 +28,7 @@ pub mod device;
 pub mod ensemble;
 pub mod eval;
 pub mod evaluate;
+pub mod explain;
 pub mod model;
 pub mod serve;
 pub mod signing;

@@ -1,0 +1,169 @@
+//! Gradient attributions: analytic on a linear model, complete on the reference cnn, the
+//! same batched as one at a time.
+
+mod common;
+
+use burn::tensor::{Device, Int, Tensor, TensorData};
+use rampart::classifier::{Classifier, Domain};
+use rampart::explain::{
+    Baseline, Explainer, GradientTimesInput, IntegratedGradients, Rule, Saliency, SmoothGrad,
+    completeness_delta,
+};
+
+/// logits = x · W + b, W `[F, K]`.
+struct Linear {
+    w: Tensor<2>,
+    b: Tensor<1>,
+}
+
+impl Classifier<2> for Linear {
+    type Input = Tensor<2>;
+
+    fn logits(&self, x: Tensor<2>) -> Tensor<2> {
+        let n = x.dims()[0];
+        x.matmul(self.w.clone()) + self.b.clone().reshape([1, 3]).repeat_dim(0, n)
+    }
+
+    fn num_classes(&self) -> usize {
+        3
+    }
+
+    fn domain(&self) -> Domain {
+        Domain {
+            shape: vec![4],
+            bounds: Some((0.0, 1.0)),
+            units: "test units",
+        }
+    }
+}
+
+fn linear(d: &Device) -> (Linear, Vec<f32>) {
+    let w: Vec<f32> = vec![
+        0.5, -1.0, 2.0, 1.5, 0.25, -0.5, -2.0, 3.0, 1.0, 0.0, -0.75, 0.1,
+    ];
+    let model = Linear {
+        w: Tensor::from_data(TensorData::new(w.clone(), [4, 3]), d),
+        b: Tensor::from_data(TensorData::new(vec![0.3f32, -0.2, 0.1], [3]), d),
+    };
+    (model, w)
+}
+
+#[test]
+fn on_a_linear_model_attributions_are_the_contributions() {
+    let d = Device::flex();
+    let (model, w) = linear(&d);
+    let xs = vec![0.2f32, 0.9, 0.4, 0.7, 1.0, 0.1, 0.6, 0.3];
+    let x = Tensor::<2>::from_data(TensorData::new(xs.clone(), [2, 4]), &d);
+    let target = Tensor::<1, Int>::from_data(TensorData::new(vec![2i64, 0], [2]), &d);
+    let contribution = |i: usize, f: usize, c: usize| xs[i * 4 + f] * w[f * 3 + c];
+    let gxi = common::floats(GradientTimesInput.attribute(&model, &x, &target));
+    let sal = common::floats(Saliency.attribute(&model, &x, &target));
+    for rule in [
+        Rule::GaussLegendre,
+        Rule::RiemannMiddle,
+        Rule::RiemannTrapezoid,
+    ] {
+        let ig = IntegratedGradients {
+            steps: 7,
+            rule,
+            baseline: Baseline::Zero,
+            batch: 5,
+        };
+        let a = ig.attribute(&model, &x, &target);
+        let delta = common::floats(completeness_delta(
+            &model,
+            &x,
+            &x.zeros_like(),
+            &target,
+            a.clone(),
+        ));
+        assert!(delta.iter().all(|v| v.abs() < 1e-4), "{rule:?}: {delta:?}");
+        let a = common::floats(a);
+        for (i, c) in [(0, 2), (1, 0)] {
+            for f in 0..4 {
+                let want = contribution(i, f, c);
+                assert!((a[i * 4 + f] - want).abs() < 1e-5, "ig {rule:?} {i} {f}");
+                assert!((gxi[i * 4 + f] - want).abs() < 1e-6, "gxi {i} {f}");
+                assert!(
+                    (sal[i * 4 + f] - w[f * 3 + c].abs()).abs() < 1e-6,
+                    "saliency {i} {f}"
+                );
+            }
+        }
+    }
+    // SmoothGrad of a linear model's saliency is its saliency, whatever the noise.
+    let sg = SmoothGrad {
+        inner: Saliency,
+        samples: 8,
+        sigma: 0.3,
+    };
+    let s = common::floats(sg.attribute(&model, &x, &target));
+    assert!(s.iter().zip(&sal).all(|(a, b)| (a - b).abs() < 1e-5));
+}
+
+#[test]
+fn integrated_gradients_on_the_cnn_complete_and_batch() {
+    let _g = common::serial();
+    let model = rampart::classifier::ImageModel::Single(common::reference_cnn());
+    let set = common::fashion_test(1, 4);
+    let (x, y) = set.range(0, 4);
+    let delta_at = |steps: usize| {
+        let ig = IntegratedGradients {
+            steps,
+            rule: Rule::GaussLegendre,
+            baseline: Baseline::Zero,
+            batch: 256,
+        };
+        let a = ig.attribute(&model, &x, &y);
+        let gap = common::floats(completeness_delta(
+            &model,
+            &x,
+            &x.zeros_like(),
+            &y,
+            a.zeros_like(),
+        ));
+        let delta = common::floats(completeness_delta(&model, &x, &x.zeros_like(), &y, a));
+        (delta, gap)
+    };
+    let (d20, gap) = delta_at(20);
+    let (d200, _) = delta_at(200);
+    eprintln!("f(x) - f(0): {gap:?}; IG completeness delta at 20 steps {d20:?}, at 200 {d200:?}");
+    for i in 0..4 {
+        // Relative to f(x) − f(0), which the attributions must sum to.
+        let scale = gap[i].abs().max(1.0);
+        assert!(
+            d200[i].abs() / scale < 0.02,
+            "example {i}: delta {} of {}",
+            d200[i],
+            gap[i]
+        );
+        assert!(
+            d20[i].abs() / scale < 0.2,
+            "example {i}: delta {} of {}",
+            d20[i],
+            gap[i]
+        );
+    }
+    // Batched and one at a time agree.
+    let ig = IntegratedGradients {
+        steps: 20,
+        rule: Rule::GaussLegendre,
+        baseline: Baseline::Blur(2),
+        batch: 64,
+    };
+    let all = common::floats(ig.attribute(&model, &x, &y));
+    for i in 0..4 {
+        let one = common::floats(ig.attribute(
+            &model,
+            &x.clone().narrow(0, i, 1),
+            &y.clone().narrow(0, i, 1),
+        ));
+        let part = &all[i * 784..(i + 1) * 784];
+        let worst = one
+            .iter()
+            .zip(part)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0f32, f32::max);
+        assert!(worst < 1e-4, "example {i}: {worst}");
+    }
+}
