@@ -5,7 +5,7 @@
 use burn::tensor::{Int, Tensor, TensorData};
 
 use super::quadrature::Rule;
-use super::{Explainer, logit_gradient};
+use super::{Explainer, logit_gradient, repeated_rows, sum_blocks};
 use crate::classifier::{Classifier, Input};
 
 /// The reference input x'.
@@ -97,8 +97,7 @@ impl Explainer for IntegratedGradients {
         let mut total = clean.zeros_like();
         for (a, w) in alphas.chunks(per).zip(weights.chunks(per)) {
             let m = a.len();
-            let rows: Vec<i64> = (0..m).flat_map(|_| 0..n as i64).collect();
-            let rows = Tensor::<1, Int>::from_data(TensorData::new(rows, [m * n]), &device);
+            let rows = repeated_rows(n, m, &device);
             let path_inputs = x.select(rows.clone());
             // α for each row, broadcast over the example's coordinates.
             let mut shape = [1usize; D];
@@ -123,11 +122,7 @@ impl Explainer for IntegratedGradients {
                 &target.clone().select(0, rows),
             );
             // Σ_k w_k g_k per example: rows are α-major, so sum the m blocks of n.
-            let mut dims = g.dims();
-            dims[0] = n;
-            let f: usize = dims[1..].iter().product();
-            let weighted = (g * weight).reshape([m, n * f]).sum_dim(0);
-            total = total + weighted.reshape(dims);
+            total = total + sum_blocks(g * weight, m);
         }
         total * diff
     }

@@ -11,7 +11,7 @@ pub mod integrated;
 pub mod quadrature;
 pub mod smoothgrad;
 
-use burn::tensor::{Int, Tensor};
+use burn::tensor::{Device, Int, Tensor, TensorData};
 
 use crate::classifier::{Classifier, Input};
 
@@ -71,4 +71,19 @@ pub fn completeness_delta<const D: usize, C: Classifier<D>>(
         .sum_dim(1)
         .squeeze_dim::<1>(1);
     total - (fx - fb)
+}
+
+/// Row indices `0..n` repeated `times` times, copy after copy, `[times · n]`.
+pub(crate) fn repeated_rows(n: usize, times: usize, device: &Device) -> Tensor<1, Int> {
+    let rows: Vec<i64> = (0..times).flat_map(|_| 0..n as i64).collect();
+    Tensor::from_data(TensorData::new(rows, [times * n]), device)
+}
+
+/// The sum of `times` copy-after-copy blocks of `n` examples each, `[n, ...]`.
+pub(crate) fn sum_blocks<const D: usize>(t: Tensor<D>, times: usize) -> Tensor<D> {
+    let mut dims = t.dims();
+    dims[0] /= times.max(1);
+    let n = dims[0];
+    let f: usize = dims[1..].iter().product();
+    t.reshape([times, n * f]).sum_dim(0).reshape(dims)
 }

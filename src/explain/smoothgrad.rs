@@ -2,9 +2,9 @@
 //! noisy copies x + N(0, σ²) (σ in input units), the noise for all copies drawn in one
 //! operation and the copies attributed together.
 
-use burn::tensor::{Distribution, Int, Tensor, TensorData};
+use burn::tensor::{Distribution, Int, Tensor};
 
-use super::Explainer;
+use super::{Explainer, repeated_rows, sum_blocks};
 use crate::classifier::{Classifier, Input};
 
 #[derive(Debug, Clone, Copy)]
@@ -29,8 +29,7 @@ impl<E: Explainer> Explainer for SmoothGrad<E> {
         let n = x.len();
         let s = self.samples.max(1);
         let device = x.x().device();
-        let rows: Vec<i64> = (0..s).flat_map(|_| 0..n as i64).collect();
-        let rows = Tensor::<1, Int>::from_data(TensorData::new(rows, [s * n]), &device);
+        let rows = repeated_rows(n, s, &device);
         let copies = x.select(rows.clone());
         let noisy = copies.x().clone()
             + copies
@@ -41,9 +40,6 @@ impl<E: Explainer> Explainer for SmoothGrad<E> {
             &copies.with_x(noisy),
             &target.clone().select(0, rows),
         );
-        let mut dims = a.dims();
-        dims[0] = n;
-        let f: usize = dims[1..].iter().product();
-        (a.reshape([s, n * f]).sum_dim(0) / s as f64).reshape(dims)
+        sum_blocks(a, s) / s as f64
     }
 }
