@@ -401,7 +401,9 @@ pub fn run(args: ServeArgs) -> CliResult {
             toml::to_string_pretty(&cfg).map_err(|e| CliError::Output(std::io::Error::other(e)))?;
         return super::print(&text);
     }
-    crate::serve::run(cfg)?;
+    crate::serve::run(cfg, |addr| {
+        super::note(&format!("rampart serve: listening on http://{addr}"))
+    })?;
     Ok(())
 }
 

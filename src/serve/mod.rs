@@ -65,8 +65,12 @@ impl From<RunError> for ServeError {
     }
 }
 
-/// Starts the service and serves until SIGINT or SIGTERM.
-pub fn run(cfg: ServeConfig) -> Result<(), ServeError> {
+/// Starts the service and serves until SIGINT or SIGTERM; `listening` is told the address once
+/// the socket is bound (port 0 picks a free one).
+pub fn run(
+    cfg: ServeConfig,
+    listening: impl FnOnce(std::net::SocketAddr),
+) -> Result<(), ServeError> {
     cfg.check()?;
     let mut outputs = Outputs::new();
     outputs.inputs(&worker::model_files(&cfg));
@@ -148,10 +152,7 @@ pub fn run(cfg: ServeConfig) -> Result<(), ServeError> {
                 addr: cfg.listen,
                 source,
             })?;
-        eprintln!(
-            "rampart serve: listening on http://{}",
-            listener.local_addr().map_or(cfg.listen, |a| a)
-        );
+        listening(listener.local_addr().unwrap_or(cfg.listen));
         tokio::spawn(http::checks(app.clone()));
         let router = http::router(app.clone());
         let stop = app.clone();
