@@ -3,48 +3,19 @@
 
 mod common;
 
+use common::Linear;
+
 use burn::tensor::{Device, Int, Tensor, TensorData};
-use rampart::classifier::{Classifier, Domain};
 use rampart::explain::{
     Baseline, Explainer, GradientTimesInput, IntegratedGradients, Rule, Saliency, SmoothGrad,
     completeness_delta,
 };
 
-/// logits = x · W + b, W `[F, K]`.
-struct Linear {
-    w: Tensor<2>,
-    b: Tensor<1>,
-}
-
-impl Classifier<2> for Linear {
-    type Input = Tensor<2>;
-
-    fn logits(&self, x: Tensor<2>) -> Tensor<2> {
-        let n = x.dims()[0];
-        x.matmul(self.w.clone()) + self.b.clone().reshape([1, 3]).repeat_dim(0, n)
-    }
-
-    fn num_classes(&self) -> usize {
-        3
-    }
-
-    fn domain(&self) -> Domain {
-        Domain {
-            shape: vec![4],
-            bounds: Some((0.0, 1.0)),
-            units: "test units",
-        }
-    }
-}
-
 fn linear(d: &Device) -> (Linear, Vec<f32>) {
     let w: Vec<f32> = vec![
         0.5, -1.0, 2.0, 1.5, 0.25, -0.5, -2.0, 3.0, 1.0, 0.0, -0.75, 0.1,
     ];
-    let model = Linear {
-        w: Tensor::from_data(TensorData::new(w.clone(), [4, 3]), d),
-        b: Tensor::from_data(TensorData::new(vec![0.3f32, -0.2, 0.1], [3]), d),
-    };
+    let model = Linear::new(w.clone(), vec![0.3, -0.2, 0.1], d);
     (model, w)
 }
 

@@ -102,14 +102,22 @@ pub const NETWORK: usize = 2;
 
 /// Lower-cased alphanumeric words, each hashed (FNV-1a) into `1..VOCAB`.
 pub fn tokenize(text: &str) -> Vec<i64> {
+    words(text)
+        .iter()
+        .map(|w| {
+            let mut h = fnv::FnvHasher::default();
+            h.write(w.as_bytes());
+            1 + (h.finish() % (VOCAB as u64 - 1)) as i64
+        })
+        .collect()
+}
+
+/// The lower-cased alphanumeric words the model reads (the first [`TEXT_LEN`]), in order.
+pub fn words(text: &str) -> Vec<String> {
     text.split(|c: char| !c.is_alphanumeric())
         .filter(|w| !w.is_empty())
         .take(TEXT_LEN)
-        .map(|w| {
-            let mut h = fnv::FnvHasher::default();
-            h.write(w.to_lowercase().as_bytes());
-            1 + (h.finish() % (VOCAB as u64 - 1)) as i64
-        })
+        .map(str::to_lowercase)
         .collect()
 }
 

@@ -8,6 +8,7 @@
 
 pub mod gradient;
 pub mod integrated;
+pub mod lime;
 pub mod quadrature;
 pub mod smoothgrad;
 
@@ -19,6 +20,23 @@ pub use gradient::{GradientTimesInput, Saliency};
 pub use integrated::{Baseline, IntegratedGradients};
 pub use quadrature::Rule;
 pub use smoothgrad::SmoothGrad;
+
+/// Why an explanation could not be made.
+#[derive(Debug, thiserror::Error)]
+pub enum ExplainError {
+    #[error("{0}")]
+    Invalid(String),
+    #[error("reading attributions back from the device: {0}")]
+    ReadBack(String),
+}
+
+/// Float values read back from the device once.
+pub fn host_floats<const K: usize>(t: Tensor<K>) -> Result<Vec<f32>, ExplainError> {
+    t.into_data()
+        .convert::<f32>()
+        .try_into_vec::<f32>()
+        .map_err(|e| ExplainError::ReadBack(format!("{e:?}")))
+}
 
 /// A way to attribute a class's logit to the input's coordinates.
 pub trait Explainer {

@@ -6,7 +6,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::sync::{Mutex, MutexGuard};
 
+use burn::tensor::TensorData;
 use burn::tensor::{Bool, Device, Int, Tensor};
+use rampart::classifier::{Classifier, Domain};
 use rampart::data::{self, ImageSet, Split};
 use rampart::model::ImageNet;
 
@@ -116,4 +118,43 @@ pub fn top_keys(v: &serde_json::Value) -> Vec<String> {
     let mut keys: Vec<String> = v.as_object().unwrap().keys().cloned().collect();
     keys.sort();
     keys
+}
+
+/// A linear classifier, logits = x · W + b with W `[F, K]`, inputs in [0, 1].
+pub struct Linear {
+    pub w: Tensor<2>,
+    pub b: Tensor<1>,
+}
+
+impl Linear {
+    /// `w` row-major `[F, K]` with K = `b.len()`.
+    pub fn new(w: Vec<f32>, b: Vec<f32>, d: &Device) -> Self {
+        let k = b.len();
+        Self {
+            w: Tensor::from_data(TensorData::new(w.clone(), [w.len() / k, k]), d),
+            b: Tensor::from_data(TensorData::new(b, [k]), d),
+        }
+    }
+}
+
+impl Classifier<2> for Linear {
+    type Input = Tensor<2>;
+
+    fn logits(&self, x: Tensor<2>) -> Tensor<2> {
+        let n = x.dims()[0];
+        let k = self.b.dims()[0];
+        x.matmul(self.w.clone()) + self.b.clone().reshape([1, k]).repeat_dim(0, n)
+    }
+
+    fn num_classes(&self) -> usize {
+        self.b.dims()[0]
+    }
+
+    fn domain(&self) -> Domain {
+        Domain {
+            shape: vec![self.w.dims()[0]],
+            bounds: Some((0.0, 1.0)),
+            units: "test units",
+        }
+    }
 }
