@@ -138,3 +138,72 @@ fn integrated_gradients_on_the_cnn_complete_and_batch() {
         assert!(worst < 1e-4, "example {i}: {worst}");
     }
 }
+
+/// Integrated gradients on the PyTorch-written cnn fixture match Captum's
+/// `IntegratedGradients` (zero baseline, 50 steps, Gauss-Legendre and trapezoid rules) on four
+/// Fashion-MNIST test images, as scripts/make-captum-fixture.py recorded them: within 0.1% of
+/// the largest attribution.
+#[test]
+fn integrated_gradients_match_captum_on_a_pytorch_cnn() {
+    use rampart::artifact::{self, AnyModel, OpenOptions};
+    let d = Device::flex();
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+    let opened = artifact::open(
+        &root.join("torch-cnn.safetensors"),
+        OpenOptions::default(),
+        &d,
+    )
+    .unwrap();
+    let AnyModel::Image { net, .. } = opened.model else {
+        panic!("not an image model");
+    };
+    let model = burn::module::Module::valid(&net);
+    let captum: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(root.join("torch-cnn-captum-ig.json")).unwrap(),
+    )
+    .unwrap();
+    let flat = |v: &serde_json::Value| -> Vec<f32> {
+        v.as_array()
+            .unwrap()
+            .iter()
+            .flat_map(|r| {
+                r.as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|f| f.as_f64().unwrap() as f32)
+            })
+            .collect()
+    };
+    let x = Tensor::<4>::from_data(TensorData::new(flat(&captum["inputs"]), [4, 1, 28, 28]), &d);
+    let targets: Vec<i64> = captum["targets"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t.as_i64().unwrap())
+        .collect();
+    let target = Tensor::<1, Int>::from_data(TensorData::new(targets, [4]), &d);
+    // Captum's trapezoid puts its 50 nodes at linspace(0, 1, 50) but weighs them 1/50 (ends
+    // halved), so its weights sum to 49/50: its attributions are ours (step 1/49) times 49/50.
+    for (name, rule, captum_scale) in [
+        ("gauss-legendre", Rule::GaussLegendre, 1.0),
+        ("riemann-trapezoid", Rule::RiemannTrapezoid, 49.0 / 50.0),
+    ] {
+        let ig = IntegratedGradients {
+            steps: 50,
+            rule,
+            baseline: Baseline::Zero,
+            batch: 64,
+        };
+        let ours = common::floats(ig.attribute(&model, &x, &target));
+        let theirs = flat(&captum["attributions"][name]);
+        let scale = theirs.iter().fold(0f32, |m, v| m.max(v.abs()));
+        let worst = ours
+            .iter()
+            .zip(&theirs)
+            .fold(0f32, |m, (a, b)| m.max((a * captum_scale - b).abs()));
+        assert!(
+            worst < 1e-3 * scale,
+            "{name}: worst {worst} of scale {scale}"
+        );
+    }
+}
