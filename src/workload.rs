@@ -6,7 +6,7 @@
 use std::path::PathBuf;
 
 use burn::module::Module;
-use burn::tensor::{Int, Tensor};
+use burn::tensor::{Int, Tensor, TensorData};
 use serde::Serialize;
 
 use crate::artifact::{self, AnyModel, ArtifactError, ModelInfo, OpenOptions, Opened};
@@ -40,6 +40,8 @@ pub enum Source {
     Synthetic { size: usize, seed: u64 },
     /// JSONL records, for fusion models.
     Records(PathBuf),
+    /// One 28×28 PNG image, unlabelled (its label reads 0).
+    Png(PathBuf),
 }
 
 /// What to open: the model, its data, the device, and which examples.
@@ -298,6 +300,25 @@ fn load_data(
             let ids = data::every_index(all.len(), spec.offset, spec.skip, spec.limit);
             let set = all.select(data::indices(&ids, d));
             (Data::Records(set), ids)
+        }
+        (AnyModel::Fusion { .. }, Source::Png(_)) => {
+            return Err(WorkloadError::Mismatch(format!(
+                "{path} is a multimodal fusion model: give it a JSONL record, not a PNG"
+            )));
+        }
+        (_, Source::Png(png)) => {
+            files.push(png.clone());
+            let bytes = crate::artifact::files::read_bounded(png, crate::artifact::files::PNG)
+                .map_err(crate::artifact::ArtifactError::from)?;
+            let pixels = data::png::decode(bytes)
+                .map_err(|e| WorkloadError::Mismatch(format!("{}: {e}", png.display())))?;
+            let set = ImageSet {
+                images: Tensor::from_data(TensorData::new(pixels, [1, 1, 28, 28]), d),
+                labels: Tensor::from_data(TensorData::new(vec![0i64], [1]), d),
+                num_classes: opened.model.num_classes(),
+                name: format!("{} (unlabelled)", png.display()),
+            };
+            (Data::Images(set), vec![0])
         }
         (_, Source::Records(_)) => {
             return Err(WorkloadError::Mismatch(format!(

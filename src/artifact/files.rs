@@ -87,6 +87,11 @@ pub const STATE: Limit = Limit {
     what: "checkpoint state file",
 };
 
+/// An image to explain or classify (PNG): 1 MiB.
+pub const PNG: Limit = Limit {
+    bytes: 1 << 20,
+    what: "PNG image",
+};
 /// A fitted detector: 1 GiB (a covariance of 16,000 features).
 pub const DETECTOR: Limit = Limit {
     bytes: 1 << 30,
@@ -315,6 +320,10 @@ pub enum OutputKind {
     IncidentLog,
     /// A self-contained HTML page (a report).
     Html,
+    /// An SVG picture (a chart).
+    Svg,
+    /// `rampart explain`'s attributions (a JSON object with `sides`).
+    Explanation,
 }
 
 impl OutputKind {
@@ -333,6 +342,8 @@ impl OutputKind {
             OutputKind::Signature => "model signature",
             OutputKind::IncidentLog => "incident log",
             OutputKind::Html => "HTML page",
+            OutputKind::Svg => "SVG picture",
+            OutputKind::Explanation => "explanation JSON",
         }
     }
 
@@ -379,6 +390,8 @@ impl OutputKind {
             }
             OutputKind::IncidentLog => head.is_empty() || text.starts_with("{\"seq\":"),
             OutputKind::Html => text.starts_with("<!doctype html>"),
+            OutputKind::Svg => text.starts_with("<svg xmlns="),
+            OutputKind::Explanation => text.starts_with("{\n  \"model\": {"),
             OutputKind::Card => {
                 text.starts_with("---\n{") && text.contains("model-index")
                     || text.starts_with("{\n  \"name\":") && text.contains("\"model\": {")

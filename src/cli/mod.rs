@@ -11,6 +11,7 @@ mod detect;
 mod ensemble;
 mod eval;
 mod evaluate;
+mod explain;
 pub mod flags;
 mod inspect;
 mod observe;
@@ -58,6 +59,12 @@ pub enum Command {
     Attack(attack::AttackArgs),
     /// AutoAttack-grade robustness evaluation: APGD-CE, APGD-T, Square, masking checks.
     Evaluate(evaluate::EvaluateArgs),
+    /// Explain one prediction: saliency, gradient x input, integrated gradients, SmoothGrad
+    /// or LIME, for image, ensemble and fusion models (text, PNG heat map, SVG, HTML, JSON).
+    Explain(explain::ExplainArgs),
+    /// How far a method's explanations can be trusted: deletion and insertion areas against
+    /// a random ranking, stability, integrated gradients' completeness.
+    Faithfulness(explain::FaithfulnessArgs),
     /// Certify examples with randomized smoothing (Cohen et al. 2019 CERTIFY).
     Certify(certify::CertifyArgs),
     /// Smoothed predictions with abstain (Cohen et al. 2019 PREDICT).
@@ -122,6 +129,8 @@ pub fn main() -> ExitCode {
         Command::Inspect(a) => inspect::run(a),
         Command::Attack(a) => attack::run(a),
         Command::Evaluate(a) => evaluate::run(a),
+        Command::Explain(a) => explain::run(a),
+        Command::Faithfulness(a) => explain::faithfulness(a),
         Command::Certify(a) => certify::run(a),
         Command::Predict(a) => predict::run(a),
         Command::Ensemble(c) => ensemble::run(c),

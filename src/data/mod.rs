@@ -10,6 +10,7 @@
 //! - [`synth_security`]: the SYNTHETIC multimodal security task.
 
 pub mod idx;
+pub mod png;
 pub mod records;
 pub mod synth_security;
 pub mod synthetic;

@@ -6,11 +6,16 @@
 //! pixel, i.e. logit units per coordinate): summed, integrated gradients give
 //! f_c(x) − f_c(baseline) up to the quadrature error ([`completeness_delta`]).
 
+pub mod faithfulness;
 pub mod gradient;
 pub mod integrated;
 pub mod lime;
+pub mod method;
 pub mod quadrature;
+pub mod render;
+pub mod run;
 pub mod smoothgrad;
+pub mod study;
 
 use burn::tensor::{Device, Int, Tensor, TensorData};
 

@@ -8,6 +8,7 @@ use serde::Deserialize;
 use serde_json::Value;
 
 use super::engine::Inputs;
+use crate::data::png::MAX_PNG;
 use crate::data::records::{self, Record, Schema};
 use crate::detect::validate::BOX_TOLERANCE;
 use crate::model::image::IMAGE_SHAPE;
@@ -165,9 +166,6 @@ fn check_pixels(p: &[f32]) -> Result<(), String> {
     Ok(())
 }
 
-/// Largest encoded PNG, bytes.
-const MAX_PNG: usize = 1 << 20;
-
 fn pngs(p: &[String]) -> Result<Inputs, String> {
     let [_, h, w] = IMAGE_SHAPE;
     let mut values = Vec::with_capacity(p.len() * h * w);
@@ -178,24 +176,7 @@ fn pngs(p: &[String]) -> Result<Inputs, String> {
         let bytes = base64::engine::general_purpose::STANDARD
             .decode(b64)
             .map_err(|e| format!("png {i}: not base64 ({e})"))?;
-        let mut reader =
-            image::io::Reader::with_format(std::io::Cursor::new(bytes), image::ImageFormat::Png);
-        let mut limits = image::io::Limits::default();
-        limits.max_image_width = Some(w as u32);
-        limits.max_image_height = Some(h as u32);
-        limits.max_alloc = Some(1 << 20);
-        reader.limits(limits);
-        let img = reader
-            .decode()
-            .map_err(|e| format!("png {i}: not a {w}×{h} PNG ({e})"))?;
-        if (img.width(), img.height()) != (w as u32, h as u32) {
-            return Err(format!(
-                "png {i}: {}×{}; the model reads {w}×{h} images",
-                img.width(),
-                img.height()
-            ));
-        }
-        values.extend(img.to_luma8().pixels().map(|p| f32::from(p.0[0]) / 255.0));
+        values.extend(crate::data::png::decode(bytes).map_err(|e| format!("png {i}: {e}"))?);
     }
     Ok(Inputs::Images { values, n: p.len() })
 }

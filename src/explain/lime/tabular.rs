@@ -41,7 +41,7 @@ impl<'a, C: Classifier<2>> Tabular<'a, C> {
                 values.len()
             )));
         }
-        if reference.is_empty() || reference.len() % f != 0 {
+        if reference.is_empty() || !reference.len().is_multiple_of(f) {
             return Err(ExplainError::Invalid(format!(
                 "the reference set must hold whole rows of {f} features (got {} values)",
                 reference.len()
