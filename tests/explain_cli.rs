@@ -196,7 +196,7 @@ fn explain_gives_each_modality_of_a_fusion_model_its_share() {
     let html = std::fs::read_to_string(dir.path().join("ex/explanation.html")).unwrap();
     assert!(html.starts_with("<!doctype html>") && html.contains(">urgent</span>"));
     assert!(dir.path().join("ex/bars.svg").exists() && !dir.path().join("ex/heatmap.png").exists());
-    // LIME explains the words and the network features; bytes are left to gradient methods.
+    // LIME explains the words, the byte chunks and the network features.
     let out = rampart(
         &[
             "explain",
@@ -218,9 +218,17 @@ fn explain_gives_each_modality_of_a_fusion_model_its_share() {
     );
     let v = json(&out);
     let maps = v["sides"][0]["maps"].as_array().unwrap();
-    assert_eq!(maps.len(), 2);
+    assert_eq!(maps.len(), 3);
     assert!(maps.iter().all(|m| m["lime"]["r2"].is_number()));
-    assert!(v["skipped"][0].as_str().unwrap().starts_with("bytes"));
+    // Every byte of a 16-byte chunk carries the chunk's weight.
+    let bytes: Vec<f64> = maps[1]["values"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_f64().unwrap())
+        .collect();
+    assert!(bytes.len() > 16 && bytes[..16].iter().all(|&b| b == bytes[0]));
+    assert!(v["skipped"].is_null());
 }
 
 #[test]

@@ -10,7 +10,7 @@ use common::Linear;
 use rampart::artifact::{self, AnyModel, OpenOptions};
 use rampart::classifier::{Classifier, Domain};
 use rampart::data::records::{self, Record};
-use rampart::explain::lime::{Lime, Output, Patches, Tabular, Words};
+use rampart::explain::lime::{Lime, Output, Patches, Sequence, Tabular};
 use rampart::model::fusion::Modality;
 use rampart::train::config::{
     DataConfig, FusionModel, ModelConfig, Optimizer, RecordsData, TrainConfig,
@@ -64,6 +64,33 @@ fn lime_recovers_a_linear_models_weights_on_tabular_features() {
         assert!(
             (e.local_prediction - e.model_prediction).abs() < 0.25,
             "{e:?}"
+        );
+    }
+    // KernelSHAP on the same features: the same signs and order, and its values add up to
+    // the model's output at x less its mean with every feature drawn from the reference.
+    let shap = Lime {
+        samples: 3000,
+        output: Output::Logit,
+        seed: 4,
+        ..Lime::default()
+    }
+    .kernel_shap();
+    let e = shap.explain(&rep, 1).unwrap();
+    assert_eq!(ranks(&e.weights), vec![5, 0, 1, 2, 3, 4], "{e:?}");
+    // Unlike LIME's, its weights are the interventional Shapley values of the linear model,
+    // 0.5 · w_j · (x_j − mean_j), up to sampling noise.
+    for (j, (got, want)) in e.weights.iter().zip(w).enumerate() {
+        let mean: f64 = reference
+            .iter()
+            .skip(j)
+            .step_by(6)
+            .map(|&v| v as f64)
+            .sum::<f64>()
+            / 600.0;
+        let expected = 0.5 * want as f64 * (1.0 - mean);
+        assert!(
+            (got - expected).abs() < 0.1 * expected.abs() + 0.03,
+            "{j}: {e:?}"
         );
     }
     // Top-k keeps the k largest effects (forward selection for k ≤ 6).
@@ -154,6 +181,23 @@ fn lime_finds_the_one_patch_an_image_model_reads() {
     );
     assert!(e.r2 > 0.99, "{e:?}");
     assert!(Patches::new(&model, Tensor::zeros([1, 1, 28, 28], &d), 0).is_err());
+    // KernelSHAP gives the patch its whole effect as its Shapley value, and the values add up
+    // to f(x) − f(everything hidden) (efficiency).
+    let shap = Lime {
+        samples: 500,
+        output: Output::Logit,
+        batch: 64,
+        ..Lime::default()
+    }
+    .kernel_shap();
+    let e = shap.explain(&rep, 1).unwrap();
+    assert_eq!(ranks(&e.weights)[0], patch, "{e:?}");
+    assert!((e.weights[patch] - 80.0).abs() < 1e-3, "{e:?}");
+    let total: f64 = e.weights.iter().sum();
+    assert!(
+        (total - (e.model_prediction - e.intercept)).abs() < 1e-3,
+        "{e:?}"
+    );
 }
 
 const FILLER: [&str; 16] = [
@@ -223,7 +267,7 @@ fn lime_finds_the_informative_word_of_a_text_rule() {
     let net = net.valid();
     let record = test.iter().find(|r| r.label == 1).unwrap();
     let set = records::to_set(std::slice::from_ref(record), &spec.schema(), "one", &d).unwrap();
-    let rep = Words::new(&net, set, record.text.as_deref().unwrap()).unwrap();
+    let rep = Sequence::words(&net, set, record.text.as_deref().unwrap()).unwrap();
     let lime = Lime {
         samples: 1000,
         seed: 5,

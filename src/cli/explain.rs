@@ -32,6 +32,8 @@ pub enum MethodKind {
     Smoothgrad,
     /// LIME.
     Lime,
+    /// KernelSHAP (LIME's machinery with the Shapley kernel).
+    KernelShap,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -60,15 +62,18 @@ pub struct MethodArgs {
     /// SmoothGrad: the method under the noise tunnel (saliency or ig).
     #[arg(long, value_enum, default_value_t = MethodKind::Saliency)]
     pub inner: MethodKind,
-    /// SmoothGrad: noisy copies; LIME: perturbation samples (default 50 and 1000).
+    /// SmoothGrad: noisy copies; LIME, KernelSHAP: perturbation samples (default 50 and 1000).
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..=100_000))]
     pub samples: Option<u64>,
     /// SmoothGrad: noise standard deviation, input units.
     #[arg(long, default_value_t = 0.15)]
     pub sigma: f64,
-    /// LIME: superpixel side in pixels (images).
+    /// LIME, KernelSHAP: superpixel side in pixels (images).
     #[arg(long, default_value_t = 4)]
     pub patch: usize,
+    /// LIME, KernelSHAP: bytes per feature of a fusion record's byte sequence.
+    #[arg(long, default_value_t = 16)]
+    pub byte_chunk: usize,
     /// LIME: features in the surrogate (default: all).
     #[arg(long)]
     pub top_k: Option<usize>,
@@ -147,27 +152,33 @@ impl MethodArgs {
                     }
                 })
             }
-            MethodKind::Lime => {
+            MethodKind::Lime | MethodKind::KernelShap => {
                 if let Some(w) = self.kernel_width {
                     positive(w, "kernel-width")?;
                 }
                 if self.top_k == Some(0) {
                     return Err(CliError::Usage("--top-k must be at least 1".into()));
                 }
+                let lime = Lime {
+                    samples: self.samples.unwrap_or(1000) as usize,
+                    top_k: self.top_k,
+                    kernel_width: self.kernel_width,
+                    output: match self.lime_output {
+                        LimeOutput::Probability => Output::Probability,
+                        LimeOutput::Logit => Output::Logit,
+                    },
+                    seed: self.seed,
+                    batch: self.batch as usize,
+                    ..Lime::default()
+                };
                 Method::Lime {
-                    lime: Lime {
-                        samples: self.samples.unwrap_or(1000) as usize,
-                        top_k: self.top_k,
-                        kernel_width: self.kernel_width,
-                        output: match self.lime_output {
-                            LimeOutput::Probability => Output::Probability,
-                            LimeOutput::Logit => Output::Logit,
-                        },
-                        seed: self.seed,
-                        batch: self.batch as usize,
-                        ..Lime::default()
+                    lime: if self.method == MethodKind::KernelShap {
+                        lime.kernel_shap()
+                    } else {
+                        lime
                     },
                     patch: self.patch,
+                    chunk: self.byte_chunk,
                 }
             }
         })

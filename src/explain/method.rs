@@ -60,10 +60,12 @@ impl Explainer for Gradient {
 #[derive(Debug, Clone, Copy)]
 pub enum Method {
     Gradient(Gradient),
-    /// LIME; images are cut into `patch`×`patch` superpixels.
+    /// LIME or KernelSHAP; images are cut into `patch`×`patch` superpixels, byte sequences
+    /// into chunks of `chunk` bytes.
     Lime {
         lime: Lime,
         patch: usize,
+        chunk: usize,
     },
 }
 

@@ -11,7 +11,7 @@ use burn::tensor::activation::softmax;
 use burn::tensor::{Int, Tensor, TensorData};
 use serde::Serialize;
 
-use super::lime::{Patches, Tabular, Words};
+use super::lime::{Patches, Sequence, Tabular};
 use super::method::{Gradient, Method};
 use super::{ExplainError, Explainer, completeness_delta, host_floats};
 use crate::artifact::{AnyModel, ModelInfo};
@@ -263,7 +263,7 @@ fn image_side(
                 lime: None,
             }
         }
-        Method::Lime { lime, patch } => {
+        Method::Lime { lime, patch, .. } => {
             let rep = Patches::new(model, x, *patch)?;
             let e = lime.explain(&rep, target)?;
             let features = e.names.iter().cloned().zip(e.weights.clone()).collect();
@@ -332,10 +332,7 @@ impl Fusion<'_> {
         for &m in modalities {
             match self.map(&set, m, target)? {
                 Some(map) => maps.push(map),
-                None => skipped.push(format!(
-                    "{}: LIME does not perturb byte sequences (a gradient method explains them)",
-                    modality_name(m)
-                )),
+                None => skipped.push(format!("{}: the model does not read it", modality_name(m))),
             }
         }
         let total: f64 = maps.iter().map(|m| abs_sum(&m.values)).sum();
@@ -401,25 +398,28 @@ impl Fusion<'_> {
                 let v = v.into_iter().take(names.len()).collect();
                 return Ok(Some(map_of(m, names, v, a.delta, None)));
             }
-            (Method::Lime { lime, .. }, Modality::Text) => {
-                let text = self.context.text.clone().unwrap_or_default();
-                if names.is_empty() {
-                    (Vec::new(), None)
-                } else {
-                    let rep = Words::new(self.net, set.clone(), &text)?;
-                    let e = lime.explain(&rep, target)?;
-                    // Each token carries its word's weight.
-                    let v = names
-                        .iter()
-                        .map(|w| {
-                            e.names
-                                .iter()
-                                .position(|n| n == w)
-                                .map_or(0.0, |f| e.weights[f])
-                        })
-                        .collect();
-                    (v, Some(surrogate(&e, Vec::new())))
-                }
+            (Method::Lime { .. }, _) if names.is_empty() => (Vec::new(), None),
+            (Method::Lime { lime, chunk, .. }, Modality::Text | Modality::Bytes) => {
+                let rep = match m {
+                    Modality::Text => {
+                        let text = self.context.text.clone().unwrap_or_default();
+                        Sequence::words(self.net, set.clone(), &text)?
+                    }
+                    _ => Sequence::bytes(self.net, set.clone(), *chunk)?,
+                };
+                let e = lime.explain(&rep, target)?;
+                // Each token carries its word's weight, each byte its chunk's.
+                let v = (0..names.len())
+                    .map(|p| match m {
+                        Modality::Text => e
+                            .names
+                            .iter()
+                            .position(|n| *n == names[p])
+                            .map_or(0.0, |f| e.weights[f]),
+                        _ => e.weights[p / chunk],
+                    })
+                    .collect();
+                (v, Some(surrogate(&e, Vec::new())))
             }
             (Method::Lime { lime, .. }, Modality::Network) => {
                 let view = NetworkView::new(self.net, set);
@@ -432,7 +432,6 @@ impl Fusion<'_> {
                 let e = lime.explain(&rep, target)?;
                 (e.weights.clone(), Some(surrogate(&e, Vec::new())))
             }
-            (Method::Lime { .. }, Modality::Bytes) => return Ok(None),
         };
         Ok(Some(map_of(m, names, values, None, lime)))
     }

@@ -203,12 +203,16 @@ pub fn study(
                 .map_err(|e| ExplainError::Invalid(e.to_string()))??;
             (t, work.input_name(modality))
         }
-        (Method::Lime { lime, patch }, AnyModel::Image { net, .. }, Data::Images(set)) => {
+        (Method::Lime { lime, patch, .. }, AnyModel::Image { net, .. }, Data::Images(set)) => {
             let model = ImageModel::Single(net.valid());
             let t = measure(&model, set.images.clone(), &LimeImages(lime, patch), plan)?;
             (t, "images".into())
         }
-        (Method::Lime { lime, patch }, AnyModel::Ensemble { ensemble, .. }, Data::Images(set)) => {
+        (
+            Method::Lime { lime, patch, .. },
+            AnyModel::Ensemble { ensemble, .. },
+            Data::Images(set),
+        ) => {
             let model = ImageModel::Ensemble(ensemble.valid());
             let t = measure(&model, set.images.clone(), &LimeImages(lime, patch), plan)?;
             (t, "images".into())

@@ -5,7 +5,9 @@
 use burn::tensor::{Tensor, TensorData};
 use rand::rngs::StdRng;
 
-use super::{Representation, Samples, cosine_to_ones, design_rows, fair_bits, score_batches};
+use nalgebra::DMatrix;
+
+use super::{Representation, Scored, cosine_to_ones, design_rows, fair_bits, score_batches};
 use crate::classifier::Classifier;
 use crate::explain::ExplainError;
 
@@ -104,18 +106,25 @@ impl<C: Classifier<4, Input = Tensor<4>>> Representation for Patches<'_, C> {
         0.25
     }
 
-    fn sample(&self, n: usize, rng: &mut StdRng, batch: usize) -> Result<Samples, ExplainError> {
-        let z = fair_bits(n, self.features(), rng);
+    fn design(&self, n: usize, rng: &mut StdRng) -> DMatrix<f64> {
+        fair_bits(n, self.features(), rng)
+    }
+
+    fn score(
+        &self,
+        z: &DMatrix<f64>,
+        _rng: &mut StdRng,
+        batch: usize,
+    ) -> Result<Scored, ExplainError> {
         let [c, h, w] = self.shape;
         let device = self.x.device();
-        let (logits, classes) = score_batches(n, batch, |start, end| {
-            let m = design_rows(&z, start, end, &device).matmul(self.assign.clone());
+        let (logits, classes) = score_batches(z.nrows(), batch, |start, end| {
+            let m = design_rows(z, start, end, &device).matmul(self.assign.clone());
             let kept = self.x.clone() * m.clone() + self.fill.clone() * (m.ones_like() - m);
             self.model.logits(kept.reshape([end - start, c, h, w]))
         })?;
-        Ok(Samples {
-            distance: cosine_to_ones(&z),
-            z,
+        Ok(Scored {
+            distance: cosine_to_ones(z),
             logits,
             classes,
         })

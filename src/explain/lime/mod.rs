@@ -10,9 +10,9 @@
 //! one read-back per batch.
 
 pub mod image;
+pub mod sequence;
 pub mod surrogate;
 pub mod tabular;
-pub mod text;
 
 use burn::tensor::Tensor;
 use nalgebra::DMatrix;
@@ -24,8 +24,8 @@ use serde::Serialize;
 use super::ExplainError;
 
 pub use image::Patches;
+pub use sequence::Sequence;
 pub use tabular::Tabular;
-pub use text::Words;
 
 /// What the surrogate regresses: the class probability (the reference's choice) or its logit.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -49,6 +49,7 @@ pub struct Lime {
     pub seed: u64,
     /// Most perturbed inputs per forward pass.
     pub batch: usize,
+    pub kernel: Kernel,
 }
 
 impl Default for Lime {
@@ -61,16 +62,16 @@ impl Default for Lime {
             output: Output::Probability,
             seed: 0,
             batch: 256,
+            kernel: Kernel::Lime,
         }
     }
 }
 
-/// Perturbations of one input and the model's scores for them.
+/// The model's scores for a binary design around one input.
 #[derive(Debug, Clone)]
-pub struct Samples {
-    /// Binary design `[n, d]`; row 0 is the input (all ones).
-    pub z: DMatrix<f64>,
-    /// Distance of each sample to the input, in the representation's units, `[n]`.
+pub struct Scored {
+    /// Distance of each design row's input to the explained one, in the representation's
+    /// units, `[n]`.
     pub distance: Vec<f64>,
     /// Logits `[n, classes]`, row-major.
     pub logits: Vec<f32>,
@@ -85,8 +86,33 @@ pub trait Representation {
     fn names(&self) -> Vec<String>;
     /// The reference implementation's kernel width for this kind of input.
     fn kernel_width(&self) -> f64;
-    /// `n` samples (row 0 the input itself), scored in batches of at most `batch`.
-    fn sample(&self, n: usize, rng: &mut StdRng, batch: usize) -> Result<Samples, ExplainError>;
+    /// Whether a design row always gives the same input (false where removed features are
+    /// drawn at random: one draw of the empty coalition is then no constraint).
+    fn deterministic(&self) -> bool {
+        true
+    }
+    /// LIME's sampling of `n` design rows for this kind of input (row 0 all ones).
+    fn design(&self, n: usize, rng: &mut StdRng) -> DMatrix<f64>;
+    /// Runs the inputs of the design's rows through the model (batches of at most `batch`;
+    /// `rng` draws what a removed feature becomes, where that is random).
+    fn score(
+        &self,
+        z: &DMatrix<f64>,
+        rng: &mut StdRng,
+        batch: usize,
+    ) -> Result<Scored, ExplainError>;
+}
+
+/// How samples are drawn and weighted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Kernel {
+    /// LIME: the representation's sampling, the exponential kernel on the distance.
+    Lime,
+    /// KernelSHAP (Lundberg and Lee 2017): coalition sizes drawn in proportion to the
+    /// Shapley kernel's mass, the empty and full coalitions weighted to act as constraints;
+    /// the weights are Shapley values.
+    Shapley,
 }
 
 /// A LIME explanation of one class for one input.
@@ -109,8 +135,21 @@ pub struct Explanation {
 }
 
 impl Lime {
+    /// LIME's settings for KernelSHAP: Shapley sampling and weights, no penalty.
+    pub fn kernel_shap(self) -> Self {
+        Self {
+            kernel: Kernel::Shapley,
+            alpha: 0.0,
+            top_k: None,
+            ..self
+        }
+    }
+
     pub fn name(&self) -> String {
-        format!("lime-{}", self.samples)
+        match self.kernel {
+            Kernel::Lime => format!("lime-{}", self.samples),
+            Kernel::Shapley => format!("kernel-shap-{}", self.samples),
+        }
     }
 
     /// Explains class `target` of the representation's input.
@@ -132,7 +171,11 @@ impl Lime {
             )));
         }
         let mut rng = StdRng::seed_from_u64(self.seed);
-        let s = rep.sample(self.samples, &mut rng, self.batch.max(1))?;
+        let z = match self.kernel {
+            Kernel::Lime => rep.design(self.samples, &mut rng),
+            Kernel::Shapley => shapley_design(self.samples, d, &mut rng),
+        };
+        let s = rep.score(&z, &mut rng, self.batch.max(1))?;
         if target >= s.classes {
             return Err(ExplainError::Invalid(format!(
                 "--target {target} is not a class of a {}-class model",
@@ -151,14 +194,17 @@ impl Lime {
                 "--kernel-width {width} must be a positive number"
             )));
         }
-        let w: Vec<f64> = s
-            .distance
-            .iter()
-            .map(|dist| (-(dist * dist) / (width * width)).exp().sqrt())
-            .collect();
+        let w: Vec<f64> = match self.kernel {
+            Kernel::Lime => s
+                .distance
+                .iter()
+                .map(|dist| (-(dist * dist) / (width * width)).exp().sqrt())
+                .collect(),
+            Kernel::Shapley => shapley_weights(&z, rep.deterministic()),
+        };
         let k = self.top_k.unwrap_or(d).min(d);
-        let columns = surrogate::select(&s.z, &y, &w, k)?;
-        let fit = surrogate::ridge(&s.z, &y, &w, &columns, self.alpha)?;
+        let columns = surrogate::select(&z, &y, &w, k)?;
+        let fit = surrogate::ridge(&z, &y, &w, &columns, self.alpha)?;
         let mut weights = vec![0.0; d];
         for (&j, &b) in fit.columns.iter().zip(&fit.coef) {
             weights[j] = b;
@@ -179,7 +225,7 @@ impl Lime {
     }
 
     /// The explained output of each sample (host f64: the regression's precision).
-    fn outputs(&self, s: &Samples, target: usize) -> Vec<f64> {
+    fn outputs(&self, s: &Scored, target: usize) -> Vec<f64> {
         s.logits
             .chunks(s.classes)
             .map(|row| match self.output {
@@ -192,6 +238,60 @@ impl Lime {
             })
             .collect()
     }
+}
+
+/// Weight of the empty and full coalitions in KernelSHAP (their kernel weight is infinite:
+/// large enough to hold f(∅) and f(x) as constraints).
+const CONSTRAINT: f64 = 1e6;
+
+/// KernelSHAP's design: row 0 the full coalition, row 1 the empty one, then coalitions whose
+/// size s in 1..d is drawn with probability ∝ (d − 1) / (s (d − s)) (the Shapley kernel's
+/// mass at that size), their members at random.
+pub fn shapley_design(n: usize, d: usize, rng: &mut StdRng) -> DMatrix<f64> {
+    let mut z = DMatrix::zeros(n.max(2), d);
+    z.row_mut(0).fill(1.0);
+    let mass: Vec<f64> = (1..d)
+        .map(|s| (d - 1) as f64 / (s * (d - s)) as f64)
+        .collect();
+    let total: f64 = mass.iter().sum();
+    let mut order: Vec<usize> = (0..d).collect();
+    for i in 2..n {
+        if mass.is_empty() {
+            z.row_mut(i).fill(if i % 2 == 0 { 1.0 } else { 0.0 });
+            continue;
+        }
+        let mut u = rng.random_range(0.0..total);
+        let mut size = mass.len();
+        for (k, m) in mass.iter().enumerate() {
+            if u < *m {
+                size = k + 1;
+                break;
+            }
+            u -= m;
+        }
+        order.shuffle(rng);
+        for &j in &order[..size] {
+            z[(i, j)] = 1.0;
+        }
+    }
+    z
+}
+
+/// KernelSHAP's weights for a [`shapley_design`]: 1 per sampled coalition (the sampling
+/// already follows the kernel), [`CONSTRAINT`] for the full one and, when a coalition always
+/// gives the same input, the empty one.
+fn shapley_weights(z: &DMatrix<f64>, deterministic: bool) -> Vec<f64> {
+    let d = z.ncols() as f64;
+    z.row_iter()
+        .map(|r| {
+            let s: f64 = r.iter().sum();
+            if s == d || (s == 0.0 && deterministic) {
+                CONSTRAINT
+            } else {
+                1.0
+            }
+        })
+        .collect()
 }
 
 /// Binary design rows: row 0 all ones, then `n − 1` rows of independent fair bits (LIME's

@@ -8,7 +8,9 @@ use burn::tensor::{Tensor, TensorData};
 use rand::RngExt;
 use rand::rngs::StdRng;
 
-use super::{Representation, Samples, fair_bits, score_batches};
+use nalgebra::DMatrix;
+
+use super::{Representation, Scored, fair_bits, score_batches};
 use crate::classifier::{Classifier, Input};
 use crate::explain::ExplainError;
 
@@ -80,10 +82,22 @@ impl<C: Classifier<2>> Representation for Tabular<'_, C> {
         0.75 * (self.features() as f64).sqrt()
     }
 
-    fn sample(&self, n: usize, rng: &mut StdRng, batch: usize) -> Result<Samples, ExplainError> {
-        let f = self.features();
+    fn deterministic(&self) -> bool {
+        false
+    }
+
+    fn design(&self, n: usize, rng: &mut StdRng) -> DMatrix<f64> {
+        fair_bits(n, self.features(), rng)
+    }
+
+    fn score(
+        &self,
+        z: &DMatrix<f64>,
+        rng: &mut StdRng,
+        batch: usize,
+    ) -> Result<Scored, ExplainError> {
+        let (n, f) = (z.nrows(), self.features());
         let rows = self.reference.len() / f;
-        let z = fair_bits(n, f, rng);
         let mut perturbed = vec![0f32; n * f];
         let mut distance = vec![0.0; n];
         for i in 0..n {
@@ -109,8 +123,7 @@ impl<C: Classifier<2>> Representation for Tabular<'_, C> {
             let copies = self.x.select(super::super::repeated_rows(1, b, &device));
             self.model.logits(copies.with_x(x))
         })?;
-        Ok(Samples {
-            z,
+        Ok(Scored {
             distance,
             logits,
             classes,
