@@ -321,3 +321,36 @@ fn detector_scores_and_the_mmd_test_on_wgpu_match_flex() {
         "{tc:?} {tg:?}"
     );
 }
+
+/// Integrated gradients and the deletion curves on wgpu match flex (the same kernels a GPU
+/// runs; every path point and curve point batched).
+#[test]
+fn integrated_gradients_and_deletion_curves_on_wgpu_match_flex() {
+    use rampart::explain::faithfulness::curves;
+    use rampart::explain::{Baseline, Explainer, IntegratedGradients, Rule};
+    let gpu = wgpu();
+    let flex = Device::flex();
+    flex.seed(22);
+    let weights = ImageSpec::fashion_normalised(Arch::Mlp).init(&flex);
+    let x = Tensor::<4>::random([4, 1, 28, 28], Distribution::Uniform(0.0, 1.0), &flex);
+    let t = Tensor::<1, Int>::from_data(TensorData::new(vec![0i64, 3, 5, 9], [4]), &flex);
+    let ig = IntegratedGradients {
+        steps: 8,
+        rule: Rule::GaussLegendre,
+        baseline: Baseline::Blur(2),
+        batch: 32,
+    };
+    let on = |device: &Device| {
+        let model = weights.clone().to_device(device).valid();
+        let (x, t) = (x.clone().to_device(device), t.clone().to_device(device));
+        let a = ig.attribute(&model, &x, &t);
+        let c = curves(&model, &x, &t, a.clone(), x.zeros_like(), 10, 16).unwrap();
+        let a = common::floats(a.to_device(&flex));
+        (a, c.deletion.concat(), c.insertion.concat())
+    };
+    let (a, b) = (on(&flex), on(&gpu));
+    close(&a.0, &b.0, "integrated gradients");
+    let f = |v: &[f64]| v.iter().map(|&x| x as f32).collect::<Vec<_>>();
+    close(&f(&a.1), &f(&b.1), "deletion curves");
+    close(&f(&a.2), &f(&b.2), "insertion curves");
+}
