@@ -58,6 +58,7 @@ measure fusion-text-saliency "${fus[@]}" --method saliency --modality text
 measure fusion-text-ig "${fus[@]}" --method ig --modality text
 
 # One example of each kind, with its pictures.
+mkdir -p "$OUT/examples"
 $bin explain --model "$CNN" --index 3 --method ig --compare-adversarial --eps 0.1 \
   --device "$DEVICE" --out "$OUT/examples/cnn-ig" > "$OUT/examples/cnn-ig.txt"
 $bin explain --model "$FUSION" --records "$OUT/test.jsonl" --index 1 --method ig \
@@ -76,18 +77,22 @@ def key(n):
             return (n[: -len(m) - 1], i)
     return (n, 99)
 def est(e):
+    if e is None or e.get("mean") is None:
+        return "-"
     return f"{e['mean']:.3f} [{e['low']:.3f}, {e['high']:.3f}]"
+def mean(e):
+    return "-" if e is None or e.get("mean") is None else f"{e['mean']:.3f}"
 print("| model, input | method | n | deletion area (random) | insertion area (random) | noise Spearman | seed Spearman | IG mean abs delta at 20 / 50 / 200 steps (mean abs change) |")
 print("|---|---|---|---|---|---|---|---|")
 for n in sorted(names, key=key):
     r = json.load(open(os.path.join(out, n + ".json")))
     model = "cnn, images" if n.startswith("cnn") else f"gated fusion (SYNTHETIC), {r['input']}"
-    seed = est(r["seed_spearman"]) if r.get("seed_spearman") else "-"
+    seed = est(r.get("seed_spearman"))
     comp = " / ".join(f"{c['mean_abs_delta']['mean']:.4f}" for c in r.get("completeness", []))
     if comp:
         comp += f" ({r['completeness'][0]['mean_abs_change']:.3f})"
-    print(f"| {model} | {r['method']} | {r['deletion_area']['n']} | {est(r['deletion_area'])} ({r['deletion_area_random']['mean']:.3f}) "
-          f"| {est(r['insertion_area'])} ({r['insertion_area_random']['mean']:.3f}) | {est(r['noise_spearman'])} | {seed} | {comp or '-'} |")
+    print(f"| {model} | {r['method']} | {r['deletion_area']['n']} | {est(r['deletion_area'])} ({mean(r['deletion_area_random'])}) "
+          f"| {est(r['insertion_area'])} ({mean(r['insertion_area_random'])}) | {est(r['noise_spearman'])} | {seed} | {comp or '-'} |")
 PY
 mv "$OUT/results.md.tmp" "$OUT/results.md"
 cat "$OUT/results.md"

@@ -322,7 +322,7 @@ fn load_data(
         }
         (_, Source::Records(_)) => {
             return Err(WorkloadError::Mismatch(format!(
-                "--records is for multimodal fusion models; {path} is an image model (use --dataset)"
+                "records (--records, or --input FILE.jsonl) are for multimodal fusion models; {path} is an image model (use --dataset, or --input FILE.png)"
             )));
         }
         (_, Source::FashionMnist { dir, split }) => {

@@ -67,6 +67,7 @@ fn on_a_linear_model_attributions_are_the_contributions() {
         inner: Saliency,
         samples: 8,
         sigma: 0.3,
+        batch: 5,
     };
     let s = common::floats(sg.attribute(&model, &x, &target));
     assert!(s.iter().zip(&sal).all(|(a, b)| (a - b).abs() < 1e-5));
@@ -137,6 +138,35 @@ fn integrated_gradients_on_the_cnn_complete_and_batch() {
             .fold(0f32, f32::max);
         assert!(worst < 1e-4, "example {i}: {worst}");
     }
+    // SmoothGrad on an mlp (no max-pool ties, where a vanishing noise could route the gradient
+    // elsewhere): with vanishing noise it is saliency; with σ = 0.3 (in blocks of 4 noisy
+    // inputs) it averages over other gradients.
+    let d = Device::flex();
+    d.seed(5);
+    let mlp = rampart::classifier::ImageModel::Single(
+        rampart::model::ImageSpec::fashion_normalised(rampart::model::Arch::Mlp).init(&d),
+    );
+    let sal = common::floats(Saliency.attribute(&mlp, &x, &y));
+    let smooth = |sigma: f64| {
+        let sg = SmoothGrad {
+            inner: Saliency,
+            samples: 6,
+            sigma,
+            batch: 4,
+        };
+        common::floats(sg.attribute(&mlp, &x, &y))
+    };
+    let gap = |a: &[f32]| {
+        a.iter()
+            .zip(&sal)
+            .map(|(p, q)| (p - q).abs())
+            .fold(0f32, f32::max)
+    };
+    let scale = sal.iter().fold(0f32, |m, v| m.max(v.abs()));
+    let g0 = gap(&smooth(1e-6));
+    assert!(g0 < 1e-3 * scale, "{g0} of {scale}");
+    let g1 = gap(&smooth(0.3));
+    assert!(g1 > 0.1 * scale, "{g1} of {scale}");
 }
 
 /// Integrated gradients on the PyTorch-written cnn fixture match Captum's

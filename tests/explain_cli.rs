@@ -99,6 +99,30 @@ fn explain_writes_a_heat_map_and_json_for_the_cnn_and_its_adversarial_version() 
     ));
     assert!(v["example"].is_null() && v["label"].is_null(), "{v}");
     assert!(v["data"]["name"].as_str().unwrap().contains("x.png"));
+    // Its adversarial version is pushed away from the model's own prediction, not from a
+    // label it does not have.
+    let v = json(&rampart(
+        &[
+            "explain",
+            "--model",
+            model.to_str().unwrap(),
+            "--input",
+            "x.png",
+            "--method",
+            "saliency",
+            "--compare-adversarial",
+            "--eps",
+            "0.3",
+            "--device",
+            "flex",
+            "--json",
+        ],
+        dir.path(),
+    ));
+    assert_ne!(
+        v["sides"][0]["prediction"], v["sides"][1]["prediction"],
+        "{v}"
+    );
     // LIME names its patches and reports its fit.
     let out = rampart(
         &[
@@ -141,6 +165,12 @@ fn explain_refuses_bad_requests_with_the_flag_named() {
     fails(&["--method", "lime", "--patch", "0"], "--patch 0");
     fails(&["--input", "missing.png"], "missing.png");
     fails(&["--offset", "3"], "--index");
+    fails(
+        &["--method", "kernel-shap", "--samples", "2"],
+        "--samples 2",
+    );
+    fails(&["--input", "x.txt"], "--input x.txt");
+    fails(&["--steps", "5000"], "--steps");
     std::fs::write(dir.path().join("bad.png"), b"not a png").unwrap();
     fails(&["--input", "bad.png"], "bad.png");
     // Outputs never replace an input.
@@ -220,6 +250,26 @@ fn explain_gives_each_modality_of_a_fusion_model_its_share() {
     let maps = v["sides"][0]["maps"].as_array().unwrap();
     assert_eq!(maps.len(), 3);
     assert!(maps.iter().all(|m| m["lime"]["r2"].is_number()));
+    // Shares count each interpretable feature once (a word however often it occurs, a byte
+    // chunk once), from the surrogates' weights.
+    let mass: Vec<f64> = maps
+        .iter()
+        .map(|m| {
+            m["lime"]["features"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|f| f[1].as_f64().unwrap().abs())
+                .sum()
+        })
+        .collect();
+    let total: f64 = mass.iter().sum();
+    for (m, w) in maps.iter().zip(&mass) {
+        assert!(
+            (m["share"].as_f64().unwrap() - w / total).abs() < 1e-9,
+            "{m}"
+        );
+    }
     // Every byte of a 16-byte chunk carries the chunk's weight.
     let bytes: Vec<f64> = maps[1]["values"]
         .as_array()

@@ -198,6 +198,16 @@ fn lime_finds_the_one_patch_an_image_model_reads() {
         (total - (e.model_prediction - e.intercept)).abs() < 1e-3,
         "{e:?}"
     );
+    // The intercept is the model with every patch at its mean: the checkerboard's mean is
+    // 0.5 and the checkerboard weights cancel, so 0.
+    assert!(e.intercept.abs() < 1e-3, "{e:?}");
+    // Too few coalitions for the features is refused, naming the flag.
+    let few = Lime {
+        samples: 10,
+        ..shap
+    };
+    let err = few.explain(&rep, 1).unwrap_err().to_string();
+    assert!(err.contains("--samples 10") && err.contains("51"), "{err}");
 }
 
 const FILLER: [&str; 16] = [

@@ -47,8 +47,8 @@ pub enum BaselineKind {
 pub struct MethodArgs {
     #[arg(long, value_enum, default_value_t = MethodKind::Ig)]
     pub method: MethodKind,
-    /// Integrated gradients: path points.
-    #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u64).range(2..=10_000))]
+    /// Integrated gradients: path points (2 to 1000).
+    #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u64).range(2..=1000))]
     pub steps: u64,
     /// Integrated gradients: quadrature rule.
     #[arg(long, value_enum, default_value_t = Rule::GaussLegendre)]
@@ -57,8 +57,8 @@ pub struct MethodArgs {
     /// --blur-radius pixels; zeros for other inputs).
     #[arg(long, value_enum, default_value_t = BaselineKind::Zero)]
     pub baseline: BaselineKind,
-    #[arg(long, default_value_t = 3)]
-    pub blur_radius: usize,
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..=27))]
+    pub blur_radius: u64,
     /// SmoothGrad: the method under the noise tunnel (saliency or ig).
     #[arg(long, value_enum, default_value_t = MethodKind::Saliency)]
     pub inner: MethodKind,
@@ -106,12 +106,7 @@ impl MethodArgs {
             rule: self.rule,
             baseline: match self.baseline {
                 BaselineKind::Zero => Baseline::Zero,
-                BaselineKind::Blur if self.blur_radius == 0 => {
-                    return Err(CliError::Usage(
-                        "--blur-radius must be at least 1 pixel".into(),
-                    ));
-                }
-                BaselineKind::Blur => Baseline::Blur(self.blur_radius),
+                BaselineKind::Blur => Baseline::Blur(self.blur_radius as usize),
             },
             batch: self.batch as usize,
         })
@@ -139,11 +134,13 @@ impl MethodArgs {
                         inner: Saliency,
                         samples,
                         sigma,
+                        batch: self.batch as usize,
                     }),
                     MethodKind::Ig => Gradient::SmoothIntegrated(SmoothGrad {
                         inner: self.integrated()?,
                         samples,
                         sigma,
+                        batch: self.batch as usize,
                     }),
                     other => {
                         return Err(CliError::Usage(format!(
@@ -221,23 +218,32 @@ pub struct ExplainArgs {
     pub json: bool,
 }
 
-/// The workload spec for `index` (limit 1) or the `--input` file.
-fn one_example(on: &WorkloadArgs, index: u64, input: &Option<PathBuf>) -> WorkloadSpec {
+/// The workload spec for `index` (limit 1) or the `--input` file (by its extension).
+fn one_example(
+    on: &WorkloadArgs,
+    index: u64,
+    input: &Option<PathBuf>,
+) -> Result<WorkloadSpec, CliError> {
     let mut spec = on.spec(1);
     spec.offset = index as usize;
     spec.limit = Some(1);
-    match input {
-        Some(p) if p.extension().is_some_and(|e| e.eq_ignore_ascii_case("png")) => {
-            spec.source = Source::Png(p.clone());
-            spec.offset = 0;
-        }
-        Some(p) => {
-            spec.source = Source::Records(p.clone());
-            spec.offset = 0;
-        }
-        None => {}
+    if let Some(p) = input {
+        let ext = p
+            .extension()
+            .map(|e| e.to_string_lossy().to_ascii_lowercase());
+        spec.source = match ext.as_deref() {
+            Some("png") => Source::Png(p.clone()),
+            Some("jsonl" | "json") => Source::Records(p.clone()),
+            _ => {
+                return Err(CliError::Usage(format!(
+                    "--input {}: give a .png image (image models) or a .jsonl record (fusion models)",
+                    p.display()
+                )));
+            }
+        };
+        spec.offset = 0;
     }
-    spec
+    Ok(spec)
 }
 
 /// A fusion record's text (as written) and the reference network rows.
@@ -307,8 +313,9 @@ pub fn run(args: ExplainArgs) -> CliResult {
         target: args.target,
         compare: compare(&args)?,
         modality: args.how.modality,
+        seed: args.how.seed,
     };
-    let spec = one_example(&args.on, args.index, &args.input);
+    let spec = one_example(&args.on, args.index, &args.input)?;
     let work = Workload::open(&spec)?;
     let mut outputs = guard(&work.files);
     if let Some(r) = &args.reference {

@@ -55,8 +55,11 @@ pub fn bootstrap(v: &[f64], resamples: usize, seed: u64) -> Estimate {
 }
 
 /// Spearman's rank correlation (average ranks for ties): Pearson's of the ranks. NaN when
-/// either side is constant.
+/// either side is constant or not finite.
 pub fn spearman(a: &[f64], b: &[f64]) -> f64 {
+    if a.iter().chain(b).any(|v| !v.is_finite()) {
+        return f64::NAN;
+    }
     let ra = Data::new(a.to_vec()).ranks(RankTieBreaker::Average);
     let rb = Data::new(b.to_vec()).ranks(RankTieBreaker::Average);
     let cov = (&ra).covariance(&rb);

@@ -77,7 +77,10 @@ fn blur<const D: usize>(x: Tensor<D>, r: usize) -> Tensor<D> {
 
 impl Explainer for IntegratedGradients {
     fn name(&self) -> String {
-        format!("ig-{}-{}", self.steps, self.rule.name())
+        match self.baseline {
+            Baseline::Zero => format!("ig-{}-{}", self.steps, self.rule.name()),
+            Baseline::Blur(r) => format!("ig-{}-{}-blur{r}", self.steps, self.rule.name()),
+        }
     }
 
     fn attribute<const D: usize, C: Classifier<D>>(

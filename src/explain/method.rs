@@ -19,11 +19,20 @@ pub enum Gradient {
 }
 
 impl Gradient {
-    /// Integrated gradients, alone or under the noise tunnel: what the completeness delta is
-    /// about.
+    /// Integrated gradients on their own: what the completeness delta is about.
     pub fn integrated(&self) -> Option<IntegratedGradients> {
         match self {
             Gradient::Integrated(ig) => Some(*ig),
+            _ => None,
+        }
+    }
+
+    /// The integrated-gradients settings, alone or under the noise tunnel: whose baseline the
+    /// deletion and insertion curves use.
+    pub fn path(&self) -> Option<IntegratedGradients> {
+        match self {
+            Gradient::Integrated(ig) => Some(*ig),
+            Gradient::SmoothIntegrated(sg) => Some(sg.inner),
             _ => None,
         }
     }

@@ -33,6 +33,8 @@ pub struct Plan {
     /// Fusion models: explain only this modality (default: every one the model reads); the
     /// one `compare` attacks (default: the model's default input).
     pub modality: Option<Modality>,
+    /// Seeds the device's generator (SmoothGrad's noise, PGD's random start).
+    pub seed: u64,
 }
 
 /// What a fusion record brings besides its tensors: its text as written (for the words) and
@@ -116,14 +118,15 @@ pub fn explain(
     labelled: bool,
 ) -> Result<Report, ExplainError> {
     let mut skipped = Vec::new();
+    work.device.device.seed(plan.seed);
     let (sides, label) = match (&work.opened.model, &work.data) {
         (AnyModel::Image { net, .. }, Data::Images(set)) => {
             let model = ImageModel::Single(net.valid());
-            image_sides(&model, set.range(0, 1), plan)?
+            image_sides(&model, set.range(0, 1), plan, labelled)?
         }
         (AnyModel::Ensemble { ensemble, .. }, Data::Images(set)) => {
             let model = ImageModel::Ensemble(ensemble.valid());
-            image_sides(&model, set.range(0, 1), plan)?
+            image_sides(&model, set.range(0, 1), plan, labelled)?
         }
         (AnyModel::Fusion { net, spec, .. }, Data::Records(set)) => {
             let net = net.valid();
@@ -214,7 +217,8 @@ fn gradient_map<const D: usize, C: Classifier<D>>(
     })
 }
 
-fn surrogate(e: &super::lime::Explanation, features: Vec<(String, f64)>) -> Surrogate {
+/// The fit of a LIME or KernelSHAP explanation, with each interpretable feature's weight.
+fn surrogate(e: &super::lime::Explanation) -> Surrogate {
     Surrogate {
         r2: e.r2,
         intercept: e.intercept,
@@ -222,7 +226,7 @@ fn surrogate(e: &super::lime::Explanation, features: Vec<(String, f64)>) -> Surr
         model_prediction: e.model_prediction,
         kernel_width: e.kernel_width,
         samples: e.samples,
-        features,
+        features: e.names.iter().cloned().zip(e.weights.clone()).collect(),
     }
 }
 
@@ -231,9 +235,17 @@ fn image_sides(
     model: &ImageModel,
     (x, labels): (Tensor<4>, Tensor<1, Int>),
     plan: &Plan,
+    labelled: bool,
 ) -> Result<(Vec<Side>, usize), ExplainError> {
     let label = super::super::data::host_labels(&labels)[0];
-    let mut sides = vec![image_side(model, x.clone(), "clean", plan)?];
+    let clean = image_side(model, x.clone(), "clean", plan)?;
+    // An unlabelled image is attacked away from the model's own prediction.
+    let labels = if labelled {
+        labels
+    } else {
+        class_tensor(clean.prediction, &x.device())
+    };
+    let mut sides = vec![clean];
     if let Some(pgd) = &plan.compare {
         let adv = pgd.perturb(model, &x, &labels, None);
         sides.push(image_side(model, adv, "adversarial", plan)?);
@@ -266,7 +278,6 @@ fn image_side(
         Method::Lime { lime, patch, .. } => {
             let rep = Patches::new(model, x, *patch)?;
             let e = lime.explain(&rep, target)?;
-            let features = e.names.iter().cloned().zip(e.weights.clone()).collect();
             Map {
                 modality: "image".into(),
                 shape: vec![1, 28, 28],
@@ -274,7 +285,7 @@ fn image_side(
                 values: rep.paint(&e.weights),
                 share: 1.0,
                 completeness_delta: None,
-                lime: Some(surrogate(&e, features)),
+                lime: Some(surrogate(&e)),
             }
         }
     };
@@ -335,10 +346,10 @@ impl Fusion<'_> {
                 None => skipped.push(format!("{}: the model does not read it", modality_name(m))),
             }
         }
-        let total: f64 = maps.iter().map(|m| abs_sum(&m.values)).sum();
+        let total: f64 = maps.iter().map(weight).sum();
         for map in &mut maps {
             map.share = if total > 0.0 {
-                abs_sum(&map.values) / total
+                weight(map) / total
             } else {
                 0.0
             };
@@ -419,7 +430,7 @@ impl Fusion<'_> {
                         _ => e.weights[p / chunk],
                     })
                     .collect();
-                (v, Some(surrogate(&e, Vec::new())))
+                (v, Some(surrogate(&e)))
             }
             (Method::Lime { lime, .. }, Modality::Network) => {
                 let view = NetworkView::new(self.net, set);
@@ -430,7 +441,7 @@ impl Fusion<'_> {
                     names.clone(),
                 )?;
                 let e = lime.explain(&rep, target)?;
-                (e.weights.clone(), Some(surrogate(&e, Vec::new())))
+                (e.weights.clone(), Some(surrogate(&e)))
             }
         };
         Ok(Some(map_of(m, names, values, None, lime)))
@@ -480,6 +491,11 @@ fn map_of(
     }
 }
 
-fn abs_sum(v: &[f64]) -> f64 {
-    v.iter().map(|x| x.abs()).sum()
+/// A map's total |attribution|: over its values, or for LIME over its interpretable
+/// features (a word counts once however often it occurs, a byte chunk once).
+fn weight(map: &Map) -> f64 {
+    match &map.lime {
+        Some(s) if !s.features.is_empty() => s.features.iter().map(|(_, w)| w.abs()).sum(),
+        _ => map.values.iter().map(|x| x.abs()).sum(),
+    }
 }

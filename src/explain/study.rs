@@ -217,11 +217,19 @@ pub fn study(
             let t = measure(&model, set.images.clone(), &LimeImages(lime, patch), plan)?;
             (t, "images".into())
         }
-        (Method::Lime { lime, .. }, AnyModel::Fusion { net, .. }, Data::Records(set)) => {
+        (Method::Lime { lime, .. }, AnyModel::Fusion { net, spec, .. }, Data::Records(set)) => {
             if modality.is_some_and(|m| m != Modality::Network) {
                 return Err(ExplainError::Invalid(
                     "the faithfulness of LIME is measured on network features \
                      (--modality network); text curves would need word-level deletion"
+                        .into(),
+                ));
+            }
+            if !spec.has(Modality::Network) {
+                return Err(ExplainError::Invalid(
+                    "the faithfulness of LIME on a fusion model is measured on its network \
+                     features, which this model does not read; use a gradient method with \
+                     --modality text or bytes"
                         .into(),
                 ));
             }
@@ -269,9 +277,9 @@ fn measure<const D: usize, C: Classifier<D>, A: Attributor<D, C>>(
     if n == 0 {
         return Err(ExplainError::Invalid("no examples to measure".into()));
     }
-    let ig = match plan.method {
-        Method::Gradient(g) => g.integrated(),
-        Method::Lime { .. } => None,
+    let (ig, path) = match plan.method {
+        Method::Gradient(g) => (g.integrated(), g.path()),
+        Method::Lime { .. } => (None, None),
     };
     let mut tally = Tally {
         completeness: [20, 50, 200]
@@ -281,11 +289,14 @@ fn measure<const D: usize, C: Classifier<D>, A: Attributor<D, C>>(
         ..Tally::default()
     };
     let domain = model.domain();
-    for start in (0..n).step_by(plan.chunk.max(1)) {
+    for (c, start) in (0..n).step_by(plan.chunk.max(1)).enumerate() {
+        // Each chunk's noise (SmoothGrad, the random ranking, the stability noise) from its
+        // own seed: a run repeats exactly.
+        x_device(&inputs).seed(plan.seed.wrapping_add(c as u64));
         let x = inputs.range(start, start + plan.chunk.max(1));
         let target = model.logits(x.clone()).argmax(1).squeeze_dim::<1>(1);
         let a = attributor.attribute(model, &x, &target, plan.seed)?;
-        let baseline = match ig {
+        let baseline = match path {
             Some(ig) => ig.baseline(x.x()),
             None => x.x().zeros_like(),
         };
@@ -352,6 +363,10 @@ fn measure<const D: usize, C: Classifier<D>, A: Attributor<D, C>>(
         tally.completeness.clear();
     }
     Ok(tally)
+}
+
+fn x_device<const D: usize, I: Input<D>>(inputs: &I) -> burn::tensor::Device {
+    inputs.x().device()
 }
 
 /// |delta| and |f(x) − f(baseline)| per example for IG at `steps`.

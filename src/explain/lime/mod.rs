@@ -135,11 +135,12 @@ pub struct Explanation {
 }
 
 impl Lime {
-    /// LIME's settings for KernelSHAP: Shapley sampling and weights, no penalty.
+    /// LIME's settings for KernelSHAP: Shapley sampling and weights, a vanishing penalty
+    /// (it only keeps the solve stable), every feature.
     pub fn kernel_shap(self) -> Self {
         Self {
             kernel: Kernel::Shapley,
-            alpha: 0.0,
+            alpha: 1e-6,
             top_k: None,
             ..self
         }
@@ -168,6 +169,14 @@ impl Lime {
             return Err(ExplainError::Invalid(format!(
                 "--samples {} is too few: LIME needs at least 2 (reference: 1000 to 5000)",
                 self.samples
+            )));
+        }
+        if self.kernel == Kernel::Shapley && self.samples < d + 2 {
+            return Err(ExplainError::Invalid(format!(
+                "--samples {} is too few for KernelSHAP over {d} features: it needs at least {} \
+                 (d + 2), and many more for stable values",
+                self.samples,
+                d + 2
             )));
         }
         let mut rng = StdRng::seed_from_u64(self.seed);
@@ -204,7 +213,16 @@ impl Lime {
         };
         let k = self.top_k.unwrap_or(d).min(d);
         let columns = surrogate::select(&z, &y, &w, k)?;
-        let fit = surrogate::ridge(&z, &y, &w, &columns, self.alpha)?;
+        let mut fit = surrogate::ridge(&z, &y, &w, &columns, self.alpha)?;
+        if self.kernel == Kernel::Shapley {
+            // The constraint rows are fitted by construction: judge the fit on the sampled
+            // coalitions only.
+            let sampled: Vec<f64> = w
+                .iter()
+                .map(|&v| f64::from(u8::from(v < CONSTRAINT)))
+                .collect();
+            fit.r2 = surrogate::r2(&z, &y, &sampled, &fit);
+        }
         let mut weights = vec![0.0; d];
         for (&j, &b) in fit.columns.iter().zip(&fit.coef) {
             weights[j] = b;

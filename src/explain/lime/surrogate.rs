@@ -60,34 +60,57 @@ pub fn ridge(
         Some(c) => c.solve(&rhs),
         None => gram.lu().solve(&rhs).ok_or_else(|| {
             ExplainError::Invalid(
-                "the LIME regression is singular: use a positive --ridge-alpha".into(),
+                "the surrogate regression is singular: raise --samples (or lower --top-k)".into(),
             )
         })?,
     };
     let intercept = y_mean - (0..k).map(|j| coef[j] * x_mean[j]).sum::<f64>();
+    if coef.iter().any(|c| !c.is_finite()) {
+        return Err(ExplainError::Invalid(
+            "the surrogate regression has no finite solution: raise --samples".into(),
+        ));
+    }
     let mut fit = Fit {
         columns: columns.to_vec(),
         coef: coef.iter().copied().collect(),
         intercept,
         r2: 0.0,
     };
-    let (mut ss_res, mut ss_tot) = (0.0, 0.0);
-    for i in 0..n {
-        let row: Vec<f64> = z.row(i).iter().copied().collect();
-        ss_res += w[i] * (y[i] - fit.predict(&row)).powi(2);
-        ss_tot += w[i] * (y[i] - y_mean).powi(2);
-    }
-    fit.r2 = if ss_tot > 0.0 {
-        1.0 - ss_res / ss_tot
-    } else {
-        1.0
-    };
+    fit.r2 = r2(z, y, w, &fit);
     Ok(fit)
 }
 
+/// Weighted R² of `fit` on the rows of `z` with weight `w` (as scikit-learn's `r2_score`: a
+/// constant target gives 1 if fitted exactly, else 0).
+pub fn r2(z: &DMatrix<f64>, y: &[f64], w: &[f64], fit: &Fit) -> f64 {
+    let total: f64 = w.iter().sum();
+    let y_mean = y.iter().zip(w).map(|(v, wi)| v * wi).sum::<f64>() / total.max(f64::MIN_POSITIVE);
+    let (mut ss_res, mut ss_tot) = (0.0, 0.0);
+    for (i, row) in z.row_iter().enumerate() {
+        let row: Vec<f64> = row.iter().copied().collect();
+        ss_res += w[i] * (y[i] - fit.predict(&row)).powi(2);
+        ss_tot += w[i] * (y[i] - y_mean).powi(2);
+    }
+    match (ss_tot > 0.0, ss_res > 0.0) {
+        (true, _) => 1.0 - ss_res / ss_tot,
+        (false, false) => 1.0,
+        (false, true) => 0.0,
+    }
+}
+
+/// An unpenalised fit where the design allows one, else a barely penalised one.
+fn least_squares(
+    z: &DMatrix<f64>,
+    y: &[f64],
+    w: &[f64],
+    columns: &[usize],
+) -> Result<Fit, ExplainError> {
+    ridge(z, y, w, columns, 0.0).or_else(|_| ridge(z, y, w, columns, 1e-6))
+}
+
 /// The `k` columns LIME explains with, as its `feature_selection="auto"`: forward selection
-/// by weighted R² (ridge α = 0.01) when `k` ≤ 6, else the `k` largest |coefficients| of a ridge
-/// (α = 0.01) on every column. All columns when `k` ≥ their number.
+/// by weighted R² (unpenalised least squares) when `k` ≤ 6, else the `k` largest
+/// |coefficients| of a ridge (α = 0.01) on every column. All columns when `k` ≥ their number.
 pub fn select(
     z: &DMatrix<f64>,
     y: &[f64],
@@ -105,7 +128,7 @@ pub fn select(
             for j in (0..d).filter(|j| !chosen.contains(j)) {
                 let mut cols = chosen.clone();
                 cols.push(j);
-                let r2 = ridge(z, y, w, &cols, 0.01)?.r2;
+                let r2 = least_squares(z, y, w, &cols)?.r2;
                 if best.is_none_or(|(b, _)| r2 > b) {
                     best = Some((r2, j));
                 }
