@@ -57,6 +57,36 @@ pub struct WorkloadSpec {
     pub limit: Option<usize>,
     /// Verify the model's signature with this public key before loading it.
     pub verify_key: Option<PathBuf>,
+    /// Which stripe of the selected examples this process runs.
+    pub shard: Shard,
+}
+
+/// One of `count` stripes of the selected examples: the k-th selected example (after offset,
+/// skip and limit) belongs to shard k mod `count`, so shards are balanced and together cover
+/// the selection exactly once.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct Shard {
+    /// 0-based, below `count`.
+    pub index: usize,
+    /// At least 1.
+    pub count: usize,
+}
+
+impl Default for Shard {
+    fn default() -> Self {
+        Self { index: 0, count: 1 }
+    }
+}
+
+impl Shard {
+    /// This shard's part of `ids`, in order.
+    pub fn stripe(&self, ids: Vec<usize>) -> Vec<usize> {
+        ids.into_iter()
+            .enumerate()
+            .filter(|(k, _)| k % self.count.max(1) == self.index)
+            .map(|(_, id)| id)
+            .collect()
+    }
 }
 
 /// The examples of a workload (tensor handles: variant sizes do not matter).
@@ -297,7 +327,12 @@ fn load_data(
         (AnyModel::Fusion { spec: fspec, .. }, Source::Records(records_path)) => {
             files.push(records_path.clone());
             let all = records::load(records_path, &fspec.schema(), d)?;
-            let ids = data::every_index(all.len(), spec.offset, spec.skip, spec.limit);
+            let ids = spec.shard.stripe(data::every_index(
+                all.len(),
+                spec.offset,
+                spec.skip,
+                spec.limit,
+            ));
             let set = all.select(data::indices(&ids, d));
             (Data::Records(set), ids)
         }
@@ -336,8 +371,8 @@ fn load_data(
     };
     if ids.is_empty() {
         return Err(WorkloadError::Mismatch(format!(
-            "no examples to run on (offset {}, skip {}, limit {:?}); the data set is empty or ends before the offset",
-            spec.offset, spec.skip, spec.limit
+            "no examples to run on (offset {}, skip {}, limit {:?}, shard {} of {}); the data set is empty, ends before the offset or has fewer examples than shards",
+            spec.offset, spec.skip, spec.limit, spec.shard.index, spec.shard.count
         )));
     }
     Ok((data, ids))
@@ -351,8 +386,20 @@ fn images(
 ) -> Result<(Data, Vec<usize>), WorkloadError> {
     check_classes(opened, &all)?;
     let ids = data::every_index(all.len(), spec.offset, spec.skip, spec.limit);
+    if spec.shard.count <= 1 {
+        return Ok((
+            Data::Images(all.every(spec.offset, spec.skip, spec.limit)),
+            ids,
+        ));
+    }
+    let ids = spec.shard.stripe(ids);
+    let (images, labels) = all.gather(&ids);
     Ok((
-        Data::Images(all.every(spec.offset, spec.skip, spec.limit)),
+        Data::Images(ImageSet {
+            images,
+            labels,
+            ..all
+        }),
         ids,
     ))
 }

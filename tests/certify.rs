@@ -363,3 +363,123 @@ fn gaussian_training_beats_standard_training_under_smoothing() {
         "gaussian {gaussian} vs standard {standard} of 60"
     );
 }
+
+/// Three shards of a certification, merged, are the unsharded run row for row (times aside);
+/// merging refuses a missing shard, a shard of another protocol, one given twice and an edited
+/// TSV, each by name.
+#[test]
+fn sharded_certification_merges_into_the_unsharded_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = common::reference_path();
+    let m = model.to_str().unwrap();
+    let certify = |extra: &[&str]| {
+        let mut args = vec![
+            "certify", "--model", m, "--limit", "7", "--sigma", "0.25", "--n0", "20", "--n", "200",
+            "--device", "flex",
+        ];
+        args.extend_from_slice(extra);
+        common::rampart(&args, dir.path())
+    };
+    common::ok(&certify(&["--out", "full.tsv"]));
+    for i in ["0", "1", "2"] {
+        let out = format!("s{i}.tsv");
+        common::ok(&certify(&[
+            "--out",
+            &out,
+            "--shard-index",
+            i,
+            "--shard-count",
+            "3",
+        ]));
+    }
+    let read = |name: &str| std::fs::read_to_string(dir.path().join(name)).unwrap();
+    // Shard 1 holds the 2nd and 5th selected examples.
+    let s1: Vec<String> = read("s1.tsv")
+        .lines()
+        .skip(1)
+        .map(|l| l.split('\t').next().unwrap().to_string())
+        .collect();
+    assert_eq!(s1, ["1", "4"]);
+    let merge = |args: &[&str]| {
+        let mut all = vec!["merge"];
+        all.extend_from_slice(args);
+        common::rampart(&all, dir.path())
+    };
+    let text = common::ok(&merge(&[
+        "--out",
+        "merged.tsv",
+        "s2.tsv",
+        "s0.tsv",
+        "s1.tsv",
+    ]));
+    assert!(text.contains("merged 3 shards"), "{text}");
+    let strip = |t: String| -> Vec<String> {
+        t.lines()
+            .map(|l| l.rsplit_once('\t').unwrap().0.to_string())
+            .collect()
+    };
+    assert_eq!(strip(read("merged.tsv")), strip(read("full.tsv")));
+    let fails = |args: &[&str], want: &str| {
+        let err = common::failed(&merge(args));
+        assert!(err.contains(want), "{args:?}: {err}");
+    };
+    fails(
+        &["--out", "m.tsv", "s0.tsv", "s1.tsv"],
+        "shard 2 of 3 is missing",
+    );
+    fails(
+        &["--out", "m.tsv", "s0.tsv", "s1.tsv", "s1.tsv"],
+        "both shard 1",
+    );
+    common::ok(&certify(&[
+        "--out",
+        "other.tsv",
+        "--shard-index",
+        "2",
+        "--shard-count",
+        "3",
+        "--seed",
+        "9",
+    ]));
+    fails(
+        &["--out", "m.tsv", "s0.tsv", "s1.tsv", "other.tsv"],
+        "other.tsv differs",
+    );
+    let edited = read("s2.tsv")
+        .lines()
+        .take(2)
+        .collect::<Vec<_>>()
+        .join("\n")
+        + "\n";
+    std::fs::write(dir.path().join("s2.tsv"), edited).unwrap();
+    fails(&["--out", "m.tsv", "s0.tsv", "s1.tsv", "s2.tsv"], "s2.tsv");
+    // A shard needs its index, from the flag or the scheduler.
+    let err = common::failed(&certify(&["--out", "x.tsv", "--shard-count", "3"]));
+    assert!(err.contains("--shard-index"), "{err}");
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_rampart"))
+        .args([
+            "certify",
+            "--model",
+            m,
+            "--limit",
+            "7",
+            "--sigma",
+            "0.25",
+            "--n0",
+            "20",
+            "--n",
+            "200",
+            "--device",
+            "flex",
+            "--out",
+            "k.tsv",
+            "--shard-count",
+            "3",
+        ])
+        .env("JOB_COMPLETION_INDEX", "1")
+        .current_dir(dir.path())
+        .output()
+        .unwrap();
+    common::ok(&out);
+    assert_eq!(read("k.tsv").lines().count(), 3);
+}

@@ -324,6 +324,8 @@ pub enum OutputKind {
     Svg,
     /// `rampart explain`'s attributions (a JSON object with `sides`).
     Explanation,
+    /// A certification shard's identity beside its TSV (`OUT.shard.json`).
+    ShardMeta,
 }
 
 impl OutputKind {
@@ -344,6 +346,7 @@ impl OutputKind {
             OutputKind::Html => "HTML page",
             OutputKind::Svg => "SVG picture",
             OutputKind::Explanation => "explanation JSON",
+            OutputKind::ShardMeta => "certification shard description",
         }
     }
 
@@ -392,6 +395,7 @@ impl OutputKind {
             OutputKind::Html => text.starts_with("<!doctype html>"),
             OutputKind::Svg => text.starts_with("<svg xmlns="),
             OutputKind::Explanation => text.starts_with("{\n  \"model\": {"),
+            OutputKind::ShardMeta => text.starts_with("{\n  \"format\": \"rampart-certify-shard"),
             OutputKind::Card => {
                 text.starts_with("---\n{") && text.contains("model-index")
                     || text.starts_with("{\n  \"name\":") && text.contains("\"model\": {")

@@ -10,6 +10,7 @@
 pub mod plot;
 pub mod report;
 pub mod run;
+pub mod shard;
 
 use burn::tensor::{Distribution, Int, Tensor, TensorData};
 use rand::rngs::StdRng;

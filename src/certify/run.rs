@@ -11,6 +11,17 @@ use super::Smooth;
 use crate::artifact::files::{self, FileError};
 use crate::classifier::{Classifier, Input};
 
+/// The reference TSV's columns.
+pub const TSV_COLUMNS: [&str; 6] = ["idx", "label", "predict", "radius", "correct", "time"];
+
+/// One row of the reference TSV (no newline).
+pub fn tsv_line(r: &Row) -> String {
+    format!(
+        "{}\t{}\t{}\t{:.4}\t{}\t{:.4}",
+        r.idx, r.label, r.predict, r.radius, r.correct as u8, r.time
+    )
+}
+
 /// Radii at which certified accuracy is reported (L2, pixel space).
 pub const REPORT_RADII: [f64; 5] = [0.0, 0.25, 0.5, 0.75, 1.0];
 
@@ -108,20 +119,34 @@ pub fn certify_all<C: Classifier<D>, const D: usize>(
     if let Some(w) = writer {
         w.finish()?;
     }
-    let summary = Summary {
-        images: total,
-        sigma: smooth.sigma,
-        n0: run.n0,
-        n: run.n,
-        alpha: run.alpha,
+    let seconds = started.elapsed().as_secs_f64() / total.max(1) as f64;
+    let summary = summarise(&rows, smooth.sigma, run.n0, run.n, run.alpha, seconds);
+    Ok((rows, summary))
+}
+
+/// The summary of certified `rows` under the protocol (σ, n0, n, α).
+pub fn summarise(
+    rows: &[Row],
+    sigma: f64,
+    n0: usize,
+    n: usize,
+    alpha: f64,
+    seconds_per_image: f64,
+) -> Summary {
+    Summary {
+        images: rows.len(),
+        sigma,
+        n0,
+        n,
+        alpha,
         certified_accuracy: REPORT_RADII
             .iter()
-            .map(|&r| (r, certified_accuracy(&rows, r)))
+            .map(|&r| (r, certified_accuracy(rows, r)))
             .collect(),
-        abstain_rate: rows.iter().filter(|r| r.predict < 0).count() as f64 / total.max(1) as f64,
-        seconds_per_image: started.elapsed().as_secs_f64() / total.max(1) as f64,
-    };
-    Ok((rows, summary))
+        abstain_rate: rows.iter().filter(|r| r.predict < 0).count() as f64
+            / rows.len().max(1) as f64,
+        seconds_per_image,
+    }
 }
 
 /// Images per device call: enough that their `n` noisy copies fill a forward pass of `batch`.
@@ -177,7 +202,7 @@ impl TsvWriter {
         files::check_writable(path)?;
         files::check_writable(&partial)?;
         let mut file = std::io::BufWriter::new(std::fs::File::create(&partial).map_err(err)?);
-        writeln!(file, "idx\tlabel\tpredict\tradius\tcorrect\ttime").map_err(err)?;
+        writeln!(file, "{}", TSV_COLUMNS.join("\t")).map_err(err)?;
         Ok(Self {
             path: path.to_path_buf(),
             partial,
@@ -186,16 +211,12 @@ impl TsvWriter {
     }
 
     fn row(&mut self, r: &Row) -> Result<(), FileError> {
-        writeln!(
-            self.file,
-            "{}\t{}\t{}\t{:.4}\t{}\t{:.4}",
-            r.idx, r.label, r.predict, r.radius, r.correct as u8, r.time
-        )
-        .and_then(|_| self.file.flush())
-        .map_err(|source| FileError::Write {
-            path: self.partial.clone(),
-            source,
-        })
+        writeln!(self.file, "{}", tsv_line(r))
+            .and_then(|_| self.file.flush())
+            .map_err(|source| FileError::Write {
+                path: self.partial.clone(),
+                source,
+            })
     }
 
     fn finish(self) -> Result<(), FileError> {

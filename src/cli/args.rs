@@ -8,7 +8,7 @@ use crate::artifact::{OpenOptions, Outputs};
 use crate::data::{DatasetChoice, Split};
 use crate::device::DeviceChoice;
 use crate::model::Arch;
-use crate::workload::{Source, WorkloadSpec};
+use crate::workload::{Shard, Source, WorkloadSpec};
 
 /// A model file or manifest.
 #[derive(Args, Debug, Clone)]
@@ -100,6 +100,7 @@ impl WorkloadArgs {
             skip: skip.max(1),
             limit: self.data.limit.map(|l| l as usize),
             verify_key: self.model.verify_key.clone(),
+            shard: Shard::default(),
         }
     }
 }
@@ -109,4 +110,47 @@ pub fn guard(files: &[PathBuf]) -> Outputs {
     let mut outputs = Outputs::new();
     outputs.inputs(files);
     outputs
+}
+
+/// Running one stripe of the examples, for a job split across processes or machines.
+#[derive(Args, Debug, Clone)]
+pub struct ShardArgs {
+    /// This process's shard, 0-based (default: $JOB_COMPLETION_INDEX of a Kubernetes Indexed
+    /// Job, or $SLURM_ARRAY_TASK_ID of a Slurm array).
+    #[arg(long)]
+    pub shard_index: Option<u64>,
+    /// Shards the selected examples are striped into: the k-th goes to shard k mod count.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..=1_000_000))]
+    pub shard_count: u64,
+}
+
+impl ShardArgs {
+    /// The shard: the flag, else the scheduler's variable; required when there are several.
+    pub fn shard(&self) -> Result<Shard, String> {
+        let count = self.shard_count as usize;
+        let from_env = || {
+            ["JOB_COMPLETION_INDEX", "SLURM_ARRAY_TASK_ID"]
+                .iter()
+                .find_map(|v| std::env::var(v).ok().map(|value| (*v, value)))
+        };
+        let index = match (self.shard_index, from_env()) {
+            (Some(i), _) => i as usize,
+            // One shard is the whole run, whatever the scheduler numbers this process.
+            (None, _) if count == 1 => 0,
+            (None, Some((var, value))) => value.trim().parse::<usize>().map_err(|_| {
+                format!("${var} is {value:?}, not a shard index; set --shard-index")
+            })?,
+            (None, None) => {
+                return Err(format!(
+                    "--shard-count {count} needs --shard-index (or $JOB_COMPLETION_INDEX / $SLURM_ARRAY_TASK_ID)"
+                ));
+            }
+        };
+        if index >= count {
+            return Err(format!(
+                "--shard-index {index} must be below --shard-count {count}"
+            ));
+        }
+        Ok(Shard { index, count })
+    }
 }

@@ -6,11 +6,12 @@ use std::path::PathBuf;
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 
-use super::args::{WorkloadArgs, guard};
+use super::args::{ShardArgs, WorkloadArgs, guard};
 use super::{CliError, CliResult, emit, note};
 use crate::artifact::files::OutputKind;
 use crate::certify::report::{self, Protocol};
-use crate::certify::run::Row;
+use crate::certify::run::{self, Row};
+use crate::certify::shard::{self, ShardMeta};
 use crate::workload::Workload;
 
 /// The smoothing protocol, shared by `certify` and `predict`.
@@ -69,12 +70,21 @@ pub struct CertifyArgs {
     /// PNG plot of certified accuracy against radius (default: the --out path with .png).
     #[arg(long)]
     pub plot: Option<PathBuf>,
+    #[command(flatten)]
+    pub shard: ShardArgs,
 }
 
 pub fn run(args: CertifyArgs) -> CliResult {
     let protocol = args.smooth.protocol(args.n0);
     protocol.validate().map_err(CliError::Usage)?;
-    let work = Workload::open(&args.on.spec(args.smooth.skip as usize))?;
+    let mut spec = args.on.spec(args.smooth.skip as usize);
+    spec.shard = args.shard.shard().map_err(CliError::Usage)?;
+    if spec.shard.count > 1 && args.out.is_none() {
+        return Err(CliError::Usage(
+            "a shard must keep its rows for `rampart merge`: give --out".into(),
+        ));
+    }
+    let work = Workload::open(&spec)?;
     let plot = args
         .plot
         .clone()
@@ -84,6 +94,8 @@ pub fn run(args: CertifyArgs) -> CliResult {
         outputs.output(out, "--out", OutputKind::Tsv)?;
         let partial = crate::certify::run::partial_path(out);
         outputs.output(&partial, "--out (its .partial)", OutputKind::Tsv)?;
+        let meta = shard::meta_path(out);
+        outputs.output(&meta, "--out (its .shard.json)", OutputKind::ShardMeta)?;
     }
     if let Some(p) = &plot {
         outputs.output(p, "--plot", OutputKind::Png)?;
@@ -110,6 +122,25 @@ pub fn run(args: CertifyArgs) -> CliResult {
     };
     let (mut report, rows) = report::certify(&work, protocol, args.out.as_deref(), &mut progress)?;
     bar.finish_and_clear();
+    if let Some(out) = &args.out {
+        let meta = ShardMeta {
+            format: shard::FORMAT.into(),
+            model_sha256: report.model.sha256.clone(),
+            model: report.model.path.clone(),
+            data: report.data.name.clone(),
+            sigma: report.summary.sigma,
+            n0: protocol.n0,
+            n: protocol.n,
+            alpha: protocol.alpha,
+            seed: protocol.seed,
+            offset: spec.offset,
+            skip: spec.skip,
+            limit: spec.limit,
+            shard: spec.shard,
+            ids: rows.iter().map(|r| r.idx).collect(),
+        };
+        shard::write_meta(out, &meta)?;
+    }
     if let Some(p) = &plot {
         let title = format!(
             "{} (sigma {}, n {}, {} examples)",
@@ -139,4 +170,84 @@ fn progress_bar(len: usize) -> ProgressBar {
         bar.set_style(style.progress_chars("=> "));
     }
     bar
+}
+
+#[derive(Args, Debug)]
+pub struct MergeArgs {
+    /// The shards' TSVs (each with its OUT.shard.json), all shards of one run.
+    #[arg(required = true)]
+    pub shards: Vec<PathBuf>,
+    /// The merged TSV (with its .shard.json): the rows of the unsharded run, in index order.
+    #[arg(long)]
+    pub out: PathBuf,
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// What `rampart merge` reports.
+#[derive(Debug, serde::Serialize)]
+pub struct MergeReport {
+    pub model_sha256: String,
+    pub data: String,
+    pub shards: usize,
+    pub out: PathBuf,
+    pub summary: run::Summary,
+}
+
+impl std::fmt::Display for MergeReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let s = &self.summary;
+        writeln!(
+            f,
+            "merged {} shards into {}: {} examples of {} (model sha256 {}; sigma {}, n0 {}, n {}, alpha {})",
+            self.shards,
+            self.out.display(),
+            s.images,
+            self.data,
+            &self.model_sha256[..12.min(self.model_sha256.len())],
+            s.sigma,
+            s.n0,
+            s.n,
+            s.alpha
+        )?;
+        for (r, acc) in &s.certified_accuracy {
+            writeln!(
+                f,
+                "  certified accuracy at radius {r:.2}: {:.1}%",
+                100.0 * acc
+            )?;
+        }
+        writeln!(f, "  abstained: {:.1}%", 100.0 * s.abstain_rate)
+    }
+}
+
+/// `rampart merge`: the shards of a certification as the single result.
+pub fn merge(args: MergeArgs) -> CliResult {
+    let mut outputs = guard(&args.shards);
+    let metas: Vec<PathBuf> = args.shards.iter().map(|p| shard::meta_path(p)).collect();
+    outputs.inputs(&metas);
+    outputs.output(&args.out, "--out", OutputKind::Tsv)?;
+    outputs.output(
+        &shard::meta_path(&args.out),
+        "--out (its .shard.json)",
+        OutputKind::ShardMeta,
+    )?;
+    let (meta, rows) = shard::merge(&args.shards).map_err(|e| CliError::Usage(e.to_string()))?;
+    let mut text = run::TSV_COLUMNS.join("\t");
+    text.push('\n');
+    for r in &rows {
+        text.push_str(&run::tsv_line(r));
+        text.push('\n');
+    }
+    crate::artifact::files::write_atomic(&args.out, text.as_bytes())?;
+    shard::write_meta(&args.out, &meta)?;
+    let seconds = rows.iter().map(|r| r.time).sum::<f64>() / rows.len().max(1) as f64;
+    let report = MergeReport {
+        model_sha256: meta.model_sha256.clone(),
+        data: meta.data.clone(),
+        shards: args.shards.len(),
+        out: args.out.clone(),
+        summary: run::summarise(&rows, meta.sigma, meta.n0, meta.n, meta.alpha, seconds),
+    };
+    emit(&report, args.json)
 }
