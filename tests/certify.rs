@@ -482,4 +482,21 @@ fn sharded_certification_merges_into_the_unsharded_run() {
         .unwrap();
     common::ok(&out);
     assert_eq!(read("k.tsv").lines().count(), 3);
+    // An interrupted run resumes: a partial TSV with three whole rows and a torn fourth, and
+    // its description, give the full run's rows, only four examples certified again.
+    let full = read("full.tsv");
+    let mut partial: String = full.lines().take(4).map(|l| format!("{l}\n")).collect();
+    partial.push_str("3\t0\t");
+    std::fs::write(dir.path().join("r.tsv.partial"), partial).unwrap();
+    std::fs::copy(
+        dir.path().join("full.tsv.shard.json"),
+        dir.path().join("r.tsv.partial.shard.json"),
+    )
+    .unwrap();
+    let out = certify(&["--out", "r.tsv"]);
+    let err = String::from_utf8_lossy(&out.stderr).to_string();
+    common::ok(&out);
+    assert!(err.contains("resuming: 3 of 7"), "{err}");
+    assert_eq!(strip(read("r.tsv")), strip(full));
+    assert!(!dir.path().join("r.tsv.partial.shard.json").exists());
 }

@@ -11,7 +11,7 @@ use super::Smooth;
 use super::run::{CertifyRun, Row, Summary, certify_all, predict_all};
 use crate::artifact::ModelInfo;
 use crate::artifact::files::FileError;
-use crate::classifier::Classifier;
+use crate::classifier::{Classifier, Input};
 use crate::data::host_labels;
 use crate::workload::{DataInfo, Examples, Job, Workload, WorkloadError};
 
@@ -87,6 +87,8 @@ struct CertifyJob<'a> {
     protocol: Protocol,
     sigma: f64,
     out: Option<&'a Path>,
+    /// Rows a resumed run already has; their examples are not certified again.
+    done: &'a [Row],
     progress: &'a mut dyn FnMut(&[Row]),
 }
 
@@ -100,14 +102,27 @@ impl Job for CertifyJob<'_> {
     ) -> Self::Output {
         let p = self.protocol;
         let smooth = p.smooth(model, self.sigma);
-        let labels = host_labels(&ex.labels);
+        let all_labels = host_labels(&ex.labels);
+        let done: std::collections::HashSet<usize> = self.done.iter().map(|r| r.idx).collect();
+        let left: Vec<usize> = (0..ex.ids.len())
+            .filter(|&k| !done.contains(&ex.ids[k]))
+            .collect();
+        let inputs = if left.is_empty() || left.len() == ex.ids.len() {
+            ex.inputs
+        } else {
+            let device = ex.inputs.x().device();
+            ex.inputs.select(crate::data::indices(&left, &device))
+        };
+        let labels: Vec<usize> = left.iter().map(|&k| all_labels[k]).collect();
+        let ids: Vec<usize> = left.iter().map(|&k| ex.ids[k]).collect();
         let run = CertifyRun {
-            inputs: &ex.inputs,
+            inputs: &inputs,
             labels: &labels,
-            ids: &ex.ids,
+            ids: &ids,
             n0: p.n0,
             n: p.n,
             alpha: p.alpha,
+            done: self.done,
         };
         let (rows, summary) = certify_all(&smooth, &run, self.out, self.progress)?;
         Ok((rows, summary, model.domain().units.to_string()))
@@ -133,6 +148,7 @@ pub fn certify(
     work: &Workload,
     protocol: Protocol,
     out: Option<&Path>,
+    done: &[Row],
     progress: &mut dyn FnMut(&[Row]),
 ) -> Result<(CertifyReport, Vec<Row>), WorkloadError> {
     let sigma = protocol.sigma_for(work)?;
@@ -140,6 +156,7 @@ pub fn certify(
         protocol,
         sigma,
         out,
+        done,
         progress,
     };
     let (rows, summary, units) = work

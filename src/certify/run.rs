@@ -73,6 +73,8 @@ pub struct CertifyRun<'a, I> {
     pub n0: usize,
     pub n: usize,
     pub alpha: f64,
+    /// Rows of a resumed run, written first and counted in the summary.
+    pub done: &'a [Row],
 }
 
 /// Certifies every example, streaming rows to `out` (written to `out.partial`, renamed when
@@ -86,10 +88,10 @@ pub fn certify_all<C: Classifier<D>, const D: usize>(
 ) -> Result<(Vec<Row>, Summary), FileError> {
     let total = run.labels.len().min(run.inputs.len()).min(run.ids.len());
     let group = group_size(smooth.batch, run.n);
-    let mut writer = out.map(TsvWriter::create).transpose()?;
+    let mut writer = out.map(|o| TsvWriter::create(o, run.done)).transpose()?;
     let labels = run.labels;
     let started = Instant::now();
-    let mut rows = Vec::with_capacity(total);
+    let mut rows = run.done.to_vec();
     for start in (0..total).step_by(group) {
         let t = Instant::now();
         let x = run.inputs.range(start, start + group);
@@ -120,6 +122,7 @@ pub fn certify_all<C: Classifier<D>, const D: usize>(
         w.finish()?;
     }
     let seconds = started.elapsed().as_secs_f64() / total.max(1) as f64;
+    rows.sort_by_key(|r| r.idx);
     let summary = summarise(&rows, smooth.sigma, run.n0, run.n, run.alpha, seconds);
     Ok((rows, summary))
 }
@@ -190,7 +193,8 @@ struct TsvWriter {
 }
 
 impl TsvWriter {
-    fn create(path: &Path) -> Result<Self, FileError> {
+    /// A new `PATH.partial` with the header and the `done` rows of a resumed run.
+    fn create(path: &Path, done: &[Row]) -> Result<Self, FileError> {
         let err = |source| FileError::Write {
             path: path.to_path_buf(),
             source,
@@ -203,6 +207,9 @@ impl TsvWriter {
         files::check_writable(&partial)?;
         let mut file = std::io::BufWriter::new(std::fs::File::create(&partial).map_err(err)?);
         writeln!(file, "{}", TSV_COLUMNS.join("\t")).map_err(err)?;
+        for r in done {
+            writeln!(file, "{}", tsv_line(r)).map_err(err)?;
+        }
         Ok(Self {
             path: path.to_path_buf(),
             partial,

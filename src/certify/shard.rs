@@ -72,6 +72,29 @@ pub fn meta_path(out: &Path) -> PathBuf {
     PathBuf::from(p)
 }
 
+/// The rows a re-run with description `planned` and output `out` already has: all of them if
+/// `out` is complete with the same description, those of `out.partial` if an interrupted run
+/// with the same description left it, else none.
+pub fn resume(out: &Path, planned: &ShardMeta) -> Result<Vec<Row>, ShardError> {
+    let same = |p: &Path| {
+        read_meta(p).is_ok_and(|m| {
+            m.run() == planned.run() && m.shard == planned.shard && m.ids == planned.ids
+        })
+    };
+    if out.exists() && same(out) {
+        return read_rows(out);
+    }
+    let partial = super::run::partial_path(out);
+    if partial.exists() && same(&partial) {
+        let rows = read_partial(&partial)?;
+        let planned_ids: BTreeSet<usize> = planned.ids.iter().copied().collect();
+        if rows.iter().all(|r| planned_ids.contains(&r.idx)) {
+            return Ok(rows);
+        }
+    }
+    Ok(Vec::new())
+}
+
 /// Writes `meta` beside the TSV at `out`, atomically.
 pub fn write_meta(out: &Path, meta: &ShardMeta) -> Result<(), FileError> {
     let text = serde_json::to_string_pretty(meta).map_err(|e| FileError::Write {
@@ -107,7 +130,17 @@ pub fn read_meta(out: &Path) -> Result<ShardMeta, ShardError> {
 
 /// The rows of a certification TSV (`idx label predict radius correct time`), checked.
 pub fn read_rows(path: &Path) -> Result<Vec<Row>, ShardError> {
+    parse_rows(&files::read_text(path, TSV)?, path)
+}
+
+/// The whole rows of an interrupted run's `OUT.partial` (a torn last line is dropped).
+pub fn read_partial(path: &Path) -> Result<Vec<Row>, ShardError> {
     let text = files::read_text(path, TSV)?;
+    let whole = text.rfind('\n').map_or("", |end| &text[..=end]);
+    parse_rows(whole, path)
+}
+
+fn parse_rows(text: &str, path: &Path) -> Result<Vec<Row>, ShardError> {
     let bad = |reason: String| ShardError::Bad {
         path: path.to_path_buf(),
         reason,

@@ -96,6 +96,12 @@ pub fn run(args: CertifyArgs) -> CliResult {
         outputs.output(&partial, "--out (its .partial)", OutputKind::Tsv)?;
         let meta = shard::meta_path(out);
         outputs.output(&meta, "--out (its .shard.json)", OutputKind::ShardMeta)?;
+        let partial_meta = shard::meta_path(&partial);
+        outputs.output(
+            &partial_meta,
+            "--out (its .partial.shard.json)",
+            OutputKind::ShardMeta,
+        )?;
     }
     if let Some(p) = &plot {
         outputs.output(p, "--plot", OutputKind::Png)?;
@@ -120,26 +126,42 @@ pub fn run(args: CertifyArgs) -> CliResult {
             100.0 * correct as f64 / rows.len().max(1) as f64
         ));
     };
-    let (mut report, rows) = report::certify(&work, protocol, args.out.as_deref(), &mut progress)?;
+    let planned = ShardMeta {
+        format: shard::FORMAT.into(),
+        model_sha256: work.opened.sha256.clone(),
+        model: work.opened.path.clone(),
+        data: work.data_info().name,
+        sigma,
+        n0: protocol.n0,
+        n: protocol.n,
+        alpha: protocol.alpha,
+        seed: protocol.seed,
+        offset: spec.offset,
+        skip: spec.skip,
+        limit: spec.limit,
+        shard: spec.shard,
+        ids: work.ids.clone(),
+    };
+    // A re-run with the same description resumes: the examples already certified are kept.
+    let mut done = Vec::new();
+    if let Some(out) = &args.out {
+        done = shard::resume(out, &planned).map_err(|e| CliError::Usage(e.to_string()))?;
+        if !done.is_empty() {
+            note(&format!(
+                "resuming: {} of {} examples already certified in {}",
+                done.len(),
+                planned.ids.len(),
+                out.display()
+            ));
+        }
+        shard::write_meta(&crate::certify::run::partial_path(out), &planned)?;
+    }
+    let (mut report, rows) =
+        report::certify(&work, protocol, args.out.as_deref(), &done, &mut progress)?;
     bar.finish_and_clear();
     if let Some(out) = &args.out {
-        let meta = ShardMeta {
-            format: shard::FORMAT.into(),
-            model_sha256: report.model.sha256.clone(),
-            model: report.model.path.clone(),
-            data: report.data.name.clone(),
-            sigma: report.summary.sigma,
-            n0: protocol.n0,
-            n: protocol.n,
-            alpha: protocol.alpha,
-            seed: protocol.seed,
-            offset: spec.offset,
-            skip: spec.skip,
-            limit: spec.limit,
-            shard: spec.shard,
-            ids: rows.iter().map(|r| r.idx).collect(),
-        };
-        shard::write_meta(out, &meta)?;
+        shard::write_meta(out, &planned)?;
+        let _ = std::fs::remove_file(shard::meta_path(&crate::certify::run::partial_path(out)));
     }
     if let Some(p) = &plot {
         let title = format!(
