@@ -27,9 +27,13 @@ echo "== certify (randomized smoothing at the training sigma; a short protocol: 
 sigma=(); grep -Eq '^kind *= *"gaussian"' "$config" || sigma=(--sigma 0.25)
 $bin certify --model "$run/model.safetensors" "${sigma[@]}" --n0 100 --n 2000 --alpha 0.001 \
   --skip 200 --limit 50 --out "$run/cert.tsv"
+echo "== explain (integrated gradients of test image 0 and of its PGD version)"
+$bin explain --model "$run/model.safetensors" --index 0 --method ig --compare-adversarial \
+  --eps 0.1 --out "$run/explain"
 echo "== report"
 echo "model:         $run/model.safetensors (safetensors, PyTorch layout)"
 echo "metrics:       $run/metrics.jsonl"
 echo "adversarial:   $run/adversarial/ (examples.safetensors, grid.png)"
 echo "certificates:  $run/cert.tsv, plot $run/cert.png"
+echo "explanation:   $run/explain/ (heatmap.png, explanation.json)"
 cat "$run/metrics.jsonl"

@@ -144,7 +144,7 @@ fn explain_writes_a_heat_map_and_json_for_the_cnn_and_its_adversarial_version() 
     );
     let text = common::ok(&out);
     assert!(
-        text.contains("LIME R²") && text.contains("top patches: rows"),
+        text.contains("LIME R²") && text.contains("top features: rows"),
         "{text}"
     );
 }

@@ -242,7 +242,11 @@ impl std::fmt::Display for Report {
                 side.probability
             )?;
             for map in &side.maps {
-                let sum: f64 = map.values.iter().sum();
+                // LIME's sum is over its features (a word or byte chunk once).
+                let sum: f64 = match map.lime.as_ref().filter(|s| !s.features.is_empty()) {
+                    Some(s) => s.features.iter().map(|(_, w)| w).sum(),
+                    None => map.values.iter().sum(),
+                };
                 write!(
                     f,
                     "  {} (share {:.1}%): sum {sum:.4}",
@@ -271,7 +275,7 @@ impl std::fmt::Display for Report {
                         .into_iter()
                         .map(|i| format!("{} {:+.4}", features[i].0, weights[i]))
                         .collect();
-                    writeln!(f, "    top patches: {}", shown.join(", "))?;
+                    writeln!(f, "    top features: {}", shown.join(", "))?;
                     continue;
                 }
                 let names: Vec<String> = if map.names.is_empty() {
