@@ -379,3 +379,77 @@ fn faithfulness_measures_integrated_gradients_against_a_random_ranking() {
     let rho = v["noise_spearman"]["mean"].as_f64().unwrap();
     assert!(rho > 0.3 && rho <= 1.0, "{rho}");
 }
+
+/// An ensemble is explained through its surrogate like any image model, and LIME and the
+/// faithfulness measures run on a fusion model's network features.
+#[test]
+fn ensembles_and_fusion_records_are_explained_and_measured() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path();
+    for (i, src) in [reference_path(), fixtures().join("torch-cnn.safetensors")]
+        .iter()
+        .enumerate()
+    {
+        std::fs::copy(src, p.join(format!("m{i}.safetensors"))).unwrap();
+    }
+    common::ok(&rampart(
+        &[
+            "ensemble",
+            "create",
+            "--strategy",
+            "mean_probs",
+            "--out",
+            "ens.toml",
+            "m0.safetensors",
+            "m1.safetensors",
+        ],
+        p,
+    ));
+    let v = json(&rampart(
+        &[
+            "explain",
+            "--model",
+            "ens.toml",
+            "--index",
+            "2",
+            "--method",
+            "gradient-x-input",
+            "--device",
+            "flex",
+            "--json",
+        ],
+        p,
+    ));
+    assert_eq!(v["model"]["kind"], "ensemble");
+    assert_eq!(
+        v["sides"][0]["maps"][0]["values"].as_array().unwrap().len(),
+        784
+    );
+    let model = fixtures().join("torch-fusion.safetensors");
+    let recs = fixtures().join("torch-fusion-records.jsonl");
+    let v = json(&rampart(
+        &[
+            "faithfulness",
+            "--model",
+            model.to_str().unwrap(),
+            "--records",
+            recs.to_str().unwrap(),
+            "--method",
+            "lime",
+            "--samples",
+            "200",
+            "--modality",
+            "network",
+            "--resamples",
+            "200",
+            "--device",
+            "flex",
+            "--json",
+        ],
+        p,
+    ));
+    let n = v["deletion_area"]["n"].as_u64().unwrap();
+    assert!(n >= 4, "{v}");
+    assert_eq!(v["input"], "network");
+    assert!(v["seed_spearman"]["mean"].is_number(), "{v}");
+}
