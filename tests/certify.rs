@@ -500,3 +500,123 @@ fn sharded_certification_merges_into_the_unsharded_run() {
     assert_eq!(strip(read("r.tsv")), strip(full));
     assert!(!dir.path().join("r.tsv.partial.shard.json").exists());
 }
+
+/// Early stopping for a target radius keeps the guarantee: at the hardest target (the true
+/// radius, where a certificate at r needs a lower bound above the true pA), false
+/// certificates stay below α in simulation; an easy target stops most images after the first
+/// stage and an impossible one stops them early too; one stage is fixed-n CERTIFY exactly.
+#[test]
+fn early_stopping_for_a_target_radius_keeps_alpha_and_saves_samples() {
+    use rampart::certify::sequential::Target;
+    let _turn = serial();
+    let d = Device::flex();
+    let (sigma, margin, alpha, runs, n) = (0.5, 0.42f32, 0.05, 400usize, 1024usize);
+    let f = Linear::new(margin, &d);
+    let p1 = phi(margin as f64 / sigma);
+    let smooth = Smooth {
+        base: &f,
+        sigma,
+        batch: 8192,
+        seed: 3,
+    };
+    let ids: Vec<u64> = (0..runs as u64).collect();
+    let x = halves(runs, &d);
+    let at = |radius: f64, stages: usize| {
+        smooth.certify_target(&x, &ids, 100, n, alpha, Target { radius, stages })
+    };
+    let hard = at(margin as f64, 4);
+    let false_certs = hard.iter().filter(|e| e.certificate.p_a_lower > p1).count() as f64;
+    let slack = 3.0 * (alpha * (1.0 - alpha) / runs as f64).sqrt();
+    assert!(
+        false_certs / runs as f64 <= alpha + slack,
+        "{false_certs} false certificates"
+    );
+    assert!(
+        hard.iter()
+            .all(|e| [128, 256, 512, 1024].contains(&e.samples))
+    );
+    // Easy: Φ(0.1 / 0.5) = 0.58 against pA 0.80.
+    let easy = at(0.1, 4);
+    let first = easy.iter().filter(|e| e.samples == 128).count();
+    assert!(
+        first as f64 > 0.9 * runs as f64,
+        "{first} stopped at the first stage"
+    );
+    assert!(
+        easy.iter()
+            .filter(|e| e.samples == 128)
+            .all(|e| e.certificate.radius >= 0.1)
+    );
+    // Impossible: Φ(2) = 0.977 against pA 0.80; stops early without a certificate at 1.0.
+    let far = at(1.0, 4);
+    let mean = far.iter().map(|e| e.samples).sum::<usize>() as f64 / runs as f64;
+    assert!(mean < 0.5 * n as f64, "{mean} samples on average");
+    assert!(far.iter().all(|e| e.certificate.radius < 1.0));
+    // One stage: fixed-n CERTIFY at level α, the same samples.
+    let one = at(0.3, 1);
+    let fixed = smooth.certify(&x, &ids, 100, n, alpha);
+    for (e, c) in one.iter().zip(&fixed) {
+        assert_eq!((e.certificate.n_a, e.samples), (c.n_a, n));
+        assert_eq!(e.certificate.p_a_lower, c.p_a_lower);
+    }
+}
+
+/// `--target-radius` reports the samples it saved, and its description keeps resumed runs
+/// and merged shards from mixing with fixed-n ones.
+#[test]
+fn certify_with_a_target_radius_reports_its_samples() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = common::reference_path();
+    let run = |extra: &[&str]| {
+        let mut args = vec![
+            "certify",
+            "--model",
+            model.to_str().unwrap(),
+            "--limit",
+            "6",
+            "--sigma",
+            "0.25",
+            "--n0",
+            "20",
+            "--n",
+            "1024",
+            "--device",
+            "flex",
+            "--json",
+        ];
+        args.extend_from_slice(extra);
+        common::rampart(&args, dir.path())
+    };
+    let v = common::json(&run(&["--target-radius", "0.1", "--out", "t.tsv"]));
+    let mean = v["summary"]["mean_samples"].as_f64().unwrap();
+    assert!(mean < 1024.0, "{v}");
+    assert_eq!(v["summary"]["target"]["stages"], 4);
+    let err = common::failed(&run(&["--target-radius", "-1"]));
+    assert!(err.contains("--target-radius"), "{err}");
+    let err = common::failed(&run(&["--stages", "3"]));
+    assert!(err.contains("--target-radius"), "{err}");
+    // A fixed-n shard and an early-stopping shard are not one run.
+    common::ok(&run(&[
+        "--out",
+        "a.tsv",
+        "--shard-index",
+        "0",
+        "--shard-count",
+        "2",
+    ]));
+    common::ok(&run(&[
+        "--out",
+        "b.tsv",
+        "--shard-index",
+        "1",
+        "--shard-count",
+        "2",
+        "--target-radius",
+        "0.1",
+    ]));
+    let err = common::failed(&common::rampart(
+        &["merge", "--out", "m.tsv", "a.tsv", "b.tsv"],
+        dir.path(),
+    ));
+    assert!(err.contains("differs"), "{err}");
+}

@@ -10,6 +10,7 @@
 pub mod plot;
 pub mod report;
 pub mod run;
+pub mod sequential;
 pub mod shard;
 
 use burn::tensor::{Distribution, Int, Tensor, TensorData};
@@ -70,10 +71,30 @@ impl<C: Classifier<D>, const D: usize> Smooth<'_, C, D> {
         num: usize,
         stage: Stage,
     ) -> Vec<Vec<u64>> {
+        self.sample_noise_from(x, ids, 0, num, stage)
+    }
+
+    /// The noise block size: [`NOISE_BLOCK`], or the batch if smaller.
+    pub fn block(&self) -> usize {
+        NOISE_BLOCK.min(self.batch.max(1))
+    }
+
+    /// As [`Smooth::sample_noise`], for the draws `first..first + num` of each example
+    /// (`first` a multiple of [`Smooth::block`]): the counts of consecutive ranges add up to
+    /// those of the whole range.
+    pub fn sample_noise_from(
+        &self,
+        x: &C::Input,
+        ids: &[u64],
+        first: usize,
+        num: usize,
+        stage: Stage,
+    ) -> Vec<Vec<u64>> {
         let device = x.x().device();
         let g = x.len();
         let k = self.base.decisions();
-        let block = NOISE_BLOCK.min(self.batch.max(1));
+        let block = self.block();
+        let first_block = (first / block) as u64;
         let mut counts = Tensor::<2>::zeros([g, k], &device);
         // Blocks of noisy copies, example after example, packed into forward passes of `batch`:
         // the owner of each row and the noise of each block.
@@ -106,7 +127,7 @@ impl<C: Classifier<D>, const D: usize> Smooth<'_, C, D> {
                 if owners.len() + size > self.batch.max(block) {
                     flush(&mut owners, &mut noise);
                 }
-                device.seed(noise_seed(self.seed, stage, id, b as u64));
+                device.seed(noise_seed(self.seed, stage, id, first_block + b as u64));
                 shape[0] = size;
                 noise.push(Tensor::<D>::random(
                     shape,
@@ -228,6 +249,12 @@ pub fn lower_confidence_bound(k: u64, n: u64, alpha: f64) -> f64 {
     Beta::new(k as f64, (n - k + 1) as f64)
         .expect("valid beta parameters")
         .inverse_cdf(alpha)
+}
+
+/// One-sided (1 − alpha) Clopper-Pearson upper confidence bound: 1 − the lower bound of the
+/// failures, 1 when k = n.
+pub fn upper_confidence_bound(k: u64, n: u64, alpha: f64) -> f64 {
+    1.0 - lower_confidence_bound(n - k.min(n), n, alpha)
 }
 
 /// Two-sided p-value of the exact binomial test of `k` successes in `n` trials against

@@ -30,6 +30,8 @@ pub struct Protocol {
     pub alpha: f64,
     pub batch: usize,
     pub seed: u64,
+    /// Stop early for a target radius (`--target-radius`, `--stages`).
+    pub target: Option<super::sequential::Target>,
 }
 
 impl Protocol {
@@ -45,6 +47,20 @@ impl Protocol {
         for (flag, v) in [("--n", self.n), ("--n0", self.n0)] {
             if !(1..=MAX_N).contains(&v) {
                 return Err(format!("{flag} must be between 1 and {MAX_N}, got {v}"));
+            }
+        }
+        if let Some(t) = self.target {
+            if !(t.radius.is_finite() && t.radius >= 0.0) {
+                return Err(format!(
+                    "--target-radius must be 0 or more, got {}",
+                    t.radius
+                ));
+            }
+            if !(1..=16).contains(&t.stages) {
+                return Err(format!(
+                    "--stages must be between 1 and 16, got {}",
+                    t.stages
+                ));
             }
         }
         if !(1..=MAX_BATCH).contains(&self.batch) {
@@ -123,6 +139,7 @@ impl Job for CertifyJob<'_> {
             n: p.n,
             alpha: p.alpha,
             done: self.done,
+            target: p.target,
         };
         let (rows, summary) = certify_all(&smooth, &run, self.out, self.progress)?;
         Ok((rows, summary, model.domain().units.to_string()))
@@ -194,6 +211,16 @@ impl fmt::Display for CertifyReport {
         }
         writeln!(f, "abstain rate: {:.2}%", 100.0 * s.abstain_rate)?;
         writeln!(f, "seconds per example: {:.3}", s.seconds_per_image)?;
+        if let (Some(t), Some(m)) = (s.target, s.mean_samples) {
+            writeln!(
+                f,
+                "early stopping for radius {} ({} stages): {m:.0} of {} estimation samples per example on average ({:.1}%)",
+                t.radius,
+                t.stages,
+                s.n,
+                100.0 * m / s.n as f64
+            )?;
+        }
         for path in self.tsv.iter().chain(&self.plot) {
             writeln!(f, "wrote {}", path.display())?;
         }

@@ -51,6 +51,13 @@ pub struct Summary {
     pub certified_accuracy: Vec<(f64, f64)>,
     pub abstain_rate: f64,
     pub seconds_per_image: f64,
+    /// Early stopping for a target radius (`None`: fixed n).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub target: Option<super::sequential::Target>,
+    /// Mean estimation samples per example: n with fixed n, fewer when stopping early
+    /// (unknown for merged shards).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub mean_samples: Option<f64>,
 }
 
 /// Certified accuracy at `radius`: the fraction of rows certified with the correct class and
@@ -75,6 +82,8 @@ pub struct CertifyRun<'a, I> {
     pub alpha: f64,
     /// Rows of a resumed run, written first and counted in the summary.
     pub done: &'a [Row],
+    /// Stop early for a target radius.
+    pub target: Option<super::sequential::Target>,
 }
 
 /// Certifies every example, streaming rows to `out` (written to `out.partial`, renamed when
@@ -92,6 +101,7 @@ pub fn certify_all<C: Classifier<D>, const D: usize>(
     let labels = run.labels;
     let started = Instant::now();
     let mut rows = run.done.to_vec();
+    let mut samples = 0u64;
     for start in (0..total).step_by(group) {
         let t = Instant::now();
         let x = run.inputs.range(start, start + group);
@@ -99,7 +109,20 @@ pub fn certify_all<C: Classifier<D>, const D: usize>(
             .iter()
             .map(|&i| i as u64)
             .collect();
-        let certs = smooth.certify(&x, &ids, run.n0, run.n, run.alpha);
+        let certs: Vec<super::Certificate> = match run.target {
+            None => {
+                samples += (ids.len() * run.n) as u64;
+                smooth.certify(&x, &ids, run.n0, run.n, run.alpha)
+            }
+            Some(target) => smooth
+                .certify_target(&x, &ids, run.n0, run.n, run.alpha, target)
+                .into_iter()
+                .map(|e| {
+                    samples += e.samples as u64;
+                    e.certificate
+                })
+                .collect(),
+        };
         let each = t.elapsed().as_secs_f64() / certs.len() as f64;
         for (j, cert) in certs.into_iter().enumerate() {
             let label = labels[start + j];
@@ -123,7 +146,10 @@ pub fn certify_all<C: Classifier<D>, const D: usize>(
     }
     let seconds = started.elapsed().as_secs_f64() / total.max(1) as f64;
     rows.sort_by_key(|r| r.idx);
-    let summary = summarise(&rows, smooth.sigma, run.n0, run.n, run.alpha, seconds);
+    let mut summary = summarise(&rows, smooth.sigma, run.n0, run.n, run.alpha, seconds);
+    summary.target = run.target;
+    // Over the examples certified now (a resumed run's earlier rows do not say).
+    summary.mean_samples = (total > 0).then(|| samples as f64 / total as f64);
     Ok((rows, summary))
 }
 
@@ -149,6 +175,8 @@ pub fn summarise(
         abstain_rate: rows.iter().filter(|r| r.predict < 0).count() as f64
             / rows.len().max(1) as f64,
         seconds_per_image,
+        target: None,
+        mean_samples: None,
     }
 }
 

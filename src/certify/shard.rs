@@ -44,6 +44,8 @@ pub struct ShardMeta {
     pub n: usize,
     pub alpha: f64,
     pub seed: u64,
+    /// Early stopping for a target radius, if the run used it.
+    pub target: Option<super::sequential::Target>,
     pub offset: usize,
     pub skip: usize,
     pub limit: Option<usize>,

@@ -11,6 +11,7 @@ use super::{CliError, CliResult, emit, note};
 use crate::artifact::files::OutputKind;
 use crate::certify::report::{self, Protocol};
 use crate::certify::run::{self, Row};
+use crate::certify::sequential::Target;
 use crate::certify::shard::{self, ShardMeta};
 use crate::workload::Workload;
 
@@ -50,6 +51,7 @@ impl SmoothArgs {
             alpha: self.alpha,
             batch: self.batch,
             seed: self.seed,
+            target: None,
         }
     }
 }
@@ -72,10 +74,21 @@ pub struct CertifyArgs {
     pub plot: Option<PathBuf>,
     #[command(flatten)]
     pub shard: ShardArgs,
+    /// Stop sampling an image as soon as it is certified at this L2 radius, or provably
+    /// cannot be within --n samples (same α: Bonferroni over --stages stages).
+    #[arg(long)]
+    pub target_radius: Option<f64>,
+    /// Stages of the early-stopping schedule (sample counts halving back from --n).
+    #[arg(long, default_value_t = 4, requires = "target_radius")]
+    pub stages: usize,
 }
 
 pub fn run(args: CertifyArgs) -> CliResult {
-    let protocol = args.smooth.protocol(args.n0);
+    let mut protocol = args.smooth.protocol(args.n0);
+    protocol.target = args.target_radius.map(|radius| Target {
+        radius,
+        stages: args.stages,
+    });
     protocol.validate().map_err(CliError::Usage)?;
     let mut spec = args.on.spec(args.smooth.skip as usize);
     spec.shard = args.shard.shard().map_err(CliError::Usage)?;
@@ -136,6 +149,7 @@ pub fn run(args: CertifyArgs) -> CliResult {
         n: protocol.n,
         alpha: protocol.alpha,
         seed: protocol.seed,
+        target: protocol.target,
         offset: spec.offset,
         skip: spec.skip,
         limit: spec.limit,
