@@ -16,6 +16,19 @@ use rampart::explain::faithfulness::curves;
 use rampart::explain::{Baseline, Explainer, GradientTimesInput, IntegratedGradients, Rule};
 use rampart::model::fusion::Modality;
 
+/// `rampart COMMAND --model MODEL --device flex EXTRA...` in `dir`.
+fn on_flex(dir: &Path, command: &str, model: &Path, extra: &[&str]) -> std::process::Output {
+    let mut args = vec![
+        command,
+        "--model",
+        model.to_str().unwrap(),
+        "--device",
+        "flex",
+    ];
+    args.extend_from_slice(extra);
+    rampart(&args, dir)
+}
+
 fn fixtures() -> std::path::PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
 }
@@ -24,11 +37,11 @@ fn fixtures() -> std::path::PathBuf {
 fn explain_writes_a_heat_map_and_json_for_the_cnn_and_its_adversarial_version() {
     let dir = tempfile::tempdir().unwrap();
     let model = reference_path();
-    let out = rampart(
+    let out = on_flex(
+        dir.path(),
+        "explain",
+        &model,
         &[
-            "explain",
-            "--model",
-            model.to_str().unwrap(),
             "--index",
             "3",
             "--method",
@@ -36,13 +49,10 @@ fn explain_writes_a_heat_map_and_json_for_the_cnn_and_its_adversarial_version() 
             "--compare-adversarial",
             "--eps",
             "0.1",
-            "--device",
-            "flex",
             "--out",
             "ex",
             "--json",
         ],
-        dir.path(),
     );
     let v = json(&out);
     assert_eq!(v["example"], 3);
@@ -82,30 +92,21 @@ fn explain_writes_a_heat_map_and_json_for_the_cnn_and_its_adversarial_version() 
         .unwrap()
         .save(dir.path().join("x.png"))
         .unwrap();
-    let v = json(&rampart(
-        &[
-            "explain",
-            "--model",
-            model.to_str().unwrap(),
-            "--input",
-            "x.png",
-            "--method",
-            "saliency",
-            "--device",
-            "flex",
-            "--json",
-        ],
+    let v = json(&on_flex(
         dir.path(),
+        "explain",
+        &model,
+        &["--input", "x.png", "--method", "saliency", "--json"],
     ));
     assert!(v["example"].is_null() && v["label"].is_null(), "{v}");
     assert!(v["data"]["name"].as_str().unwrap().contains("x.png"));
     // Its adversarial version is pushed away from the model's own prediction, not from a
     // label it does not have.
-    let v = json(&rampart(
+    let v = json(&on_flex(
+        dir.path(),
+        "explain",
+        &model,
         &[
-            "explain",
-            "--model",
-            model.to_str().unwrap(),
             "--input",
             "x.png",
             "--method",
@@ -113,22 +114,19 @@ fn explain_writes_a_heat_map_and_json_for_the_cnn_and_its_adversarial_version() 
             "--compare-adversarial",
             "--eps",
             "0.3",
-            "--device",
-            "flex",
             "--json",
         ],
-        dir.path(),
     ));
     assert_ne!(
         v["sides"][0]["prediction"], v["sides"][1]["prediction"],
         "{v}"
     );
     // LIME names its patches and reports its fit.
-    let out = rampart(
+    let out = on_flex(
+        dir.path(),
+        "explain",
+        &model,
         &[
-            "explain",
-            "--model",
-            model.to_str().unwrap(),
             "--index",
             "3",
             "--method",
@@ -137,10 +135,7 @@ fn explain_writes_a_heat_map_and_json_for_the_cnn_and_its_adversarial_version() 
             "300",
             "--patch",
             "7",
-            "--device",
-            "flex",
         ],
-        dir.path(),
     );
     let text = common::ok(&out);
     assert!(
@@ -185,24 +180,21 @@ fn explain_gives_each_modality_of_a_fusion_model_its_share() {
     let root = fixtures();
     let model = root.join("torch-fusion.safetensors");
     let recs = root.join("torch-fusion-records.jsonl");
-    let out = rampart(
+    let out = on_flex(
+        dir.path(),
+        "explain",
+        &model,
         &[
-            "explain",
-            "--model",
-            model.to_str().unwrap(),
             "--records",
             recs.to_str().unwrap(),
             "--index",
             "0",
             "--method",
             "ig",
-            "--device",
-            "flex",
             "--out",
             "ex",
             "--json",
         ],
-        dir.path(),
     );
     let v = json(&out);
     let maps = v["sides"][0]["maps"].as_array().unwrap();
@@ -227,11 +219,11 @@ fn explain_gives_each_modality_of_a_fusion_model_its_share() {
     assert!(html.starts_with("<!doctype html>") && html.contains(">urgent</span>"));
     assert!(dir.path().join("ex/bars.svg").exists() && !dir.path().join("ex/heatmap.png").exists());
     // LIME explains the words, the byte chunks and the network features.
-    let out = rampart(
+    let out = on_flex(
+        dir.path(),
+        "explain",
+        &model,
         &[
-            "explain",
-            "--model",
-            model.to_str().unwrap(),
             "--records",
             recs.to_str().unwrap(),
             "--index",
@@ -240,11 +232,8 @@ fn explain_gives_each_modality_of_a_fusion_model_its_share() {
             "lime",
             "--samples",
             "400",
-            "--device",
-            "flex",
             "--json",
         ],
-        dir.path(),
     );
     let v = json(&out);
     let maps = v["sides"][0]["maps"].as_array().unwrap();
@@ -345,22 +334,19 @@ fn deletion_ranks_the_true_attribution_above_its_reverse() {
 fn faithfulness_measures_integrated_gradients_against_a_random_ranking() {
     let dir = tempfile::tempdir().unwrap();
     let model = reference_path();
-    let out = rampart(
+    let out = on_flex(
+        dir.path(),
+        "faithfulness",
+        &model,
         &[
-            "faithfulness",
-            "--model",
-            model.to_str().unwrap(),
             "--limit",
             "16",
             "--method",
             "ig",
-            "--device",
-            "flex",
             "--resamples",
             "500",
             "--json",
         ],
-        dir.path(),
     );
     let v = json(&out);
     assert_eq!(v["deletion_area"]["n"], 16);
@@ -427,11 +413,11 @@ fn ensembles_and_fusion_records_are_explained_and_measured() {
     );
     let model = fixtures().join("torch-fusion.safetensors");
     let recs = fixtures().join("torch-fusion-records.jsonl");
-    let v = json(&rampart(
+    let v = json(&on_flex(
+        p,
+        "faithfulness",
+        &model,
         &[
-            "faithfulness",
-            "--model",
-            model.to_str().unwrap(),
             "--records",
             recs.to_str().unwrap(),
             "--method",
@@ -442,11 +428,8 @@ fn ensembles_and_fusion_records_are_explained_and_measured() {
             "network",
             "--resamples",
             "200",
-            "--device",
-            "flex",
             "--json",
         ],
-        p,
     ));
     let n = v["deletion_area"]["n"].as_u64().unwrap();
     assert!(n >= 4, "{v}");
