@@ -17,6 +17,7 @@ pub mod inspect;
 pub mod layout;
 pub mod manifest;
 pub mod metadata;
+pub mod output_kind;
 
 use std::path::{Path, PathBuf};
 
