@@ -68,14 +68,16 @@ pub fn spearman(a: &[f64], b: &[f64]) -> f64 {
 
 /// The share of the `k` largest |a| that are among the `k` largest |b|.
 pub fn top_k_overlap(a: &[f64], b: &[f64], k: usize) -> f64 {
-    let top = |v: &[f64]| {
-        let mut i: Vec<usize> = (0..v.len()).collect();
-        i.sort_by(|&x, &y| v[y].abs().total_cmp(&v[x].abs()));
-        i.truncate(k);
-        i
-    };
-    let (ta, tb) = (top(a), top(b));
+    let (ta, tb) = (largest(a, k), largest(b, k));
     ta.iter().filter(|i| tb.contains(i)).count() as f64 / k.max(1) as f64
+}
+
+/// Indices of the `k` largest |values|, largest first.
+pub fn largest(values: &[f64], k: usize) -> Vec<usize> {
+    let mut order: Vec<usize> = (0..values.len()).collect();
+    order.sort_by(|&a, &b| values[b].abs().total_cmp(&values[a].abs()));
+    order.truncate(k);
+    order
 }
 
 /// Area under a curve sampled at equally spaced fractions of [0, 1] (trapezoid rule).

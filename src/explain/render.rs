@@ -5,6 +5,7 @@
 
 use std::fmt::Write;
 
+use super::faithfulness::largest;
 use super::run::{Map, Report, Side};
 
 /// Pixels per image pixel in the heat map.
@@ -99,14 +100,6 @@ fn named(report: &Report) -> Vec<(&Side, &Map)> {
         .collect()
 }
 
-/// Indices of the `k` largest |values|, largest first.
-pub fn top(values: &[f64], k: usize) -> Vec<usize> {
-    let mut order: Vec<usize> = (0..values.len()).collect();
-    order.sort_by(|&a, &b| values[b].abs().total_cmp(&values[a].abs()));
-    order.truncate(k);
-    order
-}
-
 /// Horizontal bars of the largest attributions of every named map; `None` if there are none.
 pub fn bars_svg(report: &Report) -> Option<String> {
     let maps = named(report);
@@ -132,7 +125,7 @@ pub fn bars_svg(report: &Report) -> Option<String> {
             100.0 * map.share
         );
         y += row + 4.0;
-        for i in top(&map.values, BARS) {
+        for i in largest(&map.values, BARS) {
             let v = map.values[i];
             let len = bar_w / 2.0 * (v.abs() / scale);
             let x0 = label_w + bar_w / 2.0 - if v < 0.0 { len } else { 0.0 };
@@ -271,7 +264,7 @@ impl std::fmt::Display for Report {
                     .filter(|f| !f.is_empty());
                 if let Some(features) = patches {
                     let weights: Vec<f64> = features.iter().map(|(_, w)| *w).collect();
-                    let shown: Vec<String> = top(&weights, 5)
+                    let shown: Vec<String> = largest(&weights, 5)
                         .into_iter()
                         .map(|i| format!("{} {:+.4}", features[i].0, weights[i]))
                         .collect();
@@ -286,7 +279,7 @@ impl std::fmt::Display for Report {
                 } else {
                     map.names.clone()
                 };
-                let shown: Vec<String> = top(&map.values, 8)
+                let shown: Vec<String> = largest(&map.values, 8)
                     .into_iter()
                     .filter(|&i| map.values[i] != 0.0)
                     .map(|i| format!("{} {:+.4}", names[i], map.values[i]))

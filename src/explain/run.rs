@@ -8,7 +8,7 @@
 
 use burn::module::Module;
 use burn::tensor::activation::softmax;
-use burn::tensor::{Int, Tensor, TensorData};
+use burn::tensor::{Int, Tensor};
 use serde::Serialize;
 
 use super::lime::{Patches, Sequence, Tabular};
@@ -179,10 +179,6 @@ fn predict<const D: usize, C: Classifier<D>>(
     Ok((best, p.into_iter().map(f64::from).collect()))
 }
 
-fn class_tensor(c: usize, device: &burn::tensor::Device) -> Tensor<1, Int> {
-    Tensor::from_data(TensorData::new(vec![c as i64], [1]), device)
-}
-
 /// A gradient method's attributions of one input, flattened.
 struct Attributed {
     values: Vec<f64>,
@@ -198,7 +194,7 @@ fn gradient_map<const D: usize, C: Classifier<D>>(
     target: usize,
     g: &Gradient,
 ) -> Result<Attributed, ExplainError> {
-    let t = class_tensor(target, &x.x().device());
+    let t = crate::data::indices(&[target], &x.x().device());
     let a = g.attribute(model, x, &t);
     let dims = a.dims()[1..].to_vec();
     let delta = match g.integrated() {
@@ -243,7 +239,7 @@ fn image_sides(
     let labels = if labelled {
         labels
     } else {
-        class_tensor(clean.prediction, &x.device())
+        crate::data::indices(&[clean.prediction], &x.device())
     };
     let mut sides = vec![clean];
     if let Some(pgd) = &plan.compare {

@@ -292,7 +292,7 @@ fn measure<const D: usize, C: Classifier<D>, A: Attributor<D, C>>(
     for (c, start) in (0..n).step_by(plan.chunk.max(1)).enumerate() {
         // Each chunk's noise (SmoothGrad, the random ranking, the stability noise) from its
         // own seed: a run repeats exactly.
-        x_device(&inputs).seed(plan.seed.wrapping_add(c as u64));
+        inputs.x().device().seed(plan.seed.wrapping_add(c as u64));
         let x = inputs.range(start, start + plan.chunk.max(1));
         let target = model.logits(x.clone()).argmax(1).squeeze_dim::<1>(1);
         let a = attributor.attribute(model, &x, &target, plan.seed)?;
@@ -363,10 +363,6 @@ fn measure<const D: usize, C: Classifier<D>, A: Attributor<D, C>>(
         tally.completeness.clear();
     }
     Ok(tally)
-}
-
-fn x_device<const D: usize, I: Input<D>>(inputs: &I) -> burn::tensor::Device {
-    inputs.x().device()
 }
 
 /// |delta| and |f(x) − f(baseline)| per example for IG at `steps`.
