@@ -13,6 +13,7 @@
 //! - [`eval`], [`attack`], [`certify`]: evaluation, evasion attacks, randomized smoothing.
 //! - [`train`]: configs and the one training loop.
 //! - [`ensemble`]: fitted weights and `ensemble train`.
+//! - [`shard`]: runs split across machines, and merging their tables.
 //! - [`device`]: run-time device choice.
 //! - [`cli`]: the command line.
 
@@ -31,6 +32,7 @@ pub mod evaluate;
 pub mod explain;
 pub mod model;
 pub mod serve;
+pub mod shard;
 pub mod signing;
 pub mod train;
 pub mod workload;

@@ -61,33 +61,7 @@ pub struct WorkloadSpec {
     pub shard: Shard,
 }
 
-/// One of `count` stripes of the selected examples: the k-th selected example (after offset,
-/// skip and limit) belongs to shard k mod `count`, so shards are balanced and together cover
-/// the selection exactly once.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
-pub struct Shard {
-    /// 0-based, below `count`.
-    pub index: usize,
-    /// At least 1.
-    pub count: usize,
-}
-
-impl Default for Shard {
-    fn default() -> Self {
-        Self { index: 0, count: 1 }
-    }
-}
-
-impl Shard {
-    /// This shard's part of `ids`, in order.
-    pub fn stripe(&self, ids: Vec<usize>) -> Vec<usize> {
-        ids.into_iter()
-            .enumerate()
-            .filter(|(k, _)| k % self.count.max(1) == self.index)
-            .map(|(_, id)| id)
-            .collect()
-    }
-}
+pub use crate::shard::Shard;
 
 /// The examples of a workload (tensor handles: variant sizes do not matter).
 #[allow(clippy::large_enum_variant)]

@@ -8,7 +8,6 @@ use burn::tensor::{Device, Tensor, TensorData};
 use common::serial;
 use rampart::certify::{self, Smooth, Stage};
 use rampart::classifier::{Classifier, Domain};
-use rampart::model::{Arch, ImageSpec};
 use statrs::distribution::{Binomial, ContinuousCDF, Discrete, Normal};
 
 /// f(x) = 1 if w·x + b > 0 else 0, with w = (1/28, ..., 1/28) (unit norm). For the constant
@@ -219,12 +218,12 @@ fn coin_flip_classifier_abstains() {
 fn batched_and_one_at_a_time_give_the_same_counts() {
     let _turn = serial();
     let d = Device::flex();
-    d.seed(9);
-    let model = ImageSpec::fashion_normalised(Arch::Cnn).init(&d);
-    let images = rampart::data::synthetic(3, 5, &d).images;
+    // Images near the boundary of a linear classifier: every noise draw can flip a vote.
+    let f = Linear::new(0.0, &d);
+    let images = at_margins(&[-0.1, 0.0, 0.15], &d);
     let ids = [5u64, 9, 11];
     let smooth = |batch| Smooth {
-        base: &model,
+        base: &f,
         sigma: 0.5,
         batch,
         seed: 4,
@@ -239,20 +238,35 @@ fn batched_and_one_at_a_time_give_the_same_counts() {
         );
         assert_eq!(alone[0], together[i], "image {id}");
     }
-    assert_eq!(
-        smooth(128).sample_noise(&images, &ids, 300, Stage::Estimation),
-        together
-    );
+    // Forward passes of 7 or 128 rows split images and samples anywhere: the same counts.
+    for batch in [7, 128] {
+        assert_eq!(
+            smooth(batch).sample_noise(&images, &ids, 300, Stage::Estimation),
+            together,
+            "batch {batch}"
+        );
+    }
+    // Draws 0..100 and 100..300 add up to draws 0..300.
+    let head = smooth(64).sample_noise_from(&images, &ids, 0, 100, Stage::Estimation);
+    let tail = smooth(64).sample_noise_from(&images, &ids, 100, 200, Stage::Estimation);
+    for i in 0..ids.len() {
+        let sum: Vec<u64> = head[i].iter().zip(&tail[i]).map(|(a, b)| a + b).collect();
+        assert_eq!(sum, together[i], "image {}", ids[i]);
+    }
     for counts in &together {
         assert_eq!(counts.iter().sum::<u64>(), 300);
     }
-    // Another seed or stage draws other noise; a random cnn's votes then differ somewhere.
-    let other = Smooth {
+    // Another seed, stage or example id draws other noise, so other votes.
+    let other_seed = Smooth {
         seed: 5,
         ..smooth(512)
     }
     .sample_noise(&images, &ids, 300, Stage::Estimation);
-    assert_ne!(other, together);
+    assert_ne!(other_seed, together);
+    let other_stage = smooth(512).sample_noise(&images, &ids, 300, Stage::Selection);
+    assert_ne!(other_stage, together);
+    let other_ids = smooth(512).sample_noise(&images, &[6, 10, 12], 300, Stage::Estimation);
+    assert_ne!(other_ids, together);
 }
 
 /// Constant images at signed L2 distances `margins` from the boundary of `Linear::new(0.0)`
@@ -507,7 +521,7 @@ fn sharded_certification_merges_into_the_unsharded_run() {
 /// stage and an impossible one stops them early too; one stage is fixed-n CERTIFY exactly.
 #[test]
 fn early_stopping_for_a_target_radius_keeps_alpha_and_saves_samples() {
-    use rampart::certify::sequential::Target;
+    use rampart::certify::sequential::{Goal, Target};
     let _turn = serial();
     let d = Device::flex();
     let (sigma, margin, alpha, runs, n) = (0.5, 0.42f32, 0.05, 400usize, 1024usize);
@@ -522,7 +536,8 @@ fn early_stopping_for_a_target_radius_keeps_alpha_and_saves_samples() {
     let ids: Vec<u64> = (0..runs as u64).collect();
     let x = halves(runs, &d);
     let at = |radius: f64, stages: usize| {
-        smooth.certify_target(&x, &ids, 100, n, alpha, Target { radius, stages })
+        let goal = Goal::Radius(radius);
+        smooth.certify_target(&x, &ids, 100, n, alpha, Target { goal, stages })
     };
     let hard = at(margin as f64, 4);
     let false_certs = hard.iter().filter(|e| e.certificate.p_a_lower > p1).count() as f64;
@@ -561,6 +576,88 @@ fn early_stopping_for_a_target_radius_keeps_alpha_and_saves_samples() {
     }
 }
 
+/// Cohen's radius-agnostic protocol with early stopping: images at margins spread over the
+/// report radii keep fixed n's certified accuracy at every report radius (within 4 points)
+/// with fewer samples (images spread evenly over the radii are the hard case: most lie near
+/// one); false certificates (a radius above the true one) stay within α; an
+/// image the base classifier never gets wrong stops once the largest report radius is
+/// certified.
+#[test]
+fn early_stopping_at_the_report_radii_keeps_certified_accuracy() {
+    use rampart::certify::run::{REPORT_RADII, Row, certified_accuracy};
+    use rampart::certify::sequential::{Goal, Target};
+    let _turn = serial();
+    let d = Device::flex();
+    let (sigma, alpha, n, runs) = (0.5, 0.01, 2048usize, 300usize);
+    let f = Linear::new(0.0, &d);
+    // Margins -0.2 .. 1.3: true radii on both sides of every report radius.
+    let margins: Vec<f32> = (0..runs)
+        .map(|i| -0.2 + 1.5 * i as f32 / runs as f32)
+        .collect();
+    let x = at_margins(&margins, &d);
+    let ids: Vec<u64> = (0..runs as u64).collect();
+    let smooth = Smooth {
+        base: &f,
+        sigma,
+        batch: 8192,
+        seed: 11,
+    };
+    let target = Target {
+        goal: Goal::ReportRadii,
+        stages: 4,
+    };
+    let early = smooth.certify_target(&x, &ids, 100, n, alpha, target);
+    let fixed = smooth.certify(&x, &ids, 100, n, alpha);
+    let rows = |certs: Vec<certify::Certificate>| -> Vec<Row> {
+        certs
+            .into_iter()
+            .enumerate()
+            .map(|(i, c)| Row {
+                idx: i,
+                label: 1,
+                predict: c.class.map_or(-1, |k| k as i64),
+                radius: c.radius,
+                correct: c.class == Some(1),
+                time: 0.0,
+            })
+            .collect()
+    };
+    let false_certs = early
+        .iter()
+        .zip(&margins)
+        .filter(|(e, m)| e.certificate.class == Some(1) && e.certificate.radius > **m as f64)
+        .count();
+    let slack = 3.0 * (alpha * (1.0 - alpha) / runs as f64).sqrt();
+    assert!(
+        false_certs as f64 / runs as f64 <= alpha + slack,
+        "{false_certs} false certificates"
+    );
+    let mean = early.iter().map(|e| e.samples).sum::<usize>() as f64 / runs as f64;
+    let (early_rows, fixed_rows) = (
+        rows(early.iter().map(|e| e.certificate).collect()),
+        rows(fixed),
+    );
+    for r in REPORT_RADII {
+        let (a, b) = (
+            certified_accuracy(&early_rows, r),
+            certified_accuracy(&fixed_rows, r),
+        );
+        assert!((a - b).abs() <= 0.04, "radius {r}: early {a}, fixed n {b}");
+    }
+    // Measured: 1,439 of 2,048 (70%); margins spread evenly put many images near a radius.
+    assert!(mean < 0.8 * n as f64, "{mean} samples per image on average");
+    // Never wrong: certified at radius 1.0 (pA lower bound above Φ(2)) after 512 samples.
+    let sure = Linear::new(20.0, &d);
+    let perfect = Smooth {
+        base: &sure,
+        ..smooth
+    }
+    .certify_target(&halves(4, &d), &[0, 1, 2, 3], 100, n, alpha, target);
+    for e in perfect {
+        assert!(e.samples <= 512 && e.certificate.radius >= 1.0, "{e:?}");
+    }
+}
+
 /// `--target-radius` reports the samples it saved, and its description keeps resumed runs
 /// and merged shards from mixing with fixed-n ones.
 #[test]
@@ -591,6 +688,15 @@ fn certify_with_a_target_radius_reports_its_samples() {
     let mean = v["summary"]["mean_samples"].as_f64().unwrap();
     assert!(mean < 1024.0, "{v}");
     assert_eq!(v["summary"]["target"]["stages"], 4);
+    assert_eq!(v["summary"]["target"]["goal"]["radius"], 0.1);
+    let v = common::json(&run(&["--early-stop", "--stages", "3"]));
+    assert_eq!(v["summary"]["target"]["goal"], "report-radii");
+    assert!(
+        v["summary"]["mean_samples"].as_f64().unwrap() <= 1024.0,
+        "{v}"
+    );
+    let err = common::failed(&run(&["--early-stop", "--target-radius", "0.1"]));
+    assert!(err.contains("--target-radius"), "{err}");
     let err = common::failed(&run(&["--target-radius", "-1"]));
     assert!(err.contains("--target-radius"), "{err}");
     let err = common::failed(&run(&["--stages", "3"]));

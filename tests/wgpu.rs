@@ -11,7 +11,7 @@ use burn::nn::loss::CrossEntropyLossConfig;
 use burn::optim::GradientsParams;
 use burn::tensor::{Device, Distribution, Int, Tensor, TensorData};
 use rampart::attack::{Attack, Norm, Pgd};
-use rampart::certify::{Smooth, Stage};
+use rampart::certify::{self, Smooth, Stage};
 use rampart::device::{self, DeviceChoice};
 use rampart::model::{Arch, ImageNet, ImageSpec};
 
@@ -156,10 +156,16 @@ fn a_pgd_step_on_wgpu_matches_flex() {
 
 /// A small certification on wgpu agrees with flex within the binomial noise: the backends
 /// draw different noise for the same seed, so counts are compared statistically.
+/// The counter-based noise is the same function on both backends: the same keys give the same
+/// noise (to float rounding) and so nearly the same votes.
 #[test]
 fn a_small_certification_on_wgpu_agrees_with_flex() {
     let gpu = wgpu();
     let flex = Device::flex();
+    let base = certify::noise::base(3, 1, 0);
+    let keys: Vec<u64> = (0..64).map(|j| certify::noise::key(base, j)).collect();
+    let on = |d: &Device| vec(certify::noise::gaussian(&keys, [64, 784], 0.25, d));
+    close(&on(&flex), &on(&gpu), "noise");
     flex.seed(22);
     let weights = ImageSpec::fashion_normalised(Arch::Mlp).init(&flex);
     let x = rampart::data::synthetic(2, 5, &flex).images;
@@ -177,19 +183,12 @@ fn a_small_certification_on_wgpu_agrees_with_flex() {
     let (a, b) = (counts(&flex), counts(&gpu));
     for (ra, rb) in a.iter().zip(&b) {
         assert_eq!(rb.iter().sum::<u64>(), n as u64);
-        for (ca, cb) in ra.iter().zip(rb) {
-            let p = (*ca as f64 / n as f64).clamp(1.0 / n as f64, 1.0 - 1.0 / n as f64);
-            let sd = (2.0 * n as f64 * p * (1.0 - p)).sqrt();
-            assert!(
-                (*ca as f64 - *cb as f64).abs() <= 6.0 * sd + 2.0,
-                "flex {ra:?} vs wgpu {rb:?}"
-            );
-        }
+        // Only a vote whose logits tie to float rounding can differ.
+        let moved: u64 = ra.iter().zip(rb).map(|(p, q)| p.abs_diff(*q)).sum();
+        assert!(moved <= 4, "flex {ra:?} vs wgpu {rb:?}");
     }
 }
 
-/// `--device auto` takes a real GPU, and otherwise flex, saying why: a software adapter such
-/// as lavapipe is slower than flex.
 #[test]
 fn auto_falls_back_from_a_software_adapter_to_flex() {
     let wgpu = device::choose(DeviceChoice::Wgpu).expect("a wgpu adapter (lavapipe in CI)");

@@ -57,7 +57,7 @@ impl OutputKind {
             OutputKind::Html => "HTML page",
             OutputKind::Svg => "SVG picture",
             OutputKind::Explanation => "explanation JSON",
-            OutputKind::ShardMeta => "certification shard description",
+            OutputKind::ShardMeta => "shard description",
         }
     }
 
@@ -106,7 +106,10 @@ impl OutputKind {
             OutputKind::Html => text.starts_with("<!doctype html>"),
             OutputKind::Svg => text.starts_with("<svg xmlns="),
             OutputKind::Explanation => text.starts_with("{\n  \"model\": {"),
-            OutputKind::ShardMeta => text.starts_with("{\n  \"format\": \"rampart-certify-shard"),
+            OutputKind::ShardMeta => {
+                text.starts_with("{\n  \"format\": \"rampart-certify-shard")
+                    || text.starts_with("{\n  \"format\": \"rampart-shard")
+            }
             OutputKind::Card => {
                 text.starts_with("---\n{") && text.contains("model-index")
                     || text.starts_with("{\n  \"name\":") && text.contains("\"model\": {")

@@ -9,7 +9,7 @@ use super::square::{self, Square};
 use super::{AttackError, AttackLoss, Method, Norm};
 
 /// An evaluation protocol.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum Version {
     /// APGD-CE, APGD-T (9 target classes), Square (5,000 queries); one run each.

@@ -3,27 +3,23 @@
 //! ε ~ N(0, σ² I), with PREDICT and CERTIFY as in the paper and its reference code.
 //!
 //! Inputs are pixels in [0, 1]; noise is added in that space, before any normalisation inside
-//! the model, so radii are L2 distances in pixel space. Noise is drawn on the device, many
-//! images' noisy copies share one forward pass, votes are counted on the device, and only the
+//! the model, so radii are L2 distances in pixel space. The noise of a whole forward pass is drawn on
+//! the device in one counter-based operation ([`noise`]), many images' noisy copies share one
+//! forward pass, votes are counted on the device, and only the
 //! per-image class counts come back to the host.
 
+pub mod noise;
 pub mod plot;
+pub mod predict;
 pub mod report;
 pub mod run;
 pub mod sequential;
 pub mod shard;
 
-use burn::tensor::{Distribution, Int, Tensor, TensorData};
-use rand::rngs::StdRng;
-use rand::{Rng, SeedableRng};
+use burn::tensor::{Int, Tensor, TensorData};
 use statrs::distribution::{Beta, Binomial, ContinuousCDF, DiscreteCDF, Normal};
 
 use crate::classifier::{Classifier, Input};
-
-/// Noisy samples drawn per seed: the noise of sample j of image i depends only on
-/// (seed, stage, i, j / NOISE_BLOCK), so counts do not depend on how images are grouped, nor on
-/// the batch size once it is at least this.
-pub const NOISE_BLOCK: usize = 128;
 
 /// The result of CERTIFY for one input.
 #[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
@@ -74,14 +70,9 @@ impl<C: Classifier<D>, const D: usize> Smooth<'_, C, D> {
         self.sample_noise_from(x, ids, 0, num, stage)
     }
 
-    /// The noise block size: [`NOISE_BLOCK`], or the batch if smaller.
-    pub fn block(&self) -> usize {
-        NOISE_BLOCK.min(self.batch.max(1))
-    }
-
-    /// As [`Smooth::sample_noise`], for the draws `first..first + num` of each example
-    /// (`first` a multiple of [`Smooth::block`]): the counts of consecutive ranges add up to
-    /// those of the whole range.
+    /// As [`Smooth::sample_noise`], for the draws `first..first + num` of each example: the
+    /// noise of draw j of example `id` depends only on (seed, stage, id, j) ([`noise`]), so the
+    /// counts of consecutive ranges add up to those of the whole range, whatever the batch.
     pub fn sample_noise_from(
         &self,
         x: &C::Input,
@@ -91,26 +82,29 @@ impl<C: Classifier<D>, const D: usize> Smooth<'_, C, D> {
         stage: Stage,
     ) -> Vec<Vec<u64>> {
         let device = x.x().device();
-        let g = x.len();
+        let g = x.len().min(ids.len());
         let k = self.base.decisions();
-        let block = self.block();
-        let first_block = (first / block) as u64;
+        let bases: Vec<u64> = ids[..g]
+            .iter()
+            .map(|&id| noise::base(self.seed, stage as u64, id))
+            .collect();
         let mut counts = Tensor::<2>::zeros([g, k], &device);
-        // Blocks of noisy copies, example after example, packed into forward passes of `batch`:
-        // the owner of each row and the noise of each block.
-        let mut owners: Vec<i64> = Vec::new();
-        let mut noise: Vec<Tensor<D>> = Vec::new();
-        let mut flush = |owners: &mut Vec<i64>, noise: &mut Vec<Tensor<D>>| {
-            if owners.is_empty() {
-                return;
-            }
-            let rows = owners.len();
-            let owner = Tensor::<1, Int>::from_data(
-                TensorData::new(std::mem::take(owners), [rows]),
-                &device,
-            );
+        // Row r of the stacked draws is draw first + r % num of example r / num; forward
+        // passes take `batch` rows at a time.
+        let total = g * num;
+        let mut shape = x.x().dims();
+        for start in (0..total).step_by(self.batch.max(1)) {
+            let end = (start + self.batch.max(1)).min(total);
+            let owners: Vec<i64> = (start..end).map(|r| (r / num) as i64).collect();
+            let keys: Vec<u64> = (start..end)
+                .map(|r| noise::key(bases[r / num], (first + r % num) as u64))
+                .collect();
+            let owner =
+                Tensor::<1, Int>::from_data(TensorData::new(owners, [end - start]), &device);
             let copies = x.select(owner.clone());
-            let noisy = copies.with_x(copies.x().clone() + Tensor::cat(std::mem::take(noise), 0));
+            shape[0] = end - start;
+            let eps = noise::gaussian(&keys, shape, self.sigma, &device);
+            let noisy = copies.with_x(copies.x().clone() + eps);
             let votes = self.base.decide(noisy).one_hot::<2>(k).float();
             // Votes per example: onehot(owner)^T · onehot(vote); one_hot needs two columns.
             let per_example = if g == 1 {
@@ -118,26 +112,8 @@ impl<C: Classifier<D>, const D: usize> Smooth<'_, C, D> {
             } else {
                 owner.one_hot::<2>(g).float().transpose().matmul(votes)
             };
-            counts = counts.clone() + per_example;
-        };
-        let mut shape = x.x().dims();
-        for (i, &id) in ids.iter().enumerate().take(g) {
-            for (b, start) in (0..num).step_by(block).enumerate() {
-                let size = block.min(num - start);
-                if owners.len() + size > self.batch.max(block) {
-                    flush(&mut owners, &mut noise);
-                }
-                device.seed(noise_seed(self.seed, stage, id, first_block + b as u64));
-                shape[0] = size;
-                noise.push(Tensor::<D>::random(
-                    shape,
-                    Distribution::Normal(0.0, self.sigma),
-                    &device,
-                ));
-                owners.extend(std::iter::repeat_n(i as i64, size));
-            }
+            counts = counts + per_example;
         }
-        flush(&mut owners, &mut noise);
         read_counts(counts, k)
     }
 
@@ -195,15 +171,6 @@ impl<C: Classifier<D>, const D: usize> Smooth<'_, C, D> {
             })
             .collect()
     }
-}
-
-fn noise_seed(seed: u64, stage: Stage, id: u64, block: u64) -> u64 {
-    let mut key = [0u8; 32];
-    key[..8].copy_from_slice(&seed.to_le_bytes());
-    key[8..16].copy_from_slice(&(stage as u64).to_le_bytes());
-    key[16..24].copy_from_slice(&id.to_le_bytes());
-    key[24..].copy_from_slice(&block.to_le_bytes());
-    StdRng::from_seed(key).next_u64()
 }
 
 fn read_counts(counts: Tensor<2>, k: usize) -> Vec<Vec<u64>> {

@@ -1,14 +1,13 @@
-//! `rampart certify` and `rampart predict` over any workload, and their reports (one schema
-//! each for every model kind).
+//! `rampart certify` over any workload, its report (one schema for every model kind), and the
+//! smoothing protocol `certify` and `predict` share.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
-use std::time::Instant;
 
 use serde::Serialize;
 
 use super::Smooth;
-use super::run::{CertifyRun, Row, Summary, certify_all, predict_all};
+use super::run::{CertifyRun, Row, Summary, certify_all};
 use crate::artifact::ModelInfo;
 use crate::artifact::files::FileError;
 use crate::classifier::{Classifier, Input};
@@ -30,7 +29,7 @@ pub struct Protocol {
     pub alpha: f64,
     pub batch: usize,
     pub seed: u64,
-    /// Stop early for a target radius (`--target-radius`, `--stages`).
+    /// Stop early (`--target-radius` or `--early-stop`, `--stages`).
     pub target: Option<super::sequential::Target>,
 }
 
@@ -50,11 +49,10 @@ impl Protocol {
             }
         }
         if let Some(t) = self.target {
-            if !(t.radius.is_finite() && t.radius >= 0.0) {
-                return Err(format!(
-                    "--target-radius must be 0 or more, got {}",
-                    t.radius
-                ));
+            if let super::sequential::Goal::Radius(r) = t.goal
+                && !(r.is_finite() && r >= 0.0)
+            {
+                return Err(format!("--target-radius must be 0 or more, got {r}"));
             }
             if !(1..=16).contains(&t.stages) {
                 return Err(format!(
@@ -214,8 +212,8 @@ impl fmt::Display for CertifyReport {
         if let (Some(t), Some(m)) = (s.target, s.mean_samples) {
             writeln!(
                 f,
-                "early stopping for radius {} ({} stages): {m:.0} of {} estimation samples per example on average ({:.1}%)",
-                t.radius,
+                "early stopping for {} ({} stages): {m:.0} of {} estimation samples per example on average ({:.1}%)",
+                t.goal,
                 t.stages,
                 s.n,
                 100.0 * m / s.n as f64
@@ -225,107 +223,5 @@ impl fmt::Display for CertifyReport {
             writeln!(f, "wrote {}", path.display())?;
         }
         Ok(())
-    }
-}
-
-/// One PREDICT result.
-#[derive(Debug, Clone, Serialize, PartialEq)]
-pub struct Prediction {
-    pub idx: usize,
-    pub label: usize,
-    /// The smoothed class, or -1 for abstain.
-    pub predict: i64,
-}
-
-/// `rampart predict`: every key is present for every model kind.
-#[derive(Debug, Clone, Serialize)]
-pub struct PredictReport {
-    pub model: ModelInfo,
-    pub data: DataInfo,
-    pub device: String,
-    pub sigma: f64,
-    pub n: usize,
-    pub alpha: f64,
-    pub examples: usize,
-    /// Correct smoothed predictions (abstentions count as wrong).
-    pub accuracy: f64,
-    pub abstain_rate: f64,
-    pub seconds_per_example: f64,
-    pub predictions: Vec<Prediction>,
-}
-
-struct PredictJob {
-    protocol: Protocol,
-    sigma: f64,
-}
-
-impl Job for PredictJob {
-    type Output = Vec<Prediction>;
-
-    fn run<const D: usize, C: Classifier<D>>(
-        self,
-        model: &C,
-        ex: Examples<C::Input>,
-    ) -> Self::Output {
-        let p = self.protocol;
-        let smooth = p.smooth(model, self.sigma);
-        let labels = host_labels(&ex.labels);
-        let predicted = predict_all(&smooth, &ex.inputs, &ex.ids, p.n, p.alpha);
-        ex.ids
-            .iter()
-            .zip(labels)
-            .zip(predicted)
-            .map(|((&idx, label), p)| Prediction {
-                idx,
-                label,
-                predict: p.map_or(-1, |c| c as i64),
-            })
-            .collect()
-    }
-}
-
-/// PREDICT for every example of the workload.
-pub fn predict(work: &Workload, protocol: Protocol) -> Result<PredictReport, WorkloadError> {
-    let sigma = protocol.sigma_for(work)?;
-    let started = Instant::now();
-    let predictions = work.run(PredictJob { protocol, sigma }, None)?;
-    let n = predictions.len().max(1) as f64;
-    let correct = predictions
-        .iter()
-        .filter(|p| p.predict == p.label as i64)
-        .count();
-    let abstained = predictions.iter().filter(|p| p.predict < 0).count();
-    Ok(PredictReport {
-        model: work.model_info(),
-        data: work.data_info(),
-        device: work.device.description.clone(),
-        sigma,
-        n: protocol.n,
-        alpha: protocol.alpha,
-        examples: predictions.len(),
-        accuracy: correct as f64 / n,
-        abstain_rate: abstained as f64 / n,
-        seconds_per_example: started.elapsed().as_secs_f64() / n,
-        predictions,
-    })
-}
-
-impl fmt::Display for PredictReport {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        writeln!(f, "idx\tlabel\tpredict\tcorrect")?;
-        for p in &self.predictions {
-            let correct = u8::from(p.predict == p.label as i64);
-            writeln!(f, "{}\t{}\t{}\t{correct}", p.idx, p.label, p.predict)?;
-        }
-        writeln!(
-            f,
-            "smoothed accuracy {:.2}%, abstain rate {:.2}%, {:.3} s per example (sigma {}, n {}, alpha {})",
-            100.0 * self.accuracy,
-            100.0 * self.abstain_rate,
-            self.seconds_per_example,
-            self.sigma,
-            self.n,
-            self.alpha
-        )
     }
 }

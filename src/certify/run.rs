@@ -3,6 +3,7 @@
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
+
 use std::time::Instant;
 
 use serde::Serialize;
@@ -51,7 +52,7 @@ pub struct Summary {
     pub certified_accuracy: Vec<(f64, f64)>,
     pub abstain_rate: f64,
     pub seconds_per_image: f64,
-    /// Early stopping for a target radius (`None`: fixed n).
+    /// Early stopping (`None`: fixed n).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub target: Option<super::sequential::Target>,
     /// Mean estimation samples per example: n with fixed n, fewer when stopping early
@@ -82,7 +83,7 @@ pub struct CertifyRun<'a, I> {
     pub alpha: f64,
     /// Rows of a resumed run, written first and counted in the summary.
     pub done: &'a [Row],
-    /// Stop early for a target radius.
+    /// Stop early (`--target-radius`, `--early-stop`).
     pub target: Option<super::sequential::Target>,
 }
 
@@ -206,13 +207,6 @@ pub fn predict_all<C: Classifier<D>, const D: usize>(
         .collect()
 }
 
-/// Where the TSV for `out` is written until it is complete: `out` with `.partial` appended.
-pub fn partial_path(out: &Path) -> PathBuf {
-    let mut partial = out.as_os_str().to_os_string();
-    partial.push(".partial");
-    PathBuf::from(partial)
-}
-
 /// Writes the reference TSV incrementally into `PATH.partial`, then renames it to `PATH`.
 struct TsvWriter {
     path: PathBuf,
@@ -230,7 +224,7 @@ impl TsvWriter {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(err)?;
         }
-        let partial = partial_path(path);
+        let partial = crate::shard::partial_path(path);
         files::check_writable(path)?;
         files::check_writable(&partial)?;
         let mut file = std::io::BufWriter::new(std::fs::File::create(&partial).map_err(err)?);

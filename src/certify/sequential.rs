@@ -1,15 +1,22 @@
-//! CERTIFY that stops early for a target radius r: the estimation samples are drawn in K
-//! stages of growing size (a geometric schedule ending at n), and after each stage the
-//! Clopper-Pearson bounds at level α/K decide. An image whose lower bound on pA clears
-//! Φ(r/σ) is certified (radius σ Φ⁻¹(pA_lower) ≥ r); one whose upper bound falls below it
-//! cannot be certified at r within n samples, and stops with the certificate its lower bound
-//! gives (abstain below 1/2). The rest go on; the last stage decides. By Bonferroni over the K
-//! stages each certificate is wrong with probability at most α, as with fixed n (Horváth et
-//! al., ICLR 2022, and Voráček 2024 make the same argument with tighter sequences).
+//! CERTIFY that stops early: the estimation samples are drawn in K stages of growing size (a
+//! geometric schedule ending at n), and after each stage the Clopper-Pearson bounds at level
+//! α/K on pA decide. An image is done once it is decided at every radius of its goal: at r it
+//! is decided when its lower bound clears Φ(r/σ) (certified at r: σ Φ⁻¹(pA_lower) ≥ r) or its
+//! upper bound falls below it (it cannot be certified at r). The goal is one target radius
+//! (`--target-radius r`), or, for Cohen's radius-agnostic protocol (`--early-stop`), radius 0
+//! (is pA above 1/2 at all?) and every report radius that n samples can certify at all (a
+//! lower bound never exceeds (α/K)^(1/n), all n votes for the class): an image stops when the
+//! largest radius the budget allows is reached, or when its lower bound cannot rise above the
+//! next. The stopped image gets the certificate its lower bound gives (abstain below 1/2); the
+//! last stage decides the rest. By Bonferroni over the K stages each certificate is wrong with
+//! probability at most α, as with fixed n (Horváth et al., ICLR 2022, and Voráček 2024 make
+//! the same argument with tighter sequences). Its radius stops at what the goal needs, so it
+//! can be smaller than fixed n's; certified accuracy at the goal's radii is what it keeps.
 //!
-//! The stages draw the same samples, in the same blocks, as fixed-n CERTIFY: an image that
-//! reaches the last stage has seen exactly its n samples.
+//! The stages draw the same samples as fixed-n CERTIFY (the noise is keyed by sample index):
+//! an image that reaches the last stage has seen exactly its n samples.
 
+use super::run::REPORT_RADII;
 use super::{
     Certificate, Smooth, Stage, argmax, lower_confidence_bound, standard_normal,
     upper_confidence_bound,
@@ -17,11 +24,40 @@ use super::{
 use crate::classifier::{Classifier, Input};
 use statrs::distribution::ContinuousCDF;
 
-/// Stop early for this radius.
+/// What an image must be decided at before it stops.
 #[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Goal {
+    /// One target radius, input units (L2): `--target-radius`.
+    Radius(f64),
+    /// Radius 0 and every report radius ([`REPORT_RADII`]) within the budget: `--early-stop`.
+    ReportRadii,
+}
+
+impl Goal {
+    /// The radii to decide at.
+    pub fn radii(&self) -> Vec<f64> {
+        match self {
+            Goal::Radius(r) => vec![*r],
+            Goal::ReportRadii => REPORT_RADII.to_vec(),
+        }
+    }
+}
+
+impl std::fmt::Display for Goal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Goal::Radius(r) => write!(f, "radius {r}"),
+            Goal::ReportRadii => write!(f, "the report radii"),
+        }
+    }
+}
+
+/// Stop early for a goal, in `stages` stages.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Target {
-    /// The radius to certify, input units (L2).
-    pub radius: f64,
+    pub goal: Goal,
     /// Stages K, at least 1 (1: fixed n at level α).
     pub stages: usize,
 }
@@ -33,21 +69,11 @@ pub struct Early {
     pub samples: usize,
 }
 
-/// The cumulative sample counts of `stages` stages ending at `n`, each a multiple of
-/// `block` (but the last), halving backwards from n, strictly increasing.
-pub fn schedule(n: usize, stages: usize, block: usize) -> Vec<usize> {
-    let mut ends: Vec<usize> = (0..stages.max(1))
-        .map(|k| {
-            let share = n >> (stages.max(1) - 1 - k).min(63);
-            if k + 1 == stages.max(1) {
-                n
-            } else {
-                (share / block.max(1) * block.max(1))
-                    .max(block.max(1))
-                    .min(n)
-            }
-        })
-        .collect();
+/// The cumulative sample counts of `stages` stages ending at `n`, halving backwards from n
+/// (n / 2^(K-1), ..., n / 2, n), strictly increasing: fewer stages when n is too small.
+pub fn schedule(n: usize, stages: usize) -> Vec<usize> {
+    let stages = stages.max(1);
+    let mut ends: Vec<usize> = (0..stages).map(|k| n >> (stages - 1 - k).min(63)).collect();
     ends.dedup();
     ends.retain(|&e| e > 0);
     ends
@@ -68,9 +94,9 @@ impl<C: Classifier<D>, const D: usize> Smooth<'_, C, D> {
         let g = x.len().min(ids.len());
         let selection = self.sample_noise(x, ids, n0, Stage::Selection);
         let c_a: Vec<usize> = selection.iter().map(|c| argmax(c)).collect();
-        let ends = schedule(n, target.stages, self.block());
+        let ends = schedule(n, target.stages);
         let level = alpha / ends.len() as f64;
-        let threshold = standard_normal().cdf(target.radius / self.sigma);
+        let thresholds = thresholds(&target.goal.radii(), self.sigma, n, level);
         let mut n_a = vec![0u64; g];
         let mut out: Vec<Option<Early>> = vec![None; g];
         let mut start = 0;
@@ -89,7 +115,8 @@ impl<C: Classifier<D>, const D: usize> Smooth<'_, C, D> {
                 n_a[i] += counts[j][c_a[i]];
                 let lower = lower_confidence_bound(n_a[i], end as u64, level);
                 let upper = upper_confidence_bound(n_a[i], end as u64, level);
-                if last || lower > threshold || upper < threshold {
+                let decided = thresholds.iter().all(|&t| lower > t || upper < t);
+                if last || decided {
                     out[i] = Some(Early {
                         certificate: self.certificate(c_a[i], n_a[i], lower),
                         samples: end,
@@ -123,17 +150,41 @@ impl<C: Classifier<D>, const D: usize> Smooth<'_, C, D> {
     }
 }
 
+/// The pA thresholds Φ(r/σ) of `radii` that `n` samples at `level` can clear at all (below
+/// the largest lower bound, (level)^(1/n)).
+fn thresholds(radii: &[f64], sigma: f64, n: usize, level: f64) -> Vec<f64> {
+    let ceiling = level.powf(1.0 / n as f64);
+    radii
+        .iter()
+        .map(|r| standard_normal().cdf(r / sigma))
+        .filter(|&t| t < ceiling)
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
-    use super::schedule;
+    use super::{schedule, thresholds};
 
     #[test]
-    fn the_schedule_halves_back_from_n_in_whole_blocks() {
+    fn radii_beyond_the_budget_are_not_waited_for() {
+        // σ 0.25, n 100,000, α 0.001 over 4 stages: the largest radius is
+        // 0.25 Φ⁻¹(0.00025^(1/100000)) = 0.9415 (Python statistics.NormalDist), so 1.0
+        // cannot be certified.
+        let t = thresholds(&[0.0, 0.25, 0.5, 0.75, 1.0], 0.25, 100_000, 0.001 / 4.0);
+        assert_eq!(t.len(), 4);
+        assert!((t[0] - 0.5).abs() < 1e-12);
+        assert!((t[1] - 0.841_344_746_068_542_9).abs() < 1e-9);
+        // A million samples reach 0.25 Φ⁻¹(0.00025^(1/10^6)) = 1.076: all five.
         assert_eq!(
-            schedule(100_000, 4, 128),
-            vec![12_416, 24_960, 49_920, 100_000]
+            thresholds(&[0.0, 0.25, 0.5, 0.75, 1.0], 0.25, 1_000_000, 0.001 / 4.0).len(),
+            5
         );
-        assert_eq!(schedule(1000, 1, 128), vec![1000]);
-        assert_eq!(schedule(200, 4, 128), vec![128, 200]);
+    }
+
+    #[test]
+    fn the_schedule_halves_back_from_n() {
+        assert_eq!(schedule(100_000, 4), vec![12_500, 25_000, 50_000, 100_000]);
+        assert_eq!(schedule(1000, 1), vec![1000]);
+        assert_eq!(schedule(3, 4), vec![1, 3]);
     }
 }

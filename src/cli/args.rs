@@ -151,6 +151,10 @@ impl ShardArgs {
                 "--shard-index {index} must be below --shard-count {count}"
             ));
         }
-        Ok(Shard { index, count })
+        Ok(Shard {
+            index,
+            count,
+            block: 1,
+        })
     }
 }

@@ -7,12 +7,13 @@ use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 
 use super::args::{ShardArgs, WorkloadArgs, guard};
-use super::{CliError, CliResult, emit, note};
+use super::{CliError, CliResult, emit, merge, note};
 use crate::artifact::files::OutputKind;
 use crate::certify::report::{self, Protocol};
-use crate::certify::run::{self, Row};
-use crate::certify::sequential::Target;
-use crate::certify::shard::{self, ShardMeta};
+use crate::certify::run::Row;
+use crate::certify::sequential::{Goal, Target};
+use crate::certify::shard::{self as certify_shard, CertifyProtocol};
+use crate::shard::{self, Command, Description};
 use crate::workload::Workload;
 
 /// The smoothing protocol, shared by `certify` and `predict`.
@@ -76,27 +77,34 @@ pub struct CertifyArgs {
     pub shard: ShardArgs,
     /// Stop sampling an image as soon as it is certified at this L2 radius, or provably
     /// cannot be within --n samples (same α: Bonferroni over --stages stages).
-    #[arg(long)]
+    #[arg(long, group = "early")]
     pub target_radius: Option<f64>,
+    /// Cohen's radius-agnostic protocol, stopping early: sample an image until it is decided
+    /// at radius 0 and at every report radius (0.25, 0.5, 0.75, 1.0) that --n samples can
+    /// certify (certified there, or its upper bound below); same α by Bonferroni over
+    /// --stages stages. Radii stop at what the report radii need.
+    #[arg(long, group = "early")]
+    pub early_stop: bool,
     /// Stages of the early-stopping schedule (sample counts halving back from --n).
-    #[arg(long, default_value_t = 4, requires = "target_radius")]
+    #[arg(long, default_value_t = 4, requires = "early")]
     pub stages: usize,
 }
 
 pub fn run(args: CertifyArgs) -> CliResult {
     let mut protocol = args.smooth.protocol(args.n0);
-    protocol.target = args.target_radius.map(|radius| Target {
-        radius,
+    let goal = match (args.target_radius, args.early_stop) {
+        (Some(r), _) => Some(Goal::Radius(r)),
+        (None, true) => Some(Goal::ReportRadii),
+        (None, false) => None,
+    };
+    protocol.target = goal.map(|goal| Target {
+        goal,
         stages: args.stages,
     });
     protocol.validate().map_err(CliError::Usage)?;
     let mut spec = args.on.spec(args.smooth.skip as usize);
     spec.shard = args.shard.shard().map_err(CliError::Usage)?;
-    if spec.shard.count > 1 && args.out.is_none() {
-        return Err(CliError::Usage(
-            "a shard must keep its rows for `rampart merge`: give --out".into(),
-        ));
-    }
+    merge::require_table(&spec.shard, args.out.as_deref(), "--out")?;
     let work = Workload::open(&spec)?;
     let plot = args
         .plot
@@ -104,17 +112,7 @@ pub fn run(args: CertifyArgs) -> CliResult {
         .or_else(|| args.out.as_ref().map(|o| o.with_extension("png")));
     let mut outputs = guard(&work.files);
     if let Some(out) = &args.out {
-        outputs.output(out, "--out", OutputKind::Tsv)?;
-        let partial = crate::certify::run::partial_path(out);
-        outputs.output(&partial, "--out (its .partial)", OutputKind::Tsv)?;
-        let meta = shard::meta_path(out);
-        outputs.output(&meta, "--out (its .shard.json)", OutputKind::ShardMeta)?;
-        let partial_meta = shard::meta_path(&partial);
-        outputs.output(
-            &partial_meta,
-            "--out (its .partial.shard.json)",
-            OutputKind::ShardMeta,
-        )?;
+        merge::guard_table(&mut outputs, out, "--out", OutputKind::Tsv)?;
     }
     if let Some(p) = &plot {
         outputs.output(p, "--plot", OutputKind::Png)?;
@@ -139,27 +137,23 @@ pub fn run(args: CertifyArgs) -> CliResult {
             100.0 * correct as f64 / rows.len().max(1) as f64
         ));
     };
-    let planned = ShardMeta {
-        format: shard::FORMAT.into(),
-        model_sha256: work.opened.sha256.clone(),
-        model: work.opened.path.clone(),
-        data: work.data_info().name,
-        sigma,
-        n0: protocol.n0,
-        n: protocol.n,
-        alpha: protocol.alpha,
-        seed: protocol.seed,
-        target: protocol.target,
-        offset: spec.offset,
-        skip: spec.skip,
-        limit: spec.limit,
-        shard: spec.shard,
-        ids: work.ids.clone(),
-    };
+    let planned = Description::new(
+        &work,
+        &spec,
+        Command::Certify,
+        &CertifyProtocol {
+            sigma,
+            n0: protocol.n0,
+            n: protocol.n,
+            alpha: protocol.alpha,
+            seed: protocol.seed,
+            target: protocol.target,
+        },
+    );
     // A re-run with the same description resumes: the examples already certified are kept.
     let mut done = Vec::new();
     if let Some(out) = &args.out {
-        done = shard::resume(out, &planned).map_err(|e| CliError::Usage(e.to_string()))?;
+        done = certify_shard::resume(out, &planned).map_err(|e| CliError::Usage(e.to_string()))?;
         if !done.is_empty() {
             note(&format!(
                 "resuming: {} of {} examples already certified in {}",
@@ -168,14 +162,14 @@ pub fn run(args: CertifyArgs) -> CliResult {
                 out.display()
             ));
         }
-        shard::write_meta(&crate::certify::run::partial_path(out), &planned)?;
+        shard::write_meta(&shard::partial_path(out), &planned)?;
     }
     let (mut report, rows) =
         report::certify(&work, protocol, args.out.as_deref(), &done, &mut progress)?;
     bar.finish_and_clear();
     if let Some(out) = &args.out {
         shard::write_meta(out, &planned)?;
-        let _ = std::fs::remove_file(shard::meta_path(&crate::certify::run::partial_path(out)));
+        let _ = std::fs::remove_file(shard::meta_path(&shard::partial_path(out)));
     }
     if let Some(p) = &plot {
         let title = format!(
@@ -206,84 +200,4 @@ fn progress_bar(len: usize) -> ProgressBar {
         bar.set_style(style.progress_chars("=> "));
     }
     bar
-}
-
-#[derive(Args, Debug)]
-pub struct MergeArgs {
-    /// The shards' TSVs (each with its OUT.shard.json), all shards of one run.
-    #[arg(required = true)]
-    pub shards: Vec<PathBuf>,
-    /// The merged TSV (with its .shard.json): the rows of the unsharded run, in index order.
-    #[arg(long)]
-    pub out: PathBuf,
-    #[arg(long)]
-    pub json: bool,
-}
-
-/// What `rampart merge` reports.
-#[derive(Debug, serde::Serialize)]
-pub struct MergeReport {
-    pub model_sha256: String,
-    pub data: String,
-    pub shards: usize,
-    pub out: PathBuf,
-    pub summary: run::Summary,
-}
-
-impl std::fmt::Display for MergeReport {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let s = &self.summary;
-        writeln!(
-            f,
-            "merged {} shards into {}: {} examples of {} (model sha256 {}; sigma {}, n0 {}, n {}, alpha {})",
-            self.shards,
-            self.out.display(),
-            s.images,
-            self.data,
-            &self.model_sha256[..12.min(self.model_sha256.len())],
-            s.sigma,
-            s.n0,
-            s.n,
-            s.alpha
-        )?;
-        for (r, acc) in &s.certified_accuracy {
-            writeln!(
-                f,
-                "  certified accuracy at radius {r:.2}: {:.1}%",
-                100.0 * acc
-            )?;
-        }
-        writeln!(f, "  abstained: {:.1}%", 100.0 * s.abstain_rate)
-    }
-}
-
-/// `rampart merge`: the shards of a certification as the single result.
-pub fn merge(args: MergeArgs) -> CliResult {
-    let mut outputs = guard(&args.shards);
-    let metas: Vec<PathBuf> = args.shards.iter().map(|p| shard::meta_path(p)).collect();
-    outputs.inputs(&metas);
-    outputs.output(&args.out, "--out", OutputKind::Tsv)?;
-    outputs.output(
-        &shard::meta_path(&args.out),
-        "--out (its .shard.json)",
-        OutputKind::ShardMeta,
-    )?;
-    let (meta, rows) = shard::merge(&args.shards).map_err(|e| CliError::Usage(e.to_string()))?;
-    let mut text = run::TSV_COLUMNS.join("\t");
-    text.push('\n');
-    for r in &rows {
-        text.push_str(&run::tsv_line(r));
-        text.push('\n');
-    }
-    crate::artifact::files::write_atomic(&args.out, text.as_bytes())?;
-    shard::write_meta(&args.out, &meta)?;
-    let seconds = rows.iter().map(|r| r.time).sum::<f64>() / rows.len().max(1) as f64;
-    let report = MergeReport {
-        model_sha256: meta.model_sha256.clone(),
-        data: meta.data.clone(),
-        shards: args.shards.len(),
-        out: args.out.clone(),
-        summary: run::summarise(&rows, meta.sigma, meta.n0, meta.n, meta.alpha, seconds),
-    };
-    emit(&report, args.json)
 }

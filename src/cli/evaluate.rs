@@ -6,14 +6,16 @@ use std::path::PathBuf;
 
 use clap::Args;
 
-use super::args::{WorkloadArgs, guard};
-use super::{CliError, CliResult, emit, note};
+use super::args::{ShardArgs, WorkloadArgs, guard};
+use super::{CliError, CliResult, emit, merge, note};
 use crate::artifact::files::{self, OutputKind};
 use crate::attack::examples::{self, EXAMPLES, GRID};
 use crate::attack::suite::{self, Budget, Named, Version};
 use crate::attack::{AttackError, Norm};
+use crate::evaluate::shard::EvaluateProtocol;
 use crate::evaluate::{self, EvaluateError, Plan};
 use crate::model::Modality;
+use crate::shard::{self, Command, Description, Shard};
 use crate::workload::Workload;
 
 #[derive(Args, Debug)]
@@ -70,6 +72,11 @@ pub struct EvaluateArgs {
     /// continues where it stopped.
     #[arg(long)]
     pub state: Option<PathBuf>,
+    /// Shards run every K-th batch of --batch examples (seeded as in the whole run); each
+    /// keeps its --per-example table and description for `rampart merge`, and resumes with
+    /// --state.
+    #[command(flatten)]
+    pub shard: ShardArgs,
     #[arg(long)]
     pub json: bool,
 }
@@ -112,6 +119,10 @@ fn plan(args: &EvaluateArgs) -> Result<Plan, CliError> {
         keep_examples: args.save_examples.is_some(),
         state: args.state.clone(),
         sigma: args.sigma,
+        shard: Shard {
+            block: args.batch as usize,
+            ..args.shard.shard().map_err(CliError::Usage)?
+        },
     })
 }
 
@@ -127,10 +138,18 @@ impl From<EvaluateError> for CliError {
 
 pub fn run(args: EvaluateArgs) -> CliResult {
     let plan = plan(&args)?;
-    let work = Workload::open(&args.on.spec(1))?;
+    let mut spec = args.on.spec(1);
+    spec.shard = plan.shard;
+    merge::require_table(&spec.shard, args.per_example.as_deref(), "--per-example")?;
+    let work = Workload::open(&spec)?;
     let mut outputs = guard(&work.files);
     if let Some(p) = &args.per_example {
         outputs.output(p, "--per-example", OutputKind::EvaluationTsv)?;
+        outputs.output(
+            &shard::meta_path(p),
+            "--per-example (its .shard.json)",
+            OutputKind::ShardMeta,
+        )?;
     }
     if let Some(p) = &args.state {
         outputs.output(p, "--state", OutputKind::EvaluationState)?;
@@ -147,9 +166,19 @@ pub fn run(args: EvaluateArgs) -> CliResult {
     for n in &plan.notes {
         note(&format!("note: {n}"));
     }
-    let (mut report, rows, saved) = evaluate::run(&work, &plan, args.modality)?;
+    let done = evaluate::run(&work, &plan, args.modality)?;
+    let (mut report, rows, saved) = (done.report, done.rows, done.saved);
     if let Some(p) = &args.per_example {
-        files::write_atomic(p, evaluate::report::tsv(&rows, &plan.attacks).as_bytes())?;
+        files::write_atomic(p, evaluate::report::tsv(&rows, &report.attacks).as_bytes())?;
+        let mut meta = Description::new(
+            &work,
+            &spec,
+            Command::Evaluate,
+            &EvaluateProtocol::of(&report, &plan),
+        );
+        meta.extra = (!done.before.is_empty())
+            .then(|| serde_json::to_value(&done.before).expect("checks serialise to JSON"));
+        shard::write_meta(p, &meta)?;
         report.per_example = Some(p.clone());
     }
     if let (Some(dir), Some(saved)) = (&args.save_examples, saved) {

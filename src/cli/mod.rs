@@ -14,6 +14,7 @@ mod evaluate;
 mod explain;
 pub mod flags;
 mod inspect;
+mod merge;
 mod observe;
 mod predict;
 mod serve;
@@ -67,9 +68,10 @@ pub enum Command {
     Faithfulness(explain::FaithfulnessArgs),
     /// Certify examples with randomized smoothing (Cohen et al. 2019 CERTIFY).
     Certify(certify::CertifyArgs),
-    /// The shards of a certification (`certify --shard-index I --shard-count K --out ...`)
-    /// as the single result, checked to be one run covering every example once.
-    Merge(certify::MergeArgs),
+    /// The shards of a sharded certify, predict or evaluate run (`--shard-index I
+    /// --shard-count K`) as the single result, checked to be one run covering every example
+    /// once.
+    Merge(merge::MergeArgs),
     /// Smoothed predictions with abstain (Cohen et al. 2019 PREDICT).
     Predict(predict::PredictArgs),
     /// Ensembles of models that vote: create a manifest from model files, or train members.
@@ -133,7 +135,7 @@ pub fn main() -> ExitCode {
         Command::Attack(a) => attack::run(a),
         Command::Evaluate(a) => evaluate::run(a),
         Command::Explain(a) => explain::run(a),
-        Command::Merge(a) => certify::merge(a),
+        Command::Merge(a) => merge::merge(a),
         Command::Faithfulness(a) => explain::faithfulness(a),
         Command::Certify(a) => certify::run(a),
         Command::Predict(a) => predict::run(a),

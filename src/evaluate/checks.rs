@@ -4,7 +4,7 @@
 //! read the finished rows.
 
 use burn::tensor::{Int, Tensor};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::{Plan, Row};
 use crate::attack::ball::l2_norms;
@@ -24,17 +24,18 @@ const RANDOMIZED_TOLERANCE: f64 = 1e-4;
 const SQUARE_GAP: f64 = 0.002;
 
 /// One check: its name, the figure it measured, and a warning when the figure is suspect.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Check {
-    pub name: &'static str,
+    pub name: String,
     pub value: f64,
     pub warning: Option<String>,
 }
 
 impl Check {
-    fn new(name: &'static str, value: f64, warning: Option<String>) -> Self {
+    fn new(name: &str, value: f64, warning: Option<String>) -> Self {
         Self {
-            name,
+            name: name.to_string(),
             value,
             warning,
         }

@@ -9,6 +9,7 @@
 
 pub mod checks;
 pub mod report;
+pub mod shard;
 pub mod state;
 
 use std::path::PathBuf;
@@ -25,6 +26,7 @@ use crate::attack::{Attack, AttackError, Method, worst_case};
 use crate::classifier::noisy::Noisy;
 use crate::classifier::{Classifier, Input};
 use crate::model::Modality;
+use crate::shard::Shard;
 use crate::workload::{Examples, Job, Workload, WorkloadError};
 
 pub use report::EvaluateReport;
@@ -64,6 +66,9 @@ pub struct Plan {
     pub state: Option<PathBuf>,
     /// Evaluate the randomized classifier with this much Gaussian input noise (input units).
     pub sigma: Option<f64>,
+    /// Which batches this process runs (blocks of `batch` examples; batch b of the whole run
+    /// is seeded with seed + b, so shards merge into the unsharded run).
+    pub shard: Shard,
 }
 
 /// One example's outcome: one line of the per-example TSV.
@@ -107,7 +112,8 @@ pub struct Found {
     pub rows: Vec<Row>,
     /// Rows taken from the state file.
     pub resumed: usize,
-    pub checks: Vec<checks::Check>,
+    /// The checks on the run's first batch (shard 0's).
+    pub before: Vec<checks::Check>,
     pub seconds: f64,
     pub saved: Option<Saved>,
 }
@@ -198,21 +204,22 @@ impl EvaluateJob<'_> {
                 .map_err(|e| EvaluateError::Device(format!("{e:?}")))?;
             state::check_prefix(plan, &rows, &ex.ids, &labels)?;
         }
-        // The checks look at the first batch, with their own random stream, so that a resumed
-        // run checks the same examples and its attacks draw what an uninterrupted run's draw.
-        let mut checks = Vec::new();
-        if plan.checks && n > 0 {
+        // The checks look at the run's first batch (shard 0's first), with their own random
+        // stream, so that a resumed run checks the same examples and its attacks draw what an
+        // uninterrupted run's draw.
+        let mut before = Vec::new();
+        if plan.checks && n > 0 && plan.shard.index == 0 {
             device.seed(plan.seed ^ CHECKS_STREAM);
             let x = ex.inputs.range(0, batch);
             let y = ex.labels.clone().narrow(0, 0, x.len());
-            checks = checks::before(model, &x, &y, plan);
+            before = checks::before(model, &x, &y, plan);
         }
         let mut saved = plan.keep_examples.then(Saved::default);
         for (b, start) in (0..n).step_by(batch).enumerate() {
             if start < resumed {
                 continue;
             }
-            device.seed(plan.seed.wrapping_add(b as u64));
+            device.seed(plan.seed.wrapping_add(plan.shard.global_block(b) as u64));
             let x = ex.inputs.range(start, start + batch);
             let y = ex.labels.clone().narrow(0, start, x.len());
             let out = worst_case(model, &x, &y, &attacks, 1, None);
@@ -227,15 +234,12 @@ impl EvaluateJob<'_> {
                 state::write(path, &self.fingerprint, &rows)?;
             }
         }
-        if plan.checks {
-            checks.extend(checks::after(&attacks, &rows));
-        }
         Ok(Found {
             units: domain.units.to_string(),
             attacks,
             rows,
             resumed,
-            checks,
+            before,
             seconds: started.elapsed().as_secs_f64(),
             saved,
         })
@@ -295,13 +299,22 @@ fn read_rows(values: Tensor<2>, ids: &[usize]) -> Result<Vec<Row>, EvaluateError
         .collect())
 }
 
-/// Evaluates a workload (for a fusion model, the input `modality`); returns the report, the
-/// rows and the kept examples.
+/// A finished evaluation.
+pub struct Evaluated {
+    pub report: EvaluateReport,
+    pub rows: Vec<Row>,
+    /// The adversarial examples, when the plan keeps them.
+    pub saved: Option<Saved>,
+    /// The masking checks of the run's first batch (a shard's description carries them).
+    pub before: Vec<checks::Check>,
+}
+
+/// Evaluates a workload (for a fusion model, the input `modality`).
 pub fn run(
     work: &Workload,
     plan: &Plan,
     modality: Option<Modality>,
-) -> Result<(EvaluateReport, Vec<Row>, Option<Saved>), EvaluateError> {
+) -> Result<Evaluated, EvaluateError> {
     let fingerprint = state::fingerprint(work, plan, modality);
     let resume = match &plan.state {
         Some(path) => state::read(path, &fingerprint)?,
@@ -320,7 +333,12 @@ pub fn run(
     };
     let found = work.run(job, modality)??;
     let report = report::build(work, plan, modality, &found);
-    Ok((report, found.rows, found.saved))
+    Ok(Evaluated {
+        report,
+        rows: found.rows,
+        saved: found.saved,
+        before: found.before,
+    })
 }
 
 /// The names of the plan's attacks, indexed like [`Row::broken_by`].

@@ -32,16 +32,8 @@ pub struct EvaluateReport {
     /// How this protocol differs from the reference one.
     pub notes: Vec<String>,
     pub attacks: Vec<Method>,
-    pub examples: usize,
-    pub clean_accuracy: f64,
-    /// Per-example worst case over every attack.
-    pub robust_accuracy: f64,
-    /// Robust accuracy after each attack in turn.
-    pub after_each: Vec<AfterAttack>,
-    /// The largest perturbation of any returned example in the threat model's norm (at most
-    /// epsilon); NaN examples excluded.
-    pub max_perturbation: f64,
-    pub nan_examples: usize,
+    #[serde(flatten)]
+    pub figures: Figures,
     pub checks: Vec<Check>,
     /// The checks' warnings, each with its reason.
     pub warnings: Vec<String>,
@@ -54,17 +46,26 @@ pub struct EvaluateReport {
     pub state: Option<PathBuf>,
 }
 
-pub(super) fn build(
-    work: &Workload,
-    plan: &Plan,
-    modality: Option<Modality>,
-    found: &Found,
-) -> EvaluateReport {
-    let rows = &found.rows;
+/// What the rows show, computed from them alone (so merged shards give the unsharded run's).
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Figures {
+    pub examples: usize,
+    pub clean_accuracy: f64,
+    /// Per-example worst case over every attack.
+    pub robust_accuracy: f64,
+    /// Robust accuracy after each attack in turn.
+    pub after_each: Vec<AfterAttack>,
+    /// The largest perturbation of any returned example in the threat model's norm (at most
+    /// epsilon); NaN examples excluded.
+    pub max_perturbation: f64,
+    pub nan_examples: usize,
+}
+
+/// The figures of `rows` under `attacks` (indexed like [`Row::broken_by`]).
+pub fn figures(rows: &[Row], attacks: &[Method]) -> Figures {
     let n = rows.len().max(1) as f64;
     let fraction = |count: usize| count as f64 / n;
-    let clean = rows.iter().filter(|r| r.clean_correct).count();
-    let after_each = attack_names(&found.attacks)
+    let after_each = attack_names(attacks)
         .into_iter()
         .enumerate()
         .map(|(a, attack)| AfterAttack {
@@ -76,8 +77,7 @@ pub(super) fn build(
             ),
         })
         .collect();
-    let first = found.attacks.first();
-    let norm = first.map(Method::norm).unwrap_or(Norm::Linf);
+    let norm = attacks.first().map(Method::norm).unwrap_or(Norm::Linf);
     let max_perturbation = rows
         .iter()
         .filter_map(|r| match norm {
@@ -85,31 +85,50 @@ pub(super) fn build(
             Norm::L2 => r.l2,
         })
         .fold(0.0, f64::max);
+    Figures {
+        examples: rows.len(),
+        clean_accuracy: fraction(rows.iter().filter(|r| r.clean_correct).count()),
+        robust_accuracy: fraction(rows.iter().filter(|r| r.robust()).count()),
+        after_each,
+        max_perturbation,
+        nan_examples: rows.iter().filter(|r| r.nan).count(),
+    }
+}
+
+/// The masking checks of a run: those of its first batch, then those of its rows.
+pub fn all_checks(before: &[Check], attacks: &[Method], rows: &[Row], run: bool) -> Vec<Check> {
+    let mut checks = before.to_vec();
+    if run {
+        checks.extend(super::checks::after(attacks, rows));
+    }
+    checks
+}
+
+pub(super) fn build(
+    work: &Workload,
+    plan: &Plan,
+    modality: Option<Modality>,
+    found: &Found,
+) -> EvaluateReport {
+    let rows = &found.rows;
+    let first = found.attacks.first();
     let attacked = rows.len() - found.resumed;
+    let checks = all_checks(&found.before, &found.attacks, rows, plan.checks);
     EvaluateReport {
         model: work.model_info(),
         data: work.data_info(),
         device: work.device.description.clone(),
         input: work.input_name(modality),
         units: found.units.clone(),
-        norm,
+        norm: first.map(Method::norm).unwrap_or(Norm::Linf),
         epsilon: first.map(Method::epsilon).unwrap_or(0.0),
         version: plan.version,
         sigma: plan.sigma,
         notes: plan.notes.clone(),
         attacks: found.attacks.clone(),
-        examples: rows.len(),
-        clean_accuracy: fraction(clean),
-        robust_accuracy: fraction(rows.iter().filter(|r| r.robust()).count()),
-        after_each,
-        max_perturbation,
-        nan_examples: rows.iter().filter(|r| r.nan).count(),
-        warnings: found
-            .checks
-            .iter()
-            .filter_map(|c| c.warning.clone())
-            .collect(),
-        checks: found.checks.clone(),
+        figures: figures(rows, &found.attacks),
+        warnings: checks.iter().filter_map(|c| c.warning.clone()).collect(),
+        checks,
         resumed: found.resumed,
         examples_per_sec: attacked as f64 / found.seconds.max(1e-9),
         seconds: found.seconds,
@@ -156,7 +175,7 @@ impl fmt::Display for EvaluateReport {
             "{} on {} ({} examples, {}): {} {:?} eps {} ({})",
             self.model.path.display(),
             self.data.name,
-            self.examples,
+            self.figures.examples,
             self.input,
             format!("{:?}", self.version).to_lowercase(),
             self.norm,
@@ -169,8 +188,12 @@ impl fmt::Display for EvaluateReport {
         for note in &self.notes {
             writeln!(f, "note: {note}")?;
         }
-        writeln!(f, "clean accuracy:  {:.2}%", 100.0 * self.clean_accuracy)?;
-        for a in &self.after_each {
+        writeln!(
+            f,
+            "clean accuracy:  {:.2}%",
+            100.0 * self.figures.clean_accuracy
+        )?;
+        for a in &self.figures.after_each {
             writeln!(
                 f,
                 "  after {:<9} {:.2}%",
@@ -181,12 +204,12 @@ impl fmt::Display for EvaluateReport {
         writeln!(
             f,
             "robust accuracy: {:.2}% (worst case over every attack)",
-            100.0 * self.robust_accuracy
+            100.0 * self.figures.robust_accuracy
         )?;
         writeln!(
             f,
             "largest perturbation {:.4} ({:?}), {} NaN examples",
-            self.max_perturbation, self.norm, self.nan_examples
+            self.figures.max_perturbation, self.norm, self.figures.nan_examples
         )?;
         for c in &self.checks {
             writeln!(f, "check {:<24} {:.4}", c.name, c.value)?;

@@ -36,6 +36,7 @@ pub fn fingerprint(work: &Workload, plan: &Plan, modality: Option<Modality>) -> 
         "seed": plan.seed,
         "sigma": plan.sigma,
         "batch": plan.batch,
+        "shard": plan.shard,
         "device": work.device.description,
     });
     sha256_hex(identity.to_string().as_bytes())
