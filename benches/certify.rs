@@ -32,6 +32,7 @@ fn noisy_forwards<const BATCH: usize>(bencher: Bencher, arch: Arch) {
         sigma: 0.25,
         batch: BATCH,
         seed: 0,
+        lattice: None,
     };
     smooth.sample_noise(&x, &[0], BATCH, Stage::Estimation); // warm-up
     bencher

@@ -119,6 +119,7 @@ fn linear_classifier_radius_is_sound_and_tightens_with_n() {
             sigma,
             batch: 4096,
             seed: 1,
+            lattice: None,
         };
         let x = halves(1, &d);
         let coarse = smooth.certify(&x, &[0], 100, 500, 0.001)[0];
@@ -166,6 +167,7 @@ fn clopper_pearson_bound_fails_at_most_alpha_in_simulation() {
         sigma,
         batch: 8192,
         seed: 2,
+        lattice: None,
     };
     let ids: Vec<u64> = (0..runs as u64).collect();
     // n0 = 100 selects class 1 (true probability 0.8) except with probability ~1e-10, so each
@@ -190,6 +192,7 @@ fn coin_flip_classifier_abstains() {
         sigma: 0.25,
         batch: 8192,
         seed: 3,
+        lattice: None,
     };
     let runs = 200;
     let ids: Vec<u64> = (0..runs as u64).collect();
@@ -227,6 +230,7 @@ fn batched_and_one_at_a_time_give_the_same_counts() {
         sigma: 0.5,
         batch,
         seed: 4,
+        lattice: None,
     };
     let together = smooth(512).sample_noise(&images, &ids, 300, Stage::Estimation);
     for (i, id) in ids.iter().enumerate() {
@@ -295,6 +299,7 @@ fn seeds_repeat_and_counts_live_on_the_right_image() {
         sigma,
         batch: 4096,
         seed,
+        lattice: None,
     };
     let counts = smooth(6).sample_noise(&x, &[0, 1, 2], n, Stage::Selection);
     for (row, m) in counts.iter().zip(margins) {
@@ -360,6 +365,7 @@ fn gaussian_training_beats_standard_training_under_smoothing() {
             sigma,
             batch: 4096,
             seed: 7,
+            lattice: None,
         };
         let certs = smooth.certify(&test.images, &ids, 50, 500, 0.01);
         // Correct and certified at L2 radius 0.75 (pixel space): noise training raises pA,
@@ -532,6 +538,7 @@ fn early_stopping_for_a_target_radius_keeps_alpha_and_saves_samples() {
         sigma,
         batch: 8192,
         seed: 3,
+        lattice: None,
     };
     let ids: Vec<u64> = (0..runs as u64).collect();
     let x = halves(runs, &d);
@@ -601,6 +608,7 @@ fn early_stopping_at_the_report_radii_keeps_certified_accuracy() {
         sigma,
         batch: 8192,
         seed: 11,
+        lattice: None,
     };
     let target = Target {
         goal: Goal::ReportRadii,
@@ -725,4 +733,79 @@ fn certify_with_a_target_radius_reports_its_samples() {
         dir.path(),
     ));
     assert!(err.contains("differs"), "{err}");
+}
+
+/// `--sound`: integer noise on the 1/255 grid, with its total-variation bound in the report;
+/// certificates close to the floating-point protocol's on the same images; inputs off the
+/// grid (a fusion model's rescaled network features) refused by name.
+#[test]
+fn sound_certification_on_images_and_refused_off_the_grid() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = common::reference_path();
+    let run = |extra: &[&str]| {
+        let mut args = vec![
+            "certify",
+            "--model",
+            model.to_str().unwrap(),
+            "--limit",
+            "8",
+            "--sigma",
+            "0.25",
+            "--n0",
+            "50",
+            "--n",
+            "2000",
+            "--device",
+            "flex",
+            "--json",
+        ];
+        args.extend_from_slice(extra);
+        common::json(&common::rampart(&args, dir.path()))
+    };
+    let sound = run(&["--sound", "--out", "sound.tsv"]);
+    let float = run(&[]);
+    assert_eq!(sound["sound"]["levels"], 255);
+    let slack = sound["sound"]["slack"].as_f64().unwrap();
+    assert!(slack > 0.0 && slack < 1e-8, "{sound}");
+    assert!(float["sound"].is_null());
+    let at0 = |v: &serde_json::Value| v["summary"]["certified_accuracy"][0][1].as_f64().unwrap();
+    assert!(at0(&sound) > 0.5, "{sound}");
+    assert!(
+        (at0(&sound) - at0(&float)).abs() <= 0.25 + 1e-9,
+        "sound {} vs float {}",
+        at0(&sound),
+        at0(&float)
+    );
+    // The shard description records the protocol, so a sound shard cannot merge with a float one.
+    let meta = std::fs::read_to_string(dir.path().join("sound.tsv.shard.json")).unwrap();
+    assert!(
+        meta.contains("\"sound\":true") || meta.contains("\"sound\": true"),
+        "{meta}"
+    );
+
+    let fixtures = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+    let out = common::rampart(
+        &[
+            "certify",
+            "--model",
+            fixtures.join("torch-fusion.safetensors").to_str().unwrap(),
+            "--records",
+            fixtures
+                .join("torch-fusion-records.jsonl")
+                .to_str()
+                .unwrap(),
+            "--sigma",
+            "0.25",
+            "--n",
+            "100",
+            "--limit",
+            "2",
+            "--device",
+            "flex",
+            "--sound",
+        ],
+        dir.path(),
+    );
+    let err = common::failed(&out);
+    assert!(err.contains("--sound") && err.contains("grid"), "{err}");
 }

@@ -288,6 +288,7 @@ fn certification_goes_through_the_decision_rule() {
         sigma: 0.25,
         batch: 256,
         seed: 7,
+        lattice: None,
     };
     let a = smooth(&single).sample_noise(&x, &[0, 1, 2], 256, Stage::Estimation);
     let b = Smooth {
@@ -295,6 +296,7 @@ fn certification_goes_through_the_decision_rule() {
         sigma: 0.25,
         batch: 256,
         seed: 7,
+        lattice: None,
     }
     .sample_noise(&x, &[0, 1, 2], 256, Stage::Estimation);
     for (ra, rb) in a.iter().zip(&b) {
@@ -313,6 +315,7 @@ fn certification_goes_through_the_decision_rule() {
         sigma: 0.25,
         batch: 256,
         seed: 7,
+        lattice: None,
     }
     .sample_noise(&x, &[0, 1, 2], 256, Stage::Estimation);
     assert!(c.iter().any(|r| r[10] > 0), "{c:?}");
@@ -663,6 +666,7 @@ fn no_decision_is_counted_by_eval_and_abstained_on_by_smoothing() {
         sigma: 0.25,
         batch: 1024,
         seed: 1,
+        lattice: None,
     };
     let certs = smooth.certify(&set.images, &ids, 20, 200, 0.01);
     assert!(certs.iter().all(|c| c.class.is_none() && c.radius == 0.0));

@@ -131,3 +131,72 @@ fn a_samples_noise_does_not_depend_on_its_neighbours() {
         assert_ne!(values(noise::gaussian(&[k], [1, 30], 1.0, &d)), alone);
     }
 }
+
+/// Sound smoothing's lattice noise: the device computes exactly the integers its host
+/// reference defines, and their law is round(N(0, s²)), checked cell by cell where rounding
+/// matters most (s = 0.5 grid steps: P(0) = Φ(1) − Φ(−1)).
+#[test]
+fn the_lattice_noise_is_its_host_reference_and_the_rounded_gaussian() {
+    let d = Device::flex();
+    let k = keys(9, 0..8);
+    let lattice = noise::Lattice::new(0.25, 255);
+    let got = values(lattice.sample(&k, [8, 1, 7, 7], &d).reshape([8, 49]));
+    let host: Vec<f32> = lattice
+        .sample_host(&k, 49)
+        .into_iter()
+        .flatten()
+        .map(|m| m as f32)
+        .collect();
+    assert_eq!(got, host);
+    assert!(got.iter().any(|&m| m.abs() > 60.0), "s = 63.75 grid steps");
+
+    // s = 0.5 grid steps: sigma 0.5 / 255.
+    let sigma = 0.5 / 255.0;
+    let lattice = noise::Lattice::new(sigma, 255);
+    let (rows, dims) = (500usize, 784usize);
+    let m = values(lattice.sample(&keys(1, 0..rows as u64), [rows, dims], &d));
+    let n = m.len() as f64;
+    assert!(m.iter().all(|v| v.fract() == 0.0), "whole grid steps");
+    // scipy: norm.cdf((m + 0.5) / 0.5) - norm.cdf((m - 0.5) / 0.5).
+    let scipy = [
+        0.6826894921370859,
+        0.15730535589982697,
+        0.00134961138005818,
+        2.866502920584324e-07,
+    ];
+    for cell in -3i64..=3 {
+        let p = lattice.probability(cell, sigma);
+        let want = scipy[cell.unsigned_abs() as usize];
+        assert!((p - want).abs() < 1e-15, "P({cell}) = {p}, scipy {want}");
+        let seen = m.iter().filter(|&&v| v as i64 == cell).count() as f64 / n;
+        let sd = (p * (1.0 - p) / n).sqrt();
+        assert!(
+            (seen - p).abs() < 5.0 * sd + 1e-12,
+            "P(m = {cell}) = {seen}, the rounded Gaussian gives {p}"
+        );
+    }
+    // The sampler's total-variation bound for a Fashion-MNIST image is negligible but not 0.
+    let slack = noise::Lattice::new(0.25, 255).slack(784);
+    assert!(slack > 0.0 && slack < 1e-8, "slack {slack}");
+}
+
+#[test]
+fn lattice_noise_keeps_inputs_on_the_grid() {
+    let d = Device::flex();
+    let lattice = noise::Lattice::new(0.25, 255);
+    let pixels: Vec<f32> = (0..4 * 49).map(|i| (i % 256) as f32 / 255.0).collect();
+    let x = Tensor::<2>::from_data(burn::tensor::TensorData::new(pixels.clone(), [4, 49]), &d);
+    assert_eq!(lattice.off_grid(x.clone()), 0.0);
+    let k = keys(2, 0..4);
+    let noisy = values(lattice.perturb(x, &k));
+    let m = lattice.sample_host(&k, 49);
+    for (i, v) in noisy.iter().enumerate() {
+        let want = (pixels[i] * 255.0).round() + m[i / 49][i % 49] as f32;
+        assert_eq!(*v, want / 255.0, "coordinate {i}");
+    }
+    let off = Tensor::<2>::full([1, 3], 0.3, &d);
+    assert!(
+        (lattice.off_grid(off) - 0.5).abs() < 1e-3,
+        "0.3 is 76.5 grid steps"
+    );
+}

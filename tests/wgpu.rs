@@ -166,6 +166,10 @@ fn a_small_certification_on_wgpu_agrees_with_flex() {
     let keys: Vec<u64> = (0..64).map(|j| certify::noise::key(base, j)).collect();
     let on = |d: &Device| vec(certify::noise::gaussian(&keys, [64, 784], 0.25, d));
     close(&on(&flex), &on(&gpu), "noise");
+    // Sound smoothing's lattice noise is integer arithmetic: the same bits on both.
+    let lattice = certify::noise::Lattice::new(0.25, 255);
+    let grid = |d: &Device| vec(lattice.sample(&keys, [64, 784], d));
+    assert_eq!(grid(&flex), grid(&gpu), "lattice noise");
     flex.seed(22);
     let weights = ImageSpec::fashion_normalised(Arch::Mlp).init(&flex);
     let x = rampart::data::synthetic(2, 5, &flex).images;
@@ -177,6 +181,7 @@ fn a_small_certification_on_wgpu_agrees_with_flex() {
             sigma: 0.25,
             batch: 1024,
             seed: 3,
+            lattice: None,
         };
         smooth.sample_noise(&x.clone().to_device(device), &[0, 1], n, Stage::Estimation)
     };

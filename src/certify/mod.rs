@@ -54,6 +54,9 @@ pub struct Smooth<'a, C: Classifier<D>, const D: usize> {
     pub batch: usize,
     /// Seed of all noise; the same seed on the same device gives the same counts.
     pub seed: u64,
+    /// Sound smoothing (`--sound`): integer noise on the inputs' grid, computed exactly
+    /// ([`noise::Lattice`]); `None`: Gaussian noise added in floating point.
+    pub lattice: Option<noise::Lattice>,
 }
 
 impl<C: Classifier<D>, const D: usize> Smooth<'_, C, D> {
@@ -103,8 +106,13 @@ impl<C: Classifier<D>, const D: usize> Smooth<'_, C, D> {
                 Tensor::<1, Int>::from_data(TensorData::new(owners, [end - start]), &device);
             let copies = x.select(owner.clone());
             shape[0] = end - start;
-            let eps = noise::gaussian(&keys, shape, self.sigma, &device);
-            let noisy = copies.with_x(copies.x().clone() + eps);
+            let noisy = match &self.lattice {
+                Some(lattice) => copies.with_x(lattice.perturb(copies.x().clone(), &keys)),
+                None => {
+                    let eps = noise::gaussian(&keys, shape, self.sigma, &device);
+                    copies.with_x(copies.x().clone() + eps)
+                }
+            };
             let votes = self.base.decide(noisy).one_hot::<2>(k).float();
             // Votes per example: onehot(owner)^T · onehot(vote); one_hot needs two columns.
             let per_example = if g == 1 {
@@ -130,13 +138,14 @@ impl<C: Classifier<D>, const D: usize> Smooth<'_, C, D> {
     ) -> Vec<Certificate> {
         let selection = self.sample_noise(x, ids, n0, Stage::Selection);
         let estimation = self.sample_noise(x, ids, n, Stage::Estimation);
+        let slack = self.slack(x);
         selection
             .iter()
             .zip(&estimation)
             .map(|(counts0, counts)| {
                 let c_a = argmax(counts0);
                 let n_a = counts[c_a];
-                let p_a_lower = lower_confidence_bound(n_a, n as u64, alpha);
+                let p_a_lower = (lower_confidence_bound(n_a, n as u64, alpha) - slack).max(0.0);
                 if p_a_lower < 0.5 || Some(c_a) == self.base.abstain() {
                     Certificate {
                         class: None,
@@ -155,6 +164,14 @@ impl<C: Classifier<D>, const D: usize> Smooth<'_, C, D> {
                 }
             })
             .collect()
+    }
+
+    /// How far the sampled noise's probabilities can be from the exact law's, for inputs like
+    /// `x`: 0 for Gaussian noise, the lattice's total-variation bound for sound smoothing. It
+    /// is subtracted from every lower bound on pA (and added to upper bounds).
+    pub fn slack(&self, x: &C::Input) -> f64 {
+        let dims: usize = x.x().dims()[1..].iter().product();
+        self.lattice.as_ref().map_or(0.0, |l| l.slack(dims))
     }
 
     /// PREDICT: the top class of `n` noisy samples if a two-sided binomial test of its count

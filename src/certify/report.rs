@@ -7,9 +7,9 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 
 use super::Smooth;
+use super::noise::Lattice;
 use super::run::{CertifyRun, Row, Summary, certify_all};
 use crate::artifact::ModelInfo;
-use crate::artifact::files::FileError;
 use crate::classifier::{Classifier, Input};
 use crate::data::host_labels;
 use crate::workload::{DataInfo, Examples, Job, Workload, WorkloadError};
@@ -31,7 +31,15 @@ pub struct Protocol {
     pub seed: u64,
     /// Stop early (`--target-radius` or `--early-stop`, `--stages`).
     pub target: Option<super::sequential::Target>,
+    /// Sound smoothing (`--sound`): integer noise on the 1/[`GRID`] grid ([`Lattice`]).
+    pub sound: bool,
 }
+
+/// The grid of sound smoothing: 8-bit images, 255 steps per pixel unit.
+pub const GRID: u32 = 255;
+
+/// Inputs further than this (in grid steps) from the grid are refused by `--sound`.
+const GRID_TOLERANCE: f64 = 1e-3;
 
 impl Protocol {
     /// Refuses values that cannot work, naming the flag: sigma not positive, alpha outside
@@ -81,6 +89,7 @@ impl Protocol {
             sigma,
             batch: self.batch,
             seed: self.seed,
+            lattice: self.sound.then(|| Lattice::new(sigma, GRID)),
         }
     }
 
@@ -107,7 +116,7 @@ struct CertifyJob<'a> {
 }
 
 impl Job for CertifyJob<'_> {
-    type Output = Result<(Vec<Row>, Summary, String), FileError>;
+    type Output = Result<(Vec<Row>, Summary, String, f64), WorkloadError>;
 
     fn run<const D: usize, C: Classifier<D>>(
         self,
@@ -116,6 +125,14 @@ impl Job for CertifyJob<'_> {
     ) -> Self::Output {
         let p = self.protocol;
         let smooth = p.smooth(model, self.sigma);
+        if let Some(lattice) = &smooth.lattice {
+            let off = lattice.off_grid(ex.inputs.x().clone());
+            if off.is_nan() || off > GRID_TOLERANCE {
+                return Err(WorkloadError::Mismatch(format!(
+                    "--sound needs inputs on the 1/{GRID} grid (8-bit images), but an input lies {off:.3} grid steps off it; certify these inputs without --sound"
+                )));
+            }
+        }
         let all_labels = host_labels(&ex.labels);
         let done: std::collections::HashSet<usize> = self.done.iter().map(|r| r.idx).collect();
         let left: Vec<usize> = (0..ex.ids.len())
@@ -139,8 +156,10 @@ impl Job for CertifyJob<'_> {
             done: self.done,
             target: p.target,
         };
-        let (rows, summary) = certify_all(&smooth, &run, self.out, self.progress)?;
-        Ok((rows, summary, model.domain().units.to_string()))
+        let slack = smooth.slack(&inputs);
+        let (rows, summary) = certify_all(&smooth, &run, self.out, self.progress)
+            .map_err(crate::artifact::ArtifactError::from)?;
+        Ok((rows, summary, model.domain().units.to_string(), slack))
     }
 }
 
@@ -155,6 +174,18 @@ pub struct CertifyReport {
     pub tsv: Option<PathBuf>,
     pub plot: Option<PathBuf>,
     pub summary: Summary,
+    /// Sound smoothing's grid and the bound subtracted from every pA lower bound; `None` for
+    /// Gaussian noise in floating point.
+    pub sound: Option<Sound>,
+}
+
+/// How a sound certification was made.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct Sound {
+    /// Grid steps per input unit.
+    pub levels: u32,
+    /// Total-variation bound of the sampled lattice noise, subtracted from pA's lower bound.
+    pub slack: f64,
 }
 
 /// CERTIFY for every example of the workload (a fusion model: over its network features),
@@ -174,9 +205,7 @@ pub fn certify(
         done,
         progress,
     };
-    let (rows, summary, units) = work
-        .run(job, None)?
-        .map_err(crate::artifact::ArtifactError::from)?;
+    let (rows, summary, units, slack) = work.run(job, None)??;
     let report = CertifyReport {
         model: work.model_info(),
         data: work.data_info(),
@@ -185,6 +214,10 @@ pub fn certify(
         tsv: out.map(Path::to_path_buf),
         plot: None,
         summary,
+        sound: protocol.sound.then_some(Sound {
+            levels: GRID,
+            slack,
+        }),
     };
     Ok((report, rows))
 }
@@ -208,6 +241,13 @@ impl fmt::Display for CertifyReport {
             writeln!(f, "  radius {r:.2}: {:6.2}%", 100.0 * acc)?;
         }
         writeln!(f, "abstain rate: {:.2}%", 100.0 * s.abstain_rate)?;
+        if let Some(sound) = self.sound {
+            writeln!(
+                f,
+                "sound smoothing: integer noise on the 1/{} grid; pA lower bounds lowered by {:.1e}",
+                sound.levels, sound.slack
+            )?;
+        }
         writeln!(f, "seconds per example: {:.3}", s.seconds_per_image)?;
         if let (Some(t), Some(m)) = (s.target, s.mean_samples) {
             writeln!(

@@ -97,6 +97,7 @@ impl<C: Classifier<D>, const D: usize> Smooth<'_, C, D> {
         let ends = schedule(n, target.stages);
         let level = alpha / ends.len() as f64;
         let thresholds = thresholds(&target.goal.radii(), self.sigma, n, level);
+        let slack = self.slack(x);
         let mut n_a = vec![0u64; g];
         let mut out: Vec<Option<Early>> = vec![None; g];
         let mut start = 0;
@@ -113,8 +114,8 @@ impl<C: Classifier<D>, const D: usize> Smooth<'_, C, D> {
             let last = k + 1 == ends.len();
             for (j, &i) in active.iter().enumerate() {
                 n_a[i] += counts[j][c_a[i]];
-                let lower = lower_confidence_bound(n_a[i], end as u64, level);
-                let upper = upper_confidence_bound(n_a[i], end as u64, level);
+                let lower = (lower_confidence_bound(n_a[i], end as u64, level) - slack).max(0.0);
+                let upper = upper_confidence_bound(n_a[i], end as u64, level) + slack;
                 let decided = thresholds.iter().all(|&t| lower > t || upper < t);
                 if last || decided {
                     out[i] = Some(Early {

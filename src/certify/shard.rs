@@ -22,6 +22,9 @@ pub struct CertifyProtocol {
     pub seed: u64,
     /// Early stopping, if the run used it.
     pub target: Option<super::sequential::Target>,
+    /// Sound smoothing (`--sound`); absent in descriptions of Gaussian runs.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub sound: bool,
 }
 
 /// The protocol of the certification shard described beside `path`.

@@ -53,6 +53,7 @@ impl SmoothArgs {
             batch: self.batch,
             seed: self.seed,
             target: None,
+            sound: false,
         }
     }
 }
@@ -88,6 +89,12 @@ pub struct CertifyArgs {
     /// Stages of the early-stopping schedule (sample counts halving back from --n).
     #[arg(long, default_value_t = 4, requires = "early")]
     pub stages: usize,
+    /// Sound smoothing (Voráček & Hein 2023) for 8-bit images: inputs must lie on the 1/255
+    /// grid; the noise is whole grid steps drawn exactly from round(N(0, (255 sigma)^2)) and
+    /// added in integer arithmetic, so floating-point rounding cannot make a false
+    /// certificate. pA's lower bound is lowered by the sampler's total-variation bound.
+    #[arg(long)]
+    pub sound: bool,
 }
 
 pub fn run(args: CertifyArgs) -> CliResult {
@@ -101,6 +108,7 @@ pub fn run(args: CertifyArgs) -> CliResult {
         goal,
         stages: args.stages,
     });
+    protocol.sound = args.sound;
     protocol.validate().map_err(CliError::Usage)?;
     let mut spec = args.on.spec(args.smooth.skip as usize);
     spec.shard = args.shard.shard().map_err(CliError::Usage)?;
@@ -148,6 +156,7 @@ pub fn run(args: CertifyArgs) -> CliResult {
             alpha: protocol.alpha,
             seed: protocol.seed,
             target: protocol.target,
+            sound: protocol.sound,
         },
     );
     // A re-run with the same description resumes: the examples already certified are kept.

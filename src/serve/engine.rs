@@ -343,6 +343,7 @@ impl Job for SmoothJob {
             sigma: self.sigma,
             batch: self.batch,
             seed: self.seed,
+            lattice: None,
         }
         .certify(&ex.inputs, &self.ids, self.n0, self.n, self.alpha)
     }
