@@ -190,8 +190,12 @@ impl FusionTask {
             ));
         };
         let schema = spec.schema();
+        // A copy of the first records, not a view: see `ImageSet::slice`.
         let take = |set: SecuritySet, limit: Option<usize>| match limit {
-            Some(l) if l < set.len() => set.range(0, l),
+            Some(l) if l < set.len() => {
+                let rows: Vec<usize> = (0..l).collect();
+                set.select(crate::data::indices(&rows, &set.labels.device()))
+            }
             _ => set,
         };
         let train = take(
