@@ -99,6 +99,16 @@ pub fn choose(choice: DeviceChoice) -> Result<Chosen, String> {
     }
 }
 
+/// Whether `device` computes on the CPU (flex, or the deprecated ndarray).
+pub fn is_cpu(device: &Device) -> bool {
+    let plain = device.clone().inner();
+    #[cfg(feature = "ndarray")]
+    if plain == Device::ndarray() {
+        return true;
+    }
+    plain == Device::flex()
+}
+
 /// The device named by environment variable `var` (`flex`, `wgpu` or `auto`; unset or anything
 /// else: flex). For benchmarks: `RAMPART_BENCH_DEVICE=wgpu cargo bench`.
 pub fn from_env(var: &str) -> Result<Chosen, String> {

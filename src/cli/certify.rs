@@ -29,9 +29,10 @@ pub struct SmoothArgs {
     /// Failure probability of each certificate / prediction.
     #[arg(long, default_value_t = 0.001)]
     pub alpha: f64,
-    /// Noisy inputs per forward pass.
-    #[arg(long, default_value_t = 1024)]
-    pub batch: usize,
+    /// Noisy inputs per forward pass (default: 128 on the CPU, 1024 on a GPU); the counts do
+    /// not depend on it.
+    #[arg(long)]
+    pub batch: Option<usize>,
     /// Take every k-th example (Cohen et al.: 20 on CIFAR-10).
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u64).range(1..))]
     pub skip: u64,
@@ -44,13 +45,21 @@ pub struct SmoothArgs {
 }
 
 impl SmoothArgs {
+    /// `--batch`, or the default for the device the workload runs on.
+    pub fn batch_on(&self, work: &Workload) -> usize {
+        self.batch
+            .unwrap_or_else(|| report::default_batch(&work.device.device))
+    }
+
+    /// The protocol; without `--batch`, [`SmoothArgs::batch_on`] sets the batch once the
+    /// device is known.
     pub fn protocol(&self, n0: usize) -> Protocol {
         Protocol {
             sigma: self.sigma,
             n0,
             n: self.n,
             alpha: self.alpha,
-            batch: self.batch,
+            batch: self.batch.unwrap_or(report::MAX_BATCH),
             seed: self.seed,
             target: None,
             sound: false,
@@ -114,6 +123,7 @@ pub fn run(args: CertifyArgs) -> CliResult {
     spec.shard = args.shard.shard().map_err(CliError::Usage)?;
     merge::require_table(&spec.shard, args.out.as_deref(), "--out")?;
     let work = Workload::open(&spec)?;
+    protocol.batch = args.smooth.batch_on(&work);
     let plot = args
         .plot
         .clone()

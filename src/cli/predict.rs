@@ -29,12 +29,13 @@ pub struct PredictArgs {
 }
 
 pub fn run(args: PredictArgs) -> CliResult {
-    let protocol = args.smooth.protocol(1);
+    let mut protocol = args.smooth.protocol(1);
     protocol.validate().map_err(CliError::Usage)?;
     let mut spec = args.on.spec(args.smooth.skip as usize);
     spec.shard = args.shard.shard().map_err(CliError::Usage)?;
     merge::require_table(&spec.shard, args.out.as_deref(), "--out")?;
     let work = Workload::open(&spec)?;
+    protocol.batch = args.smooth.batch_on(&work);
     let mut outputs = guard(&work.files);
     if let Some(out) = &args.out {
         merge::guard_table(&mut outputs, out, "--out", OutputKind::Tsv)?;
