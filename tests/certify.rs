@@ -666,32 +666,42 @@ fn early_stopping_at_the_report_radii_keeps_certified_accuracy() {
     }
 }
 
+/// `rampart certify --json` of the reference cnn at sigma 0.25 on flex: the first `limit` test
+/// images, `n0` and `n` samples, then `extra`.
+fn certify_reference(
+    dir: &std::path::Path,
+    limit: &str,
+    n0: &str,
+    n: &str,
+    extra: &[&str],
+) -> std::process::Output {
+    let model = common::reference_path();
+    let mut args = vec![
+        "certify",
+        "--model",
+        model.to_str().unwrap(),
+        "--limit",
+        limit,
+        "--sigma",
+        "0.25",
+        "--n0",
+        n0,
+        "--n",
+        n,
+        "--device",
+        "flex",
+        "--json",
+    ];
+    args.extend_from_slice(extra);
+    common::rampart(&args, dir)
+}
+
 /// `--target-radius` reports the samples it saved, and its description keeps resumed runs
 /// and merged shards from mixing with fixed-n ones.
 #[test]
 fn certify_with_a_target_radius_reports_its_samples() {
     let dir = tempfile::tempdir().unwrap();
-    let model = common::reference_path();
-    let run = |extra: &[&str]| {
-        let mut args = vec![
-            "certify",
-            "--model",
-            model.to_str().unwrap(),
-            "--limit",
-            "6",
-            "--sigma",
-            "0.25",
-            "--n0",
-            "20",
-            "--n",
-            "1024",
-            "--device",
-            "flex",
-            "--json",
-        ];
-        args.extend_from_slice(extra);
-        common::rampart(&args, dir.path())
-    };
+    let run = |extra: &[&str]| certify_reference(dir.path(), "6", "20", "1024", extra);
     let v = common::json(&run(&["--target-radius", "0.1", "--out", "t.tsv"]));
     let mean = v["summary"]["mean_samples"].as_f64().unwrap();
     assert!(mean < 1024.0, "{v}");
@@ -741,27 +751,8 @@ fn certify_with_a_target_radius_reports_its_samples() {
 #[test]
 fn sound_certification_on_images_and_refused_off_the_grid() {
     let dir = tempfile::tempdir().unwrap();
-    let model = common::reference_path();
-    let run = |extra: &[&str]| {
-        let mut args = vec![
-            "certify",
-            "--model",
-            model.to_str().unwrap(),
-            "--limit",
-            "8",
-            "--sigma",
-            "0.25",
-            "--n0",
-            "50",
-            "--n",
-            "2000",
-            "--device",
-            "flex",
-            "--json",
-        ];
-        args.extend_from_slice(extra);
-        common::json(&common::rampart(&args, dir.path()))
-    };
+    let run =
+        |extra: &[&str]| common::json(&certify_reference(dir.path(), "8", "50", "2000", extra));
     let sound = run(&["--sound", "--out", "sound.tsv"]);
     let float = run(&[]);
     assert_eq!(sound["sound"]["levels"], 255);

@@ -165,7 +165,7 @@ fn the_lattice_noise_is_its_host_reference_and_the_rounded_gaussian() {
         2.866502920584324e-07,
     ];
     for cell in -3i64..=3 {
-        let p = lattice.probability(cell, sigma);
+        let p = lattice.probability(cell);
         let want = scipy[cell.unsigned_abs() as usize];
         assert!((p - want).abs() < 1e-15, "P({cell}) = {p}, scipy {want}");
         let seen = m.iter().filter(|&&v| v as i64 == cell).count() as f64 / n;

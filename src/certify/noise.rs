@@ -117,12 +117,16 @@ pub fn gaussian<const D: usize>(
     z.reshape(shape)
 }
 
+/// Lane `c` of the row with key `k`, on the host: h(h(c ⊕ k0) ⊕ k1), as [`lanes`] computes it.
+fn host_lane(k: u64, c: u32) -> u32 {
+    triple32_scalar(triple32_scalar(c ^ k as u32) ^ (k >> 32) as u32)
+}
+
 /// The noise [`gaussian`] draws, computed on the host in f64 (the reference for tests).
 pub fn gaussian_host(keys: &[u64], dims: usize, sigma: f64) -> Vec<Vec<f64>> {
     keys.iter()
         .map(|&k| {
-            let (k0, k1) = (k as u32, (k >> 32) as u32);
-            let lane = |c: u32| triple32_scalar(triple32_scalar(c ^ k0) ^ k1);
+            let lane = |c: u32| host_lane(k, c);
             (0..dims)
                 .map(|e| {
                     let m = (e / 2) as u32;
@@ -162,6 +166,8 @@ pub fn gaussian_host(keys: &[u64], dims: usize, sigma: f64) -> Vec<Vec<f64>> {
 pub struct Lattice {
     /// Grid steps per input unit (255 for 8-bit images).
     pub levels: u32,
+    /// s = σ · levels: the noise's standard deviation in grid steps.
+    scale: f64,
     /// Cells m ∈ [−M, M].
     half_width: i64,
     /// The 2M cell boundaries B_j = ⌊2⁶² Φ((j − M + ½) / s)⌋, non-decreasing.
@@ -197,6 +203,7 @@ impl Lattice {
         let tv = boundaries.len() as f64 * (PHI_ERROR + 1.0 / FIXED) + tail;
         Self {
             levels,
+            scale: s,
             half_width,
             boundaries,
             tv,
@@ -209,8 +216,8 @@ impl Lattice {
     }
 
     /// P(m), the exact law: Φ((m + ½) / s) − Φ((m − ½) / s).
-    pub fn probability(&self, m: i64, sigma: f64) -> f64 {
-        let s = sigma * self.levels as f64;
+    pub fn probability(&self, m: i64) -> f64 {
+        let s = self.scale;
         phi((m as f64 + 0.5) / s) - phi((m as f64 - 0.5) / s)
     }
 
@@ -288,11 +295,9 @@ impl Lattice {
     pub fn sample_host(&self, keys: &[u64], dims: usize) -> Vec<Vec<i64>> {
         keys.iter()
             .map(|&k| {
-                let (k0, k1) = (k as u32, (k >> 32) as u32);
-                let lane = |c: u32| triple32_scalar(triple32_scalar(c ^ k0) ^ k1);
                 (0..dims)
                     .map(|e| {
-                        let (a, b) = (lane(2 * e as u32), lane(2 * e as u32 + 1));
+                        let (a, b) = (host_lane(k, 2 * e as u32), host_lane(k, 2 * e as u32 + 1));
                         let v = (((a >> 1) as u64) << 31) | (b >> 1) as u64;
                         self.boundaries.partition_point(|&b| b <= v) as i64 - self.half_width
                     })
