@@ -109,6 +109,13 @@ pub fn is_cpu(device: &Device) -> bool {
     plain == Device::flex()
 }
 
+/// Examples per forward pass when the user names no batch: 128 on the CPU, where a small batch
+/// keeps the convolutions' unfolded inputs in cache (on 2 cores the reference cnn certifies
+/// 16% faster at 128 than at 1024, and PGD runs 24% faster than at 256), else `gpu`.
+pub fn default_batch(device: &Device, gpu: usize) -> usize {
+    if is_cpu(device) { 128 } else { gpu }
+}
+
 /// The device named by environment variable `var` (`flex`, `wgpu` or `auto`; unset or anything
 /// else: flex). For benchmarks: `RAMPART_BENCH_DEVICE=wgpu cargo bench`.
 pub fn from_env(var: &str) -> Result<Chosen, String> {

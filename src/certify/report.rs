@@ -19,17 +19,6 @@ pub const MAX_N: usize = 10_000_000;
 /// Most noisy inputs per forward pass.
 pub const MAX_BATCH: usize = 65_536;
 
-/// Noisy inputs per forward pass when `--batch` is not given: 128 on the CPU, where a small
-/// batch keeps the convolutions' unfolded inputs in cache (the reference cnn certifies 16%
-/// faster than at 1024), 1024 on a GPU.
-pub fn default_batch(device: &burn::tensor::Device) -> usize {
-    if crate::device::is_cpu(device) {
-        128
-    } else {
-        1024
-    }
-}
-
 /// The smoothing protocol: sigma (default: the model's training sigma), n0 selection and n
 /// estimation samples per example, alpha, noisy inputs per forward pass, seed.
 #[derive(Debug, Clone, Copy, PartialEq)]

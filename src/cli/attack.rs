@@ -106,16 +106,14 @@ fn methods(args: &AttackArgs) -> Result<Vec<Method>, CliError> {
 pub fn run(args: AttackArgs) -> CliResult {
     let attacks = methods(&args)?;
     let work = Workload::open(&args.on.spec(1))?;
-    let default = if crate::device::is_cpu(&work.device.device) {
-        128
-    } else {
-        256
-    };
     let plan = Plan {
         attacks,
         restarts: args.restarts as usize,
         target: args.target,
-        batch: args.batch.map_or(default, |b| b as usize),
+        batch: args.batch.map_or_else(
+            || crate::device::default_batch(&work.device.device, 256),
+            |b| b as usize,
+        ),
         seed: args.seed,
         keep_examples: args.save_examples.is_some(),
     };

@@ -45,10 +45,10 @@ pub struct SmoothArgs {
 }
 
 impl SmoothArgs {
-    /// `--batch`, or the default for the device the workload runs on.
+    /// `--batch`, or the default for the device the workload runs on (1024 on a GPU).
     pub fn batch_on(&self, work: &Workload) -> usize {
         self.batch
-            .unwrap_or_else(|| report::default_batch(&work.device.device))
+            .unwrap_or_else(|| crate::device::default_batch(&work.device.device, 1024))
     }
 
     /// The protocol; without `--batch`, [`SmoothArgs::batch_on`] sets the batch once the
