@@ -1,11 +1,11 @@
 //! Runs split across processes or machines (`--shard-index I --shard-count K` on `certify`,
-//! `predict` and `evaluate`): which examples a shard runs ([`Shard`]), the description each
+//! `predict`, `attack` and `evaluate`): which examples a shard runs ([`Shard`]), the description each
 //! shard writes beside its table (`OUT.shard.json`: the command, the model's SHA-256, the
 //! data, the protocol, the selection, the shard and its example indices), and the checks
 //! `rampart merge` makes before it joins the tables: one run (same command, model, data,
 //! protocol and selection), shards 0..K each once, each shard holding exactly its stripe.
-//! The commands key their randomness by example (certify, predict) or by batch (evaluate, whose
-//! shards are whole batches), so the merged table is the unsharded run's.
+//! The commands key their randomness by example (certify, predict) or by batch (attack and
+//! evaluate, whose shards are whole batches), so the merged table is the unsharded run's.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -37,7 +37,7 @@ pub enum ShardError {
 /// One of `count` stripes of the selected examples: the k-th selected example (after offset,
 /// skip and limit) belongs to shard ⌊k / block⌋ mod `count`, so shards are balanced and
 /// together cover the selection exactly once. `block` is 1 where each example's result is
-/// its own (certify, predict), and the batch where a batch shares a seed (evaluate).
+/// its own (certify, predict), and the batch where a batch shares a seed (attack, evaluate).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Shard {
@@ -91,6 +91,7 @@ impl Shard {
 pub enum Command {
     Certify,
     Predict,
+    Attack,
     Evaluate,
 }
 
@@ -99,6 +100,7 @@ impl std::fmt::Display for Command {
         f.write_str(match self {
             Command::Certify => "certify",
             Command::Predict => "predict",
+            Command::Attack => "attack",
             Command::Evaluate => "evaluate",
         })
     }

@@ -1,6 +1,7 @@
-//! Sharded `predict` and `evaluate`: the shards' tables merged by `rampart merge` are the
-//! unsharded run's, with its figures; a re-run shard keeps its finished table or state; merging
-//! refuses shards of different commands or protocols and a shard without its table.
+//! Sharded `predict`, `attack` and `evaluate`: the shards' tables merged by `rampart merge` are
+//! the unsharded run's, with its figures; a re-run shard keeps its finished table or state, an
+//! interrupted attack resumes after its last whole batch; merging refuses shards of different
+//! commands or protocols and a shard without its table.
 
 mod common;
 
@@ -223,5 +224,80 @@ fn sharded_evaluation_merges_into_the_unsharded_run() {
     ));
     assert!(err.contains("shard 1 of 3 is missing"), "{err}");
     let err = failed(&evaluate(p, &["--shard-index", "0", "--shard-count", "3"]));
+    assert!(err.contains("--per-example"), "{err}");
+}
+
+fn attack(dir: &std::path::Path, extra: &[&str]) -> std::process::Output {
+    let model = reference_path();
+    let mut args = vec![
+        "attack",
+        "--model",
+        model.to_str().unwrap(),
+        "--eps",
+        "0.05",
+        "--attack",
+        "fgsm,pgd",
+        "--steps",
+        "5",
+        "--restarts",
+        "2",
+        "--limit",
+        "20",
+        "--batch",
+        "4",
+        "--device",
+        "flex",
+    ];
+    args.extend_from_slice(extra);
+    rampart(&args, dir)
+}
+
+#[test]
+fn sharded_attacks_merge_and_an_interrupted_one_resumes() {
+    let _turn = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path();
+    let full = json(&attack(p, &["--per-example", "full.tsv", "--json"]));
+    assert_eq!(full["resumed"], 0);
+    for i in ["0", "1", "2"] {
+        let out = format!("a{i}.tsv");
+        ok(&attack(
+            p,
+            &["--per-example", &out, "--shard-index", i, "--shard-count", "3"],
+        ));
+    }
+    let merged = json(&rampart(
+        &[
+            "merge", "--out", "m.tsv", "a1.tsv", "a2.tsv", "a0.tsv", "--json",
+        ],
+        p,
+    ));
+    // Random starts are drawn per batch of the whole run, so the rows are the unsharded ones.
+    assert_eq!(read(p, "m.tsv"), read(p, "full.tsv"));
+    let m = &merged["merged"]["attack"];
+    for key in ["clean_accuracy", "robust_accuracy", "after_each", "examples"] {
+        assert_eq!(m[key], full[key], "{key}");
+    }
+    // Someone attacked: the table is not all robust.
+    assert!(full["robust_accuracy"].as_f64().unwrap() < full["clean_accuracy"].as_f64().unwrap());
+    // Interrupted after two of its five batches: the partial table and its description.
+    let table = read(p, "full.tsv");
+    let head: Vec<&str> = table.lines().take(9).collect();
+    std::fs::write(p.join("x.tsv.partial"), head.join("\n") + "\n").unwrap();
+    std::fs::copy(p.join("full.tsv.shard.json"), p.join("x.tsv.partial.shard.json")).unwrap();
+    let resumed = json(&attack(p, &["--per-example", "x.tsv", "--json"]));
+    assert_eq!(resumed["resumed"], 8);
+    assert_eq!(read(p, "x.tsv"), read(p, "full.tsv"));
+    assert!(!p.join("x.tsv.partial").exists());
+    // Another seed is another run: nothing is resumed from its table.
+    let other = json(&attack(p, &["--per-example", "x.tsv", "--seed", "7", "--json"]));
+    assert_eq!(other["resumed"], 0);
+    // Examples cannot be saved for batches attacked earlier; a shard must keep its table.
+    let err = failed(&attack(
+        p,
+        &["--per-example", "full.tsv", "--save-examples", "ex"],
+    ));
+    assert!(err.contains("--save-examples"), "{err}");
+    let err = failed(&attack(p, &["--shard-index", "1", "--shard-count", "3"]));
     assert!(err.contains("--per-example"), "{err}");
 }

@@ -26,6 +26,7 @@ pub mod fgsm;
 pub mod loss;
 pub mod pgd;
 pub mod run;
+pub mod shard;
 pub mod square;
 pub mod suite;
 pub mod trades;

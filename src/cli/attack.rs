@@ -1,17 +1,20 @@
 //! `rampart attack`: FGSM and PGD against any model, the per-example worst case over attacks
-//! and restarts, adversarial examples saved on request.
+//! and restarts, a per-example table and adversarial examples on request, sharded across
+//! machines and resumed after the last finished batch.
 
 use std::path::PathBuf;
 
 use clap::Args;
 
-use super::args::{WorkloadArgs, guard};
-use super::{CliError, CliResult, emit, note};
-use crate::artifact::files::OutputKind;
+use super::args::{ShardArgs, WorkloadArgs, guard};
+use super::{CliError, CliResult, emit, merge, note};
+use crate::artifact::files::{self, OutputKind};
 use crate::attack::examples::{self, EXAMPLES, GRID};
-use crate::attack::run::Plan;
-use crate::attack::{AttackError, AttackLoss, Fgsm, Method, Norm, Pgd};
+use crate::attack::run::{AttackProtocol, Plan, RunError};
+use crate::attack::{AttackError, AttackLoss, Fgsm, Method, Norm, Pgd, shard as attack_shard};
+use crate::evaluate::Row;
 use crate::model::Modality;
+use crate::shard::{self, Command, Description, Shard};
 use crate::workload::Workload;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -65,8 +68,28 @@ pub struct AttackArgs {
     /// for the first 8 images.
     #[arg(long)]
     pub save_examples: Option<PathBuf>,
+    /// Write one line per example (the attack that fooled it, the final decision, the
+    /// perturbation's norms) to this TSV, with its description (TSV.shard.json). It is kept
+    /// as TSV.partial after every batch; a run with the same settings resumes after the last
+    /// finished batch.
+    #[arg(long)]
+    pub per_example: Option<PathBuf>,
+    /// Shards run every K-th batch of --batch examples, seeded as in the whole run; each
+    /// keeps its --per-example table for `rampart merge`.
+    #[command(flatten)]
+    pub shard: ShardArgs,
     #[arg(long)]
     pub json: bool,
+}
+
+impl From<RunError> for CliError {
+    fn from(e: RunError) -> Self {
+        match e {
+            RunError::Workload(w) => CliError::Workload(w),
+            RunError::File(f) => CliError::File(f),
+            other => CliError::Usage(other.to_string()),
+        }
+    }
 }
 
 /// An attack parameter error in terms of the flag that set it.
@@ -103,21 +126,41 @@ fn methods(args: &AttackArgs) -> Result<Vec<Method>, CliError> {
         .collect()
 }
 
+/// The batch: the flag, else the device's default (which the shard's blocks need before the
+/// data is opened).
+fn batch(args: &AttackArgs) -> Result<usize, CliError> {
+    match args.batch {
+        Some(b) => Ok(b as usize),
+        None => {
+            let chosen = crate::device::choose(args.on.device).map_err(CliError::Usage)?;
+            Ok(crate::device::default_batch(&chosen.device, 256))
+        }
+    }
+}
+
 pub fn run(args: AttackArgs) -> CliResult {
     let attacks = methods(&args)?;
-    let work = Workload::open(&args.on.spec(1))?;
+    let batch = batch(&args)?;
+    let mut spec = args.on.spec(1);
+    spec.shard = Shard {
+        block: batch,
+        ..args.shard.shard().map_err(CliError::Usage)?
+    };
+    merge::require_table(&spec.shard, args.per_example.as_deref(), "--per-example")?;
+    let work = Workload::open(&spec)?;
     let plan = Plan {
         attacks,
         restarts: args.restarts as usize,
         target: args.target,
-        batch: args.batch.map_or_else(
-            || crate::device::default_batch(&work.device.device, 256),
-            |b| b as usize,
-        ),
+        batch,
         seed: args.seed,
         keep_examples: args.save_examples.is_some(),
+        shard: spec.shard,
     };
     let mut outputs = guard(&work.files);
+    if let Some(p) = &args.per_example {
+        merge::guard_table(&mut outputs, p, "--per-example", OutputKind::EvaluationTsv)?;
+    }
     if let Some(dir) = &args.save_examples {
         outputs.output(
             &dir.join(EXAMPLES),
@@ -127,10 +170,66 @@ pub fn run(args: AttackArgs) -> CliResult {
         outputs.output(&dir.join(GRID), "--save-examples", OutputKind::Png)?;
     }
     note(&format!("device: {}", work.device.description));
-    let (mut report, saved) = crate::attack::run::run(&work, &plan, args.modality)?;
+    let protocol = AttackProtocol::of(&work, &plan, args.modality);
+    let planned = Description::new(&work, &spec, Command::Attack, &protocol);
+    let done = match &args.per_example {
+        Some(out) => resumed(out, &planned, &protocol, plan.keep_examples)?,
+        None => Vec::new(),
+    };
+    let partial = args.per_example.as_deref().map(shard::partial_path);
+    if let Some(p) = &partial {
+        shard::write_meta(p, &planned)?;
+    }
+    let mut keep = |rows: &[Row]| match &partial {
+        Some(p) => files::write_atomic(
+            p,
+            crate::evaluate::report::tsv(rows, &plan.attacks).as_bytes(),
+        ),
+        None => Ok(()),
+    };
+    let (mut report, rows, saved) =
+        crate::attack::run::run(&work, &plan, args.modality, done, &mut keep)?;
+    if let (Some(out), Some(p)) = (&args.per_example, &partial) {
+        files::write_atomic(
+            out,
+            crate::evaluate::report::tsv(&rows, &plan.attacks).as_bytes(),
+        )?;
+        shard::write_meta(out, &planned)?;
+        let _ = std::fs::remove_file(p);
+        let _ = std::fs::remove_file(shard::meta_path(p));
+        report.per_example = Some(out.clone());
+    }
     if let (Some(dir), Some(saved)) = (&args.save_examples, saved) {
         examples::save(dir, &saved)?;
         report.saved = Some(dir.clone());
     }
     emit(&report, args.json)
+}
+
+/// The rows an earlier run of this very shard left in `out` or `out.partial`, noted.
+fn resumed(
+    out: &std::path::Path,
+    planned: &Description,
+    protocol: &AttackProtocol,
+    keep_examples: bool,
+) -> Result<Vec<Row>, CliError> {
+    let done = attack_shard::resume(out, planned, protocol)
+        .map_err(|e| CliError::Usage(e.to_string()))?;
+    if done.is_empty() {
+        return Ok(done);
+    }
+    if keep_examples {
+        return Err(CliError::Usage(format!(
+            "--save-examples needs every batch's examples, and {} already holds {} rows of this run: drop --save-examples or give another --per-example",
+            out.display(),
+            done.len()
+        )));
+    }
+    note(&format!(
+        "resuming: {} of {} examples already attacked in {}",
+        done.len(),
+        planned.ids.len(),
+        out.display()
+    ));
+    Ok(done)
 }

@@ -1,4 +1,4 @@
-//! `rampart merge`: the shards of a sharded `certify`, `predict` or `evaluate` run (each table
+//! `rampart merge`: the shards of a sharded `certify`, `predict`, `attack` or `evaluate` run (each table
 //! with its `OUT.shard.json`) checked to be one run and joined into the unsharded run's table
 //! and report; and the pieces the sharded commands share (their table's outputs, the rule
 //! that a shard keeps its table).
@@ -11,6 +11,7 @@ use serde::Serialize;
 use super::args::guard;
 use super::{CliError, CliResult, emit};
 use crate::artifact::files::{self, FileError, OutputKind, Outputs};
+use crate::attack::shard::MergedAttack;
 use crate::certify::predict::{self, PredictSummary};
 use crate::certify::run::{self, Summary};
 use crate::certify::shard as certify_shard;
@@ -35,6 +36,7 @@ pub struct MergeArgs {
 pub enum Merged {
     Certify(Summary),
     Predict(PredictSummary),
+    Attack(MergedAttack),
     Evaluate(MergedEvaluation),
 }
 
@@ -53,7 +55,7 @@ impl std::fmt::Display for MergeReport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         writeln!(
             f,
-            "merged {} shards of a {} run into {}: {} (model sha256 {})",
+            "merged {} shards of one {} run into {}: {} (model sha256 {})",
             self.shards,
             self.run,
             self.out.display(),
@@ -77,6 +79,7 @@ impl std::fmt::Display for MergeReport {
                 writeln!(f, "  abstained: {:.1}%", 100.0 * s.abstain_rate)
             }
             Merged::Predict(p) => write!(f, "{p}"),
+            Merged::Attack(a) => write!(f, "{a}"),
             Merged::Evaluate(r) => write!(f, "{r}"),
         }
     }
@@ -139,7 +142,7 @@ pub fn merge(args: MergeArgs) -> CliResult {
     }
     let kind = match first.command {
         Command::Certify | Command::Predict => OutputKind::Tsv,
-        Command::Evaluate => OutputKind::EvaluationTsv,
+        Command::Attack | Command::Evaluate => OutputKind::EvaluationTsv,
     };
     outputs.output(&args.out, "--out", kind)?;
     outputs.output(
@@ -150,6 +153,7 @@ pub fn merge(args: MergeArgs) -> CliResult {
     let (meta, text, merged) = match first.command {
         Command::Certify => merge_certify(&args.shards)?,
         Command::Predict => merge_predict(&args.shards)?,
+        Command::Attack => merge_attack(&args.shards)?,
         Command::Evaluate => merge_evaluate(&args.shards)?,
     };
     files::write_atomic(&args.out, text.as_bytes())?;
@@ -187,6 +191,12 @@ fn merge_predict(tsvs: &[PathBuf]) -> Result<MergedRun, CliError> {
     let p = predict::protocol(&meta, &tsvs[0]).map_err(usage)?;
     let summary = PredictSummary::of(&p, &rows);
     Ok((meta, predict::tsv(&rows), Merged::Predict(summary)))
+}
+
+fn merge_attack(tsvs: &[PathBuf]) -> Result<MergedRun, CliError> {
+    let (meta, rows, merged) = crate::attack::shard::merge(tsvs).map_err(usage)?;
+    let text = crate::evaluate::report::tsv(&rows, &merged.protocol.attacks);
+    Ok((meta, text, Merged::Attack(merged)))
 }
 
 fn merge_evaluate(tsvs: &[PathBuf]) -> Result<MergedRun, CliError> {

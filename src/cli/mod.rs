@@ -68,7 +68,7 @@ pub enum Command {
     Faithfulness(explain::FaithfulnessArgs),
     /// Certify examples with randomized smoothing (Cohen et al. 2019 CERTIFY).
     Certify(certify::CertifyArgs),
-    /// The shards of a sharded certify, predict or evaluate run (`--shard-index I
+    /// The shards of a sharded certify, predict, attack or evaluate run (`--shard-index I
     /// --shard-count K`) as the single result, checked to be one run covering every example
     /// once.
     Merge(merge::MergeArgs),

@@ -225,7 +225,7 @@ impl EvaluateJob<'_> {
             let out = worst_case(model, &x, &y, &attacks, 1, None);
             let values = outcome_columns(model, &x, &y, &out);
             let ids = &ex.ids[start..start + x.len()];
-            rows.extend(read_rows(values, ids)?);
+            rows.extend(read_rows(values, ids).map_err(EvaluateError::Device)?);
             if let Some(s) = saved.as_mut() {
                 s.push(x.x(), out.adversarial, &y, &out.robust)
                     .map_err(|e| EvaluateError::Device(format!("{e:?}")))?;
@@ -248,7 +248,7 @@ impl EvaluateJob<'_> {
 
 /// Every example's outcome as `[N, COLUMNS]` on the device: label, clean decision, clean
 /// correct, attack code, iteration, final decision, L∞ and L2 norms, NaN count.
-fn outcome_columns<const D: usize, C: Classifier<D>>(
+pub(crate) fn outcome_columns<const D: usize, C: Classifier<D>>(
     model: &C,
     x: &C::Input,
     y: &Tensor<1, Int>,
@@ -271,13 +271,13 @@ fn outcome_columns<const D: usize, C: Classifier<D>>(
     Tensor::cat(columns, 1)
 }
 
-/// Reads a batch's outcome back (one synchronisation) into rows.
-fn read_rows(values: Tensor<2>, ids: &[usize]) -> Result<Vec<Row>, EvaluateError> {
+/// Reads a batch's outcome back (one synchronisation) into rows; the error is the device's.
+pub(crate) fn read_rows(values: Tensor<2>, ids: &[usize]) -> Result<Vec<Row>, String> {
     let flat: Vec<f32> = values
         .into_data()
         .convert::<f32>()
         .try_to_vec::<f32>()
-        .map_err(|e| EvaluateError::Device(format!("{e:?}")))?;
+        .map_err(|e| format!("{e:?}"))?;
     Ok(flat
         .chunks_exact(COLUMNS)
         .zip(ids)

@@ -1,0 +1,113 @@
+//! `rampart attack` split across processes or machines ([`crate::shard`]): a shard runs every
+//! K-th batch of `--batch` examples, seeded as that batch of the whole run, and keeps its
+//! per-example table (the evaluation's columns) with a description. A shard run again
+//! resumes after the last whole batch of its `.partial` table; merging gives the unsharded
+//! run's rows and figures.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+use super::run::{AttackProtocol, resumable};
+use super::Attack;
+use crate::evaluate::Row;
+use crate::evaluate::report::{Figures, figures};
+use crate::evaluate::shard::read_tsv;
+use crate::shard::{self, Description, Part, ShardError};
+
+/// The protocol of the attack shard described beside `path`.
+pub fn protocol(meta: &Description, path: &Path) -> Result<AttackProtocol, ShardError> {
+    serde_json::from_value(meta.protocol.clone()).map_err(|e| ShardError::Bad {
+        path: shard::meta_path(path),
+        reason: format!("not an attack protocol: {e}"),
+    })
+}
+
+/// The rows a re-run with description `planned` and table `out` already has: all of them if
+/// `out` is complete with the same description, the whole batches of `out.partial` if an
+/// interrupted run with the same description left it, else none.
+pub fn resume(
+    out: &Path,
+    planned: &Description,
+    p: &AttackProtocol,
+) -> Result<Vec<Row>, ShardError> {
+    for path in [out.to_path_buf(), shard::partial_path(out)] {
+        if shard::written_by(&path, planned) {
+            let rows = read_tsv(&path, &p.attacks)?;
+            if resumable(&rows, &planned.ids, p.batch) {
+                return Ok(rows);
+            }
+        }
+    }
+    Ok(Vec::new())
+}
+
+/// The merged run's result: its protocol and the figures of every row.
+#[derive(Debug, Clone, Serialize)]
+pub struct MergedAttack {
+    #[serde(flatten)]
+    pub protocol: AttackProtocol,
+    #[serde(flatten)]
+    pub figures: Figures,
+}
+
+impl fmt::Display for MergedAttack {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let p = &self.protocol;
+        let names: Vec<String> = p.attacks.iter().map(super::Method::name).collect();
+        writeln!(
+            f,
+            "  {} examples ({}): {}, {} restarts, on {}",
+            self.figures.examples,
+            p.input,
+            names.join("+"),
+            p.restarts,
+            p.device
+        )?;
+        writeln!(
+            f,
+            "  clean accuracy:  {:.2}%",
+            100.0 * self.figures.clean_accuracy
+        )?;
+        for a in &self.figures.after_each {
+            writeln!(
+                f,
+                "    after {:<9} {:.2}%",
+                a.attack,
+                100.0 * a.robust_accuracy
+            )?;
+        }
+        writeln!(
+            f,
+            "  robust accuracy: {:.2}% (worst case over every run)",
+            100.0 * self.figures.robust_accuracy
+        )
+    }
+}
+
+/// The shards' rows as one run, in index order, with the run's description and result.
+pub fn merge(tsvs: &[PathBuf]) -> Result<(Description, Vec<Row>, MergedAttack), ShardError> {
+    let mut parts = Vec::with_capacity(tsvs.len());
+    let mut tables = Vec::with_capacity(tsvs.len());
+    for path in tsvs {
+        let meta = shard::read_meta(path)?;
+        let p = protocol(&meta, path)?;
+        let rows = read_tsv(path, &p.attacks)?;
+        parts.push(Part {
+            path: path.clone(),
+            ids: rows.iter().map(|r| r.id).collect(),
+            meta,
+        });
+        tables.push(rows);
+    }
+    let (meta, _) = shard::check(parts)?;
+    let p = protocol(&meta, &tsvs[0])?;
+    let mut rows: Vec<Row> = tables.into_iter().flatten().collect();
+    rows.sort_by_key(|r| r.id);
+    let merged = MergedAttack {
+        figures: figures(&rows, &p.attacks),
+        protocol: p,
+    };
+    Ok((meta, rows, merged))
+}
