@@ -99,6 +99,33 @@ pub fn choose(choice: DeviceChoice) -> Result<Chosen, String> {
     }
 }
 
+/// The devices of `count` data-parallel replicas: the chosen device first, then wgpu's
+/// discrete GPUs 1 to count − 1 (the chosen GPU being the first), each opened and checked; on
+/// the CPU every replica is the same device (the plumbing runs, nothing is faster).
+pub fn replicas(chosen: &Chosen, count: usize) -> Result<Vec<Device>, String> {
+    let mut devices = vec![chosen.device.clone()];
+    for i in 1..count {
+        if is_cpu(&chosen.device) {
+            devices.push(chosen.device.clone());
+            continue;
+        }
+        let hook = std::panic::take_hook();
+        std::panic::set_hook(Box::new(|_| {}));
+        let opened = std::panic::catch_unwind(|| {
+            let device = Device::wgpu(DeviceKind::DiscreteGpu(i));
+            let _ = Tensor::<1>::zeros([1], &device).into_data();
+            device
+        });
+        std::panic::set_hook(hook);
+        devices.push(opened.map_err(|_| {
+            format!(
+                "replicas {count}: wgpu could not open discrete GPU {i} (this machine has fewer GPUs; lower replicas)"
+            )
+        })?);
+    }
+    Ok(devices)
+}
+
 /// Whether `device` computes on the CPU (flex, or the deprecated ndarray).
 pub fn is_cpu(device: &Device) -> bool {
     let plain = device.clone().inner();

@@ -263,7 +263,14 @@ fn sharded_attacks_merge_and_an_interrupted_one_resumes() {
         let out = format!("a{i}.tsv");
         ok(&attack(
             p,
-            &["--per-example", &out, "--shard-index", i, "--shard-count", "3"],
+            &[
+                "--per-example",
+                &out,
+                "--shard-index",
+                i,
+                "--shard-count",
+                "3",
+            ],
         ));
     }
     let merged = json(&rampart(
@@ -275,7 +282,12 @@ fn sharded_attacks_merge_and_an_interrupted_one_resumes() {
     // Random starts are drawn per batch of the whole run, so the rows are the unsharded ones.
     assert_eq!(read(p, "m.tsv"), read(p, "full.tsv"));
     let m = &merged["merged"]["attack"];
-    for key in ["clean_accuracy", "robust_accuracy", "after_each", "examples"] {
+    for key in [
+        "clean_accuracy",
+        "robust_accuracy",
+        "after_each",
+        "examples",
+    ] {
         assert_eq!(m[key], full[key], "{key}");
     }
     // Someone attacked: the table is not all robust.
@@ -284,13 +296,20 @@ fn sharded_attacks_merge_and_an_interrupted_one_resumes() {
     let table = read(p, "full.tsv");
     let head: Vec<&str> = table.lines().take(9).collect();
     std::fs::write(p.join("x.tsv.partial"), head.join("\n") + "\n").unwrap();
-    std::fs::copy(p.join("full.tsv.shard.json"), p.join("x.tsv.partial.shard.json")).unwrap();
+    std::fs::copy(
+        p.join("full.tsv.shard.json"),
+        p.join("x.tsv.partial.shard.json"),
+    )
+    .unwrap();
     let resumed = json(&attack(p, &["--per-example", "x.tsv", "--json"]));
     assert_eq!(resumed["resumed"], 8);
     assert_eq!(read(p, "x.tsv"), read(p, "full.tsv"));
     assert!(!p.join("x.tsv.partial").exists());
     // Another seed is another run: nothing is resumed from its table.
-    let other = json(&attack(p, &["--per-example", "x.tsv", "--seed", "7", "--json"]));
+    let other = json(&attack(
+        p,
+        &["--per-example", "x.tsv", "--seed", "7", "--json"],
+    ));
     assert_eq!(other["resumed"], 0);
     // Examples cannot be saved for batches attacked earlier; a shard must keep its table.
     let err = failed(&attack(

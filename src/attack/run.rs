@@ -297,7 +297,11 @@ impl fmt::Display for AttackReport {
             self.examples_per_sec, self.seconds
         )?;
         if self.resumed > 0 {
-            writeln!(f, "{} examples resumed from the partial table", self.resumed)?;
+            writeln!(
+                f,
+                "{} examples resumed from the partial table",
+                self.resumed
+            )?;
         }
         if let Some(p) = &self.per_example {
             writeln!(f, "per-example results in {}", p.display())?;

@@ -9,8 +9,8 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-use super::run::{AttackProtocol, resumable};
 use super::Attack;
+use super::run::{AttackProtocol, resumable};
 use crate::evaluate::Row;
 use crate::evaluate::report::{Figures, figures};
 use crate::evaluate::shard::read_tsv;

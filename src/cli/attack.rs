@@ -213,8 +213,8 @@ fn resumed(
     protocol: &AttackProtocol,
     keep_examples: bool,
 ) -> Result<Vec<Row>, CliError> {
-    let done = attack_shard::resume(out, planned, protocol)
-        .map_err(|e| CliError::Usage(e.to_string()))?;
+    let done =
+        attack_shard::resume(out, planned, protocol).map_err(|e| CliError::Usage(e.to_string()))?;
     if done.is_empty() {
         return Ok(done);
     }

@@ -278,6 +278,19 @@ impl SecuritySet {
     }
 
     /// The records at `rows` (an Int tensor of indices), gathered on the device.
+    /// The set on `device`.
+    pub fn to_device(self, device: &Device) -> SecuritySet {
+        SecuritySet {
+            text: self.text.to_device(device),
+            bytes: self.bytes.to_device(device),
+            histogram: self.histogram.to_device(device),
+            network: self.network.to_device(device),
+            present: self.present.to_device(device),
+            labels: self.labels.to_device(device),
+            name: self.name,
+        }
+    }
+
     pub fn select(&self, rows: Tensor<1, Int>) -> SecuritySet {
         SecuritySet {
             text: self.text.clone().select(0, rows.clone()),

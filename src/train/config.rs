@@ -49,9 +49,16 @@ pub struct TrainConfig {
     pub seed: u64,
     /// auto (a GPU if wgpu finds one, else flex), flex or wgpu.
     pub device: DeviceChoice,
+    /// Data-parallel replicas, 1 to 16: each batch is split into this many parts, one per
+    /// device (the chosen device, then wgpu's discrete GPUs 1, 2, ...; on flex every replica
+    /// shares the CPU), and one optimiser step is taken over the sum of their gradients.
+    pub replicas: usize,
     /// Run directory: model.safetensors, metrics.jsonl, checkpoint/.
     pub out: PathBuf,
 }
+
+/// The most data-parallel replicas a run may ask for.
+pub const MAX_REPLICAS: usize = 16;
 
 impl Default for TrainConfig {
     fn default() -> Self {
@@ -65,6 +72,7 @@ impl Default for TrainConfig {
             epochs: 2,
             seed: 0,
             device: DeviceChoice::Auto,
+            replicas: 1,
             out: PathBuf::from("runs/model"),
         }
     }
@@ -82,6 +90,13 @@ impl TrainConfig {
         }
         count("batch_size", self.batch_size, MAX_BATCH)?;
         count("epochs", self.epochs, MAX_EPOCHS)?;
+        count("replicas", self.replicas, MAX_REPLICAS)?;
+        if self.replicas > self.batch_size {
+            return Err(format!(
+                "replicas {} is more than batch_size {}: every replica needs examples",
+                self.replicas, self.batch_size
+            ));
+        }
         match (&self.model, &self.data) {
             (ModelConfig::Fusion(_), DataConfig::Records(_)) => self.fusion_spec().map(|_| ())?,
             (ModelConfig::Fusion(_), d) => {
@@ -186,13 +201,14 @@ impl TrainConfig {
         }
     }
 
-    /// Whether two configs describe the same recipe (everything but `epochs` and `device`;
-    /// `out` compared as normalised paths); the keys that differ otherwise.
+    /// Whether two configs describe the same recipe (everything but `epochs`, `device` and
+    /// `replicas`; `out` compared as normalised paths); the keys that differ otherwise.
     pub fn differences(&self, other: &TrainConfig) -> Vec<String> {
         let flat = |c: &TrainConfig| {
             let mut c = c.clone();
             c.epochs = 0;
             c.device = DeviceChoice::Auto;
+            c.replicas = 1;
             c.out = normalised(&c.out);
             super::keys::leaves(&serde_json::to_value(&c).unwrap_or_default())
         };

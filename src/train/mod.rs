@@ -91,6 +91,7 @@ pub fn train(
 ) -> Result<TrainReport, TrainError> {
     cfg.validate().map_err(TrainError::Invalid)?;
     let chosen = device::choose(cfg.device).map_err(TrainError::Device)?;
+    let replicas = device::replicas(&chosen, cfg.replicas).map_err(TrainError::Device)?;
     match cfg.image_spec() {
         Some(spec) => {
             let task = ImageTask::load(cfg, spec, &chosen.device)?;
@@ -102,6 +103,7 @@ pub fn train(
                 inputs,
                 resume,
                 &chosen,
+                replicas,
                 observers,
             )
         }
@@ -116,6 +118,7 @@ pub fn train(
                 inputs,
                 resume,
                 &chosen,
+                replicas,
                 observers,
             )
         }

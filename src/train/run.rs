@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use burn::module::Module;
-use burn::optim::{GradientsParams, ModuleOptimizer};
+use burn::optim::{GradientsParams, ModuleOptimizer, MultiGradientsParams};
 use burn::tensor::{Device, Tensor};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
@@ -32,6 +32,8 @@ struct Run<'a, T: Task<D>, const D: usize> {
     objective: &'a dyn Objective<T, D>,
     cfg: &'a TrainConfig,
     device: Device,
+    /// Data-parallel replicas' devices, the main device first (one entry: no replicas).
+    replicas: Vec<Device>,
     description: String,
     optim: ModuleOptimizer,
     history: Vec<EpochMetrics>,
@@ -68,6 +70,7 @@ pub(super) fn run<T: Task<D>, const D: usize>(
     inputs: &[PathBuf],
     resume: bool,
     chosen: &Chosen,
+    replicas: Vec<Device>,
     observers: &mut [&mut dyn Observer],
 ) -> Result<TrainReport, TrainError> {
     if task.train_len() == 0 || task.eval_len() == 0 {
@@ -92,6 +95,7 @@ pub(super) fn run<T: Task<D>, const D: usize>(
         OutputKind::Jsonl,
     )?;
     let (mut run, mut model) = Run::start(task, objective, cfg, resume, chosen)?;
+    run.replicas = replicas;
     tell(
         &mut run.log,
         observers,
@@ -144,6 +148,7 @@ impl<'a, T: Task<D>, const D: usize> Run<'a, T, D> {
             task,
             objective,
             cfg,
+            replicas: vec![device.clone()],
             device,
             description: chosen.description.clone(),
             optim,
@@ -233,6 +238,11 @@ impl<'a, T: Task<D>, const D: usize> Run<'a, T, D> {
         let total_steps = (cfg.epochs * batches) as f64;
         // Every epoch draws from its own seed: a resumed run replays exactly.
         self.device.seed(cfg.seed.wrapping_add(1 + index as u64));
+        for (r, d) in self.replicas.iter().enumerate().skip(1) {
+            if *d != self.device {
+                d.seed(cfg.seed.wrapping_add(1 + index as u64) ^ ((r as u64) << 48));
+            }
+        }
         let mut order: Vec<usize> = (0..n).collect();
         order.shuffle(&mut StdRng::seed_from_u64(cfg.seed ^ (index as u64) << 32));
         let epoch = index + 1;
@@ -251,13 +261,10 @@ impl<'a, T: Task<D>, const D: usize> Run<'a, T, D> {
         let mut lr = cfg.lr_at(index, 0.0);
         for (b, rows) in order.chunks(cfg.batch_size).enumerate() {
             lr = cfg.lr_at(index, (index * batches + b) as f64 / total_steps);
-            let batch = task.batch(rows);
-            let step = self.objective.step(task, &model, &batch, plan);
-            loss_sum = loss_sum + step.loss.clone().inner() * rows.len() as f32;
-            let hits = step.logits.inner().argmax(1).squeeze_dim::<1>(1);
-            correct = correct + hits.equal(task.labels(&batch)).float().sum();
-            let grads = GradientsParams::from_grads(step.loss.backward(), &model);
-            model = self.optim.step(lr, model, grads);
+            let (stepped, loss, hits) = self.step(model, rows, plan, lr);
+            model = stepped;
+            loss_sum = loss_sum + loss;
+            correct = correct + hits;
             // One read-back every 20 batches for the running figures.
             let running = (b % 20 == 19 || b + 1 == batches).then(|| {
                 let seen = ((b + 1) * cfg.batch_size).min(n) as f64;
@@ -283,6 +290,66 @@ impl<'a, T: Task<D>, const D: usize> Run<'a, T, D> {
             examples_per_sec: n as f64 / started.elapsed().as_secs_f64(),
         };
         Ok((model, stats))
+    }
+
+    /// One optimiser step on the batch `rows`; returns the model, the batch's summed loss and
+    /// its correct count (on the main device, not read back).
+    fn step(
+        &mut self,
+        model: T::Model,
+        rows: &[usize],
+        plan: &Epoch,
+        lr: f64,
+    ) -> (T::Model, Tensor<1>, Tensor<1>) {
+        if self.replicas.len() > 1 {
+            return self.parallel_step(model, rows, plan, lr);
+        }
+        let task = self.task;
+        let batch = task.batch(rows);
+        let step = self.objective.step(task, &model, &batch, plan);
+        let loss = step.loss.clone().inner() * rows.len() as f32;
+        let hits = step.logits.inner().argmax(1).squeeze_dim::<1>(1);
+        let correct = hits.equal(task.labels(&batch)).float().sum();
+        let grads = GradientsParams::from_grads(step.loss.backward(), &model);
+        (self.optim.step(lr, model, grads), loss, correct)
+    }
+
+    /// Data parallelism: the batch split into one part per replica, each part's loss on a
+    /// fork of the model on its replica's device, weighted by the part's share of the batch
+    /// so that the summed gradients are the whole batch's mean; one optimiser step over all
+    /// of them (Burn's `step_multi`, which accumulates each parameter on one device), and
+    /// the model forked back to the main device.
+    fn parallel_step(
+        &mut self,
+        model: T::Model,
+        rows: &[usize],
+        plan: &Epoch,
+        lr: f64,
+    ) -> (T::Model, Tensor<1>, Tensor<1>) {
+        let task = self.task;
+        let k = self.replicas.len();
+        let mut grads = MultiGradientsParams::default();
+        let mut loss = Tensor::<1>::zeros([1], &self.device);
+        let mut correct = Tensor::<1>::zeros([1], &self.device);
+        for (r, device) in self.replicas.iter().enumerate() {
+            let part = &rows[r * rows.len() / k..(r + 1) * rows.len() / k];
+            if part.is_empty() {
+                continue;
+            }
+            let replica = model.clone().fork(&device.clone().autodiff());
+            let batch = task.batch_to(task.batch(part), device);
+            let step = self.objective.step(task, &replica, &batch, plan);
+            let share = part.len() as f32 / rows.len() as f32;
+            let part_loss = step.loss.clone().inner() * part.len() as f32;
+            loss = loss + part_loss.to_device(&self.device);
+            let hits = step.logits.inner().argmax(1).squeeze_dim::<1>(1);
+            let hits = hits.equal(task.labels(&batch)).float().sum();
+            correct = correct + hits.to_device(&self.device);
+            let g = GradientsParams::from_grads((step.loss * share).backward(), &replica);
+            grads.grads.push((g, device.clone()));
+        }
+        let model = self.optim.step_multi(lr, model, grads);
+        (model.fork(&self.device.clone().autodiff()), loss, correct)
     }
 
     fn diverged(&self, index: usize, loss: f64) -> TrainError {

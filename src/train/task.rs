@@ -35,6 +35,8 @@ pub trait Task<const D: usize> {
     fn train_len(&self) -> usize;
     /// The training examples at `rows`, gathered on the device.
     fn batch(&self, rows: &[usize]) -> Self::Batch;
+    /// A batch moved to another device (a data-parallel replica's).
+    fn batch_to(&self, batch: Self::Batch, device: &Device) -> Self::Batch;
     fn labels(&self, batch: &Self::Batch) -> Tensor<1, Int>;
     /// Logits of the training model (autodiff) on a batch.
     fn forward(&self, model: &Self::Model, batch: &Self::Batch) -> Tensor<2>;
@@ -125,6 +127,10 @@ impl Task<4> for ImageTask {
 
     fn batch(&self, rows: &[usize]) -> Self::Batch {
         self.train.gather(rows)
+    }
+
+    fn batch_to(&self, (x, y): Self::Batch, device: &Device) -> Self::Batch {
+        (x.to_device(device), y.to_device(device))
     }
 
     fn labels(&self, batch: &Self::Batch) -> Tensor<1, Int> {
@@ -244,6 +250,10 @@ impl Task<2> for FusionTask {
     fn batch(&self, rows: &[usize]) -> SecuritySet {
         self.train
             .select(data::indices(rows, &self.train.labels.device()))
+    }
+
+    fn batch_to(&self, batch: SecuritySet, device: &Device) -> SecuritySet {
+        batch.to_device(device)
     }
 
     fn labels(&self, batch: &SecuritySet) -> Tensor<1, Int> {
