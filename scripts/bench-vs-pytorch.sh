@@ -7,9 +7,11 @@
 #
 #   scripts/bench-vs-pytorch.sh                 # every workload
 #   ONLY="pgd train-mlp" REPS=5 scripts/bench-vs-pytorch.sh
+#   ONLY=certify-early CERT_N=100000 CERT_SKIP=100 KEEP=runs/bench scripts/bench-vs-pytorch.sh
 #
 # Workloads (PyTorch's side is scripts/bench_torch.py):
-#   certify        cnn, sigma 0.25, n0 100 + n 10,000, 4 test images, batch 128
+#   certify        cnn, sigma 0.25, n0 100 + n 10,000 (CERT_N), 4 test images (every
+#                  CERT_SKIP-th, default every one), batch 128
 #   certify-early  the same images with --early-stop (Cohen's radius-agnostic protocol,
 #                  stopping each image once decided, same alpha) against PyTorch's fixed n
 #   pgd            L-inf PGD-40 (eps 0.1, random start) on 200 test images, batch 128
@@ -24,6 +26,10 @@ cd "$(dirname "$0")/.."
 REPS=${REPS:-3}
 THREADS=${THREADS:-2}
 ONLY=${ONLY:-"certify certify-early pgd train-cnn train-mlp train-pgd"}
+CERT_N=${CERT_N:-10000}
+CERT_SKIP=${CERT_SKIP:-1}
+# KEEP=dir keeps every run's folder and logs there (Rampart's cert.tsv, for instance).
+KEEP=${KEEP:-}
 MODEL=models/fmnist-cnn.safetensors
 
 scripts/fetch-data.sh >/dev/null
@@ -43,18 +49,18 @@ cargo build --release --locked --quiet
 bin=target/release/rampart
 
 tmp=$(mktemp -d)
-trap 'rm -rf "$tmp"' EXIT
+trap 'if [ -n "$KEEP" ]; then mkdir -p "$KEEP" && cp -r "$tmp"/. "$KEEP"/; fi; rm -rf "$tmp"' EXIT
 
 # The two commands of a workload, Rampart's then PyTorch's; $run is a fresh folder.
 commands() {
   local w=$1 run=$2
   case $w in
     certify)
-      echo "$bin certify --model $MODEL --device flex --sigma 0.25 --n0 100 --n 10000 --limit 4 --batch 128 --out $run/cert.tsv"
-      echo "$py scripts/bench_torch.py certify --data $data --threads $THREADS --sigma 0.25 --n0 100 --n 10000 --limit 4 --batch 128" ;;
+      echo "$bin certify --model $MODEL --device flex --sigma 0.25 --n0 100 --n $CERT_N --skip $CERT_SKIP --limit 4 --batch 128 --out $run/cert.tsv"
+      echo "$py scripts/bench_torch.py certify --data $data --threads $THREADS --sigma 0.25 --n0 100 --n $CERT_N --skip $CERT_SKIP --limit 4 --batch 128" ;;
     certify-early)
-      echo "$bin certify --model $MODEL --device flex --sigma 0.25 --n0 100 --n 10000 --limit 4 --batch 128 --early-stop --out $run/cert.tsv"
-      echo "$py scripts/bench_torch.py certify --data $data --threads $THREADS --sigma 0.25 --n0 100 --n 10000 --limit 4 --batch 128" ;;
+      echo "$bin certify --model $MODEL --device flex --sigma 0.25 --n0 100 --n $CERT_N --skip $CERT_SKIP --limit 4 --batch 128 --early-stop --out $run/cert.tsv"
+      echo "$py scripts/bench_torch.py certify --data $data --threads $THREADS --sigma 0.25 --n0 100 --n $CERT_N --skip $CERT_SKIP --limit 4 --batch 128" ;;
     pgd)
       echo "$bin attack --model $MODEL --device flex --attack pgd --eps 0.1 --steps 40 --limit 200 --batch 128"
       echo "$py scripts/bench_torch.py pgd --data $data --threads $THREADS --eps 0.1 --steps 40 --limit 200 --batch 128" ;;

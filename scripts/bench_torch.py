@@ -40,15 +40,15 @@ def read_idx(path):
     return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * dims).reshape(shape)
 
 
-def load(data_dir, split, limit):
+def load(data_dir, split, limit, skip=1):
     prefix = "train" if split == "train" else "t10k"
     def find(name):
         for p in (os.path.join(data_dir, name), os.path.join(data_dir, name + ".gz")):
             if os.path.exists(p):
                 return p
         raise SystemExit(f"bench_torch: {name} not found in {data_dir}")
-    x = read_idx(find(f"{prefix}-images-idx3-ubyte"))[:limit]
-    y = read_idx(find(f"{prefix}-labels-idx1-ubyte"))[:limit]
+    x = read_idx(find(f"{prefix}-images-idx3-ubyte"))[::skip][:limit]
+    y = read_idx(find(f"{prefix}-labels-idx1-ubyte"))[::skip][:limit]
     x = torch.from_numpy(x.astype(np.float32) / 255.0).unsqueeze(1)
     return x, torch.from_numpy(y.astype(np.int64))
 
@@ -72,7 +72,7 @@ def sample_noise(model, x, num, batch, sigma, classes):
 
 def certify(args):
     model = from_rampart(args.model)
-    x, y = load(args.data, "test", args.limit)
+    x, y = load(args.data, "test", args.limit, args.skip)
     certified = 0
     for i in range(len(x)):
         c0 = sample_noise(model, x[i:i + 1], args.n0, args.batch, args.sigma, 10)
@@ -142,6 +142,7 @@ def main():
     p.add_argument("--model", default="models/fmnist-cnn.safetensors")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--limit", type=int, default=200, help="test images (certify, pgd)")
+    p.add_argument("--skip", type=int, default=1, help="every skip-th test image (certify)")
     p.add_argument("--batch", type=int, default=1024)
     p.add_argument("--sigma", type=float, default=0.25)
     p.add_argument("--n0", type=int, default=100)

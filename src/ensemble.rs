@@ -270,7 +270,8 @@ pub fn train_members(
     Ok((out, manifest))
 }
 
-/// An ensemble member as loaded: its network, its metadata and the sha256 of its bytes.
+/// An ensemble member as loaded: its network, its metadata and the sha256 of its file as
+/// stored (what the manifest records; the ciphertext, for an encrypted member).
 pub struct Member {
     pub net: ImageNet,
     pub metadata: Metadata,
@@ -294,7 +295,7 @@ pub fn open_members(
                 artifact::AnyModel::Image { net, metadata, .. } => Ok(Member {
                     net,
                     metadata,
-                    sha256: opened.sha256,
+                    sha256: opened.file_sha256,
                 }),
                 other => Err(EnsembleError::Config {
                     path: path.clone(),

@@ -14,6 +14,7 @@
 //! - [`train`]: configs and the one training loop.
 //! - [`ensemble`]: fitted weights and `ensemble train`.
 //! - [`shard`]: runs split across machines, and merging their tables.
+//! - [`privacy`]: differential privacy's accounting.
 //! - [`device`]: run-time device choice.
 //! - [`cli`]: the command line.
 
@@ -31,6 +32,7 @@ pub mod eval;
 pub mod evaluate;
 pub mod explain;
 pub mod model;
+pub mod privacy;
 pub mod serve;
 pub mod shard;
 pub mod signing;

@@ -238,6 +238,32 @@ pub fn temp_beside(path: &Path, tag: &str) -> PathBuf {
 /// of the directory. A reader sees the old file or the new one, never a torn one. Creates
 /// parent directories. Refuses a target that is not a regular file (see [`check_writable`]).
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), FileError> {
+    write_atomic_mode(path, bytes, 0o666)
+}
+
+/// [`write_atomic`] for secrets (a decrypted model): the file is created with mode 0600.
+pub fn write_atomic_private(path: &Path, bytes: &[u8]) -> Result<(), FileError> {
+    write_atomic_mode(path, bytes, 0o600)
+}
+
+/// Creates `path` (never an existing one, nor through a link) with `mode`, writes and syncs
+/// it: for keys, which are never replaced.
+pub fn write_new(path: &Path, bytes: &[u8], mode: u32) -> Result<(), FileError> {
+    let werr = |source| FileError::Write {
+        path: path.to_path_buf(),
+        source,
+    };
+    let mut f = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(mode)
+        .open(path)
+        .map_err(werr)?;
+    f.write_all(bytes).map_err(werr)?;
+    f.sync_all().map_err(werr)
+}
+
+fn write_atomic_mode(path: &Path, bytes: &[u8], mode: u32) -> Result<(), FileError> {
     let werr = |source| FileError::Write {
         path: path.to_path_buf(),
         source,
@@ -247,7 +273,11 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), FileError> {
     std::fs::create_dir_all(dir).map_err(werr)?;
     let tmp = temp_beside(path, "tmp");
     let result = (|| {
-        let mut f = OpenOptions::new().write(true).create_new(true).open(&tmp)?;
+        let mut f = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(mode)
+            .open(&tmp)?;
         f.write_all(bytes)?;
         f.sync_all()?;
         // The check again, as late as possible: the rename must not replace a non-file.

@@ -10,7 +10,7 @@ use std::path::{Component, Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use super::{ArtifactError, digest, files};
+use super::{ArtifactError, digest, files, sealed};
 use crate::model::{Arch, Strategy};
 
 /// Most members a manifest may list.
@@ -48,14 +48,25 @@ pub struct Manifest {
 
 /// Whether `path` names an ensemble manifest (`.toml` or `.json`) rather than a model file.
 pub fn is_manifest(path: &Path) -> bool {
-    matches!(
-        path.extension().and_then(|e| e.to_str()),
-        Some("toml" | "json")
-    )
+    matches!(plain_extension(path), Some("toml" | "json"))
 }
 
 fn is_json(path: &Path) -> bool {
-    path.extension().is_some_and(|e| e == "json")
+    plain_extension(path) == Some("json")
+}
+
+/// The extension of `path`, or of the name under an encrypted file's `.age`
+/// (`ensemble.toml.age` is a manifest).
+fn plain_extension(path: &Path) -> Option<&str> {
+    let ext = path.extension().and_then(|e| e.to_str());
+    if ext == Some("age") {
+        return path
+            .file_stem()
+            .map(Path::new)
+            .and_then(|stem| stem.extension())
+            .and_then(|e| e.to_str());
+    }
+    ext
 }
 
 impl Manifest {
@@ -127,16 +138,18 @@ impl Manifest {
         Ok(Self::read_digested(path)?.0)
     }
 
-    /// Reads and validates a manifest, with the sha256 of the bytes parsed (read once).
-    pub fn read_digested(path: &Path) -> Result<(Self, String), ArtifactError> {
+    /// Reads and validates a manifest (decrypted if sealed), with the SHA-256 of the text
+    /// parsed and of the file as stored (read once).
+    pub fn read_digested(path: &Path) -> Result<(Self, String, String), ArtifactError> {
         let err = |reason: String| ArtifactError::Manifest {
             path: path.to_path_buf(),
             reason,
         };
-        let bytes = files::read_bounded(path, files::MANIFEST)?;
-        let text = std::str::from_utf8(&bytes).map_err(|e| err(format!("not UTF-8 text: {e}")))?;
+        let file = sealed::read(path, files::MANIFEST)?;
+        let text =
+            std::str::from_utf8(&file.bytes).map_err(|e| err(format!("not UTF-8 text: {e}")))?;
         let manifest = Self::parse(text, is_json(path)).map_err(err)?;
-        Ok((manifest, digest::sha256_hex(&bytes)))
+        Ok((manifest, digest::sha256_hex(&file.bytes), file.file_sha256))
     }
 
     /// Parses manifest text (JSON or TOML).
@@ -221,7 +234,8 @@ impl Manifest {
         Ok(file)
     }
 
-    /// Reads member `i`'s bytes and checks them against its digest.
+    /// Reads member `i`'s bytes, checks them (as stored) against its digest, and decrypts
+    /// them if the member is sealed.
     pub fn member_bytes(
         &self,
         manifest: &Path,
@@ -237,6 +251,7 @@ impl Manifest {
                 expected: self.members[i].sha256.clone(),
             });
         }
+        let bytes = sealed::unseal(bytes, &file, files::MODEL)?;
         Ok((file, bytes))
     }
 }

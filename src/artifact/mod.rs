@@ -7,6 +7,7 @@
 //! - [`metadata`]: the typed `rampart.*` metadata keys.
 //! - [`manifest`]: ensemble manifests with member digests, confined to their folder.
 //! - [`inspect`]: what `rampart inspect` reports, the same for every kind.
+//! - [`sealed`]: encryption at rest (age); every loader here opens sealed files transparently.
 //!
 //! [`open`] takes any model file or manifest and returns an [`Opened`] model: an image network,
 //! an ensemble or a fusion network.
@@ -18,6 +19,7 @@ pub mod layout;
 pub mod manifest;
 pub mod metadata;
 pub mod output_kind;
+pub mod sealed;
 
 use std::path::{Path, PathBuf};
 
@@ -34,6 +36,8 @@ pub use metadata::Metadata;
 pub enum ArtifactError {
     #[error(transparent)]
     File(#[from] FileError),
+    #[error(transparent)]
+    Sealed(#[from] sealed::SealError),
     #[error("{path}: not a valid safetensors file: {reason}")]
     Corrupt { path: PathBuf, reason: String },
     #[error("{path}: metadata {key} is not valid: {reason}")]
@@ -118,8 +122,11 @@ pub enum AnyModel {
 #[derive(Debug, Clone)]
 pub struct Opened {
     pub path: PathBuf,
-    /// SHA-256 of the file (of the manifest, for an ensemble).
+    /// SHA-256 of the model's plaintext (of the manifest's, for an ensemble): its identity,
+    /// the same whether the file is encrypted or not.
     pub sha256: String,
+    /// SHA-256 of the file as stored (encrypted, if it is): what a signature covers.
+    pub file_sha256: String,
     pub model: AnyModel,
     /// The files read: the model file, or the manifest and its members.
     pub files: Vec<PathBuf>,
@@ -142,19 +149,24 @@ pub fn open(path: &Path, options: OpenOptions, device: &Device) -> Result<Opened
     if is_manifest(path) {
         return open_ensemble(path, options, device);
     }
-    let bytes = files::read_bounded(path, files::MODEL)?;
-    let sha256 = digest::sha256_hex(&bytes);
-    let model = load_bytes(bytes, path, options.arch, device)?;
+    let file = sealed::read(path, files::MODEL)?;
+    let sha256 = match file.sealed {
+        true => digest::sha256_hex(&file.bytes),
+        false => file.file_sha256.clone(),
+    };
+    let model = load_bytes(file.bytes, path, options.arch, device)?;
     Ok(Opened {
         path: path.to_path_buf(),
         sha256,
+        file_sha256: file.file_sha256,
         model,
         files: vec![path.to_path_buf()],
     })
 }
 
 /// [`open`], after verifying the model's signature with `verify_key` when one is given
-/// (see [`crate::signing::verify_before_load`]); the bytes loaded must be the ones signed.
+/// (see [`crate::signing::verify_before_load`]); the bytes loaded must be the ones signed (as
+/// stored: a signature of an encrypted file covers its ciphertext).
 pub fn open_verified(
     path: &Path,
     options: OpenOptions,
@@ -168,11 +180,11 @@ pub fn open_verified(
         .map_err(|e| ArtifactError::Signature(e.to_string()))?;
     let opened = open(path, options, device)?;
     let signed = crate::signing::keys::hex(&signed);
-    if opened.sha256 != signed {
+    if opened.file_sha256 != signed {
         return Err(ArtifactError::Signature(format!(
             "{}: changed between verification and loading (SHA-256 {} where {signed} was signed)",
             path.display(),
-            opened.sha256
+            opened.file_sha256
         )));
     }
     Ok(opened)
@@ -308,7 +320,7 @@ fn open_ensemble(
     options: OpenOptions,
     device: &Device,
 ) -> Result<Opened, ArtifactError> {
-    let (manifest, sha256) = Manifest::read_digested(path)?;
+    let (manifest, sha256, file_sha256) = Manifest::read_digested(path)?;
     let mut nets = Vec::new();
     let mut members = Vec::new();
     let mut read = vec![path.to_path_buf()];
@@ -341,6 +353,7 @@ fn open_ensemble(
     Ok(Opened {
         path: path.to_path_buf(),
         sha256,
+        file_sha256,
         model: AnyModel::Ensemble {
             ensemble,
             manifest,
@@ -356,7 +369,7 @@ pub fn open_image(
     arch: Option<Arch>,
     device: &Device,
 ) -> Result<(ImageNet, ImageSpec, Metadata), ArtifactError> {
-    let bytes = files::read_bounded(path, files::MODEL)?;
+    let bytes = sealed::read(path, files::MODEL)?.bytes;
     match load_bytes(bytes, path, arch, device)? {
         AnyModel::Image {
             net,

@@ -37,6 +37,8 @@ pub enum OutputKind {
     Explanation,
     /// A certification shard's identity beside its TSV (`OUT.shard.json`).
     ShardMeta,
+    /// An encrypted file (age format).
+    Sealed,
 }
 
 impl OutputKind {
@@ -58,6 +60,7 @@ impl OutputKind {
             OutputKind::Svg => "SVG picture",
             OutputKind::Explanation => "explanation JSON",
             OutputKind::ShardMeta => "shard description",
+            OutputKind::Sealed => "encrypted (age) file",
         }
     }
 
@@ -110,6 +113,7 @@ impl OutputKind {
                 text.starts_with("{\n  \"format\": \"rampart-certify-shard")
                     || text.starts_with("{\n  \"format\": \"rampart-shard")
             }
+            OutputKind::Sealed => head.starts_with(super::sealed::MAGIC),
             OutputKind::Card => {
                 text.starts_with("---\n{") && text.contains("model-index")
                     || text.starts_with("{\n  \"name\":") && text.contains("\"model\": {")

@@ -6,6 +6,7 @@ pub mod args;
 mod attack;
 mod card;
 mod certify;
+mod crypt;
 mod data;
 mod detect;
 mod ensemble;
@@ -46,6 +47,12 @@ use crate::workload::WorkloadError;
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
+    /// Private key (an age identity file, `rampart keygen --for encryption`) for encrypted
+    /// models, manifests and detectors, which every command reads decrypted in memory only.
+    /// Or $RAMPART_DECRYPT_KEY_FILE, or the key itself in $RAMPART_DECRYPT_KEY; never the
+    /// key on the command line.
+    #[arg(long, global = true, env = "RAMPART_DECRYPT_KEY_FILE")]
+    pub decrypt_key: Option<std::path::PathBuf>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -86,12 +93,18 @@ pub enum Command {
     Detect(detect::DetectCommand),
     /// A security model card from recorded runs (Markdown with Hugging Face front matter).
     Card(card::CardArgs),
-    /// Write a new ECDSA key pair (PEM) for signing models.
+    /// Write a new key pair: ECDSA (PEM) for signing models, or with `--for encryption` an age
+    /// X25519 pair for encrypting them.
     Keygen(sign::KeygenArgs),
     /// Sign a model file or directory in the OpenSSF model signing format.
     Sign(sign::SignArgs),
     /// Verify a model file or directory against its OpenSSF model signing signature.
     Verify(sign::VerifyArgs),
+    /// Encrypt a model file, manifest or detector at rest (age format) to public keys.
+    Encrypt(crypt::EncryptArgs),
+    /// Decrypt an encrypted file to hand it to another tool (Rampart's commands read
+    /// encrypted files directly).
+    Decrypt(crypt::DecryptArgs),
     /// A monitored inference service: predictions over HTTP with detectors, drift and
     /// extraction monitoring, alerts, a response policy and fail-over to signed backups.
     Serve(serve::ServeArgs),
@@ -128,6 +141,9 @@ pub type CliResult = Result<(), CliError>;
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Some(key) = &cli.decrypt_key {
+        crate::artifact::sealed::use_key_file(key);
+    }
     let result = match cli.command {
         Command::Train(a) => train::run(a),
         Command::Eval(a) => eval::run(a),
@@ -146,6 +162,8 @@ pub fn main() -> ExitCode {
         Command::Keygen(a) => sign::keygen(a),
         Command::Sign(a) => sign::sign(a),
         Command::Verify(a) => sign::verify(a),
+        Command::Encrypt(a) => crypt::encrypt(a),
+        Command::Decrypt(a) => crypt::decrypt(a),
         Command::Serve(a) => serve::run(a),
         Command::Incidents(c) => serve::incidents(c),
         Command::Report(a) => serve::report(a),

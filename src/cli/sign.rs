@@ -16,14 +16,27 @@ impl From<SignError> for CliError {
     }
 }
 
+/// What a key pair is for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Purpose {
+    /// ECDSA keys for `rampart sign` and `--verify-key` (PEM).
+    Signing,
+    /// An age X25519 key pair for `rampart encrypt` (public key) and `--decrypt-key`
+    /// (private key).
+    Encryption,
+}
+
 #[derive(Args, Debug)]
 pub struct KeygenArgs {
-    /// The private key to write (PKCS#8 PEM, mode 0600); never replaces a file.
+    /// The private key to write (mode 0600); never replaces a file.
     #[arg(long)]
     pub private: PathBuf,
-    /// The public key to write (PEM); never replaces a file.
+    /// The public key to write; never replaces a file.
     #[arg(long)]
     pub public: PathBuf,
+    #[arg(long = "for", value_enum, default_value_t = Purpose::Signing)]
+    pub purpose: Purpose,
+    /// The signing curve.
     #[arg(long, value_enum, default_value_t = Curve::P256)]
     pub curve: Curve,
 }
@@ -114,6 +127,18 @@ impl std::fmt::Display for Signed {
 }
 
 pub fn keygen(args: KeygenArgs) -> CliResult {
+    if args.purpose == Purpose::Encryption {
+        let recipient = super::crypt::keygen(&args.private, &args.public)?;
+        return emit(
+            &Keys {
+                private: args.private,
+                public: args.public,
+                curve: "age X25519".into(),
+                hint: recipient,
+            },
+            false,
+        );
+    }
     let key = PrivateKey::generate(args.curve);
     keys::write_pair(&key, &args.private, &args.public)?;
     emit(

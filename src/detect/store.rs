@@ -29,6 +29,8 @@ pub const FORMAT: u32 = 1;
 pub enum StoreError {
     #[error(transparent)]
     File(#[from] FileError),
+    #[error(transparent)]
+    Sealed(#[from] crate::artifact::sealed::SealError),
     #[error("{path}: not a Rampart detector file: {reason}")]
     Invalid { path: PathBuf, reason: String },
 }
@@ -40,7 +42,8 @@ pub struct Header {
     pub format: u32,
     /// "adversarial".
     pub family: String,
-    /// SHA-256 of the model file the detector was fitted for.
+    /// SHA-256 of the model the detector was fitted for (of its plaintext: the same for the
+    /// model encrypted).
     pub model_sha256: String,
     /// The detectors, in the order their p-values are fused.
     pub detectors: Vec<Kind>,
@@ -251,9 +254,10 @@ impl Fitted {
     }
 }
 
-/// The bytes of a detector file and the JSON settings under its [`KEY`], read bounded.
+/// The bytes of a detector file (decrypted, if it is sealed) and the JSON settings under its
+/// [`KEY`], read bounded.
 pub fn read_file(path: &Path) -> Result<(Vec<u8>, String), StoreError> {
-    let bytes = files::read_bounded(path, files::DETECTOR)?;
+    let bytes = crate::artifact::sealed::read(path, files::DETECTOR)?.bytes;
     let bad = |reason: String| StoreError::Invalid {
         path: path.to_path_buf(),
         reason,

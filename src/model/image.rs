@@ -209,6 +209,71 @@ impl Cnn {
     }
 }
 
+/// One layer of a probed forward pass (for per-example gradient norms): what the layer read,
+/// and the probe added to its output, a zero leaf whose gradient is the loss's gradient with
+/// respect to that output (Burn keeps no gradients of intermediate tensors).
+pub enum Probed {
+    Linear {
+        /// `[N, in]`.
+        input: Tensor<2>,
+        /// `[N, out]`.
+        probe: Tensor<2>,
+    },
+    Conv {
+        /// `[N, C_in, H, W]`.
+        input: Tensor<4>,
+        /// `[N, C_out, H', W']`.
+        probe: Tensor<4>,
+        kernel: [usize; 2],
+        padding: [usize; 2],
+    },
+}
+
+/// A zero leaf shaped like `z`, added to it; the probe is returned beside the sum.
+fn probe<const D: usize>(z: Tensor<D>) -> (Tensor<D>, Tensor<D>) {
+    let p = Tensor::<D>::zeros(z.dims(), &z.device()).require_grad();
+    (z + p.clone(), p)
+}
+
+fn linear(layer: &Linear, x: Tensor<2>, trace: &mut Vec<Probed>) -> Tensor<2> {
+    let (z, probe) = probe(layer.forward(x.clone()));
+    trace.push(Probed::Linear { input: x, probe });
+    z
+}
+
+/// The cnn's convolutions: 5x5, stride 1, padding 2.
+fn conv(layer: &Conv2d, x: Tensor<4>, trace: &mut Vec<Probed>) -> Tensor<4> {
+    let (z, probe) = probe(layer.forward(x.clone()));
+    trace.push(Probed::Conv {
+        input: x,
+        probe,
+        kernel: [5, 5],
+        padding: [2, 2],
+    });
+    z
+}
+
+impl Mlp {
+    fn forward_probed(&self, x: Tensor<4>, t: &mut Vec<Probed>) -> Tensor<2> {
+        let x = (x - self.mean) / self.std;
+        let x: Tensor<2> = x.flatten(1, 3);
+        let x = relu(linear(&self.fc1, x, t));
+        let x = relu(linear(&self.fc2, x, t));
+        linear(&self.fc3, x, t)
+    }
+}
+
+impl Cnn {
+    fn forward_probed(&self, x: Tensor<4>, t: &mut Vec<Probed>) -> Tensor<2> {
+        let x = (x - self.mean) / self.std;
+        let x = self.pool.forward(relu(conv(&self.conv1, x, t)));
+        let x = self.pool.forward(relu(conv(&self.conv2, x, t)));
+        let x: Tensor<2> = x.flatten(1, 3);
+        let x = relu(linear(&self.fc1, x, t));
+        linear(&self.fc2, x, t)
+    }
+}
+
 /// A single image network of any architecture Rampart builds. (Burn modules cannot box a
 /// variant; the size difference is a few hundred bytes of layer configuration.)
 #[allow(clippy::large_enum_variant)]
@@ -225,6 +290,17 @@ impl ImageNet {
             ImageNet::Mlp(m) => m.forward(x),
             ImageNet::Cnn(m) => m.forward(x),
         }
+    }
+
+    /// [`ImageNet::forward`] on an autodiff device with a probe on every layer's output, in
+    /// order: the logits and each layer's input and probe.
+    pub fn forward_probed(&self, x: Tensor<4>) -> (Tensor<2>, Vec<Probed>) {
+        let mut trace = Vec::new();
+        let logits = match self {
+            ImageNet::Mlp(m) => m.forward_probed(x, &mut trace),
+            ImageNet::Cnn(m) => m.forward_probed(x, &mut trace),
+        };
+        (logits, trace)
     }
 
     /// The penultimate layer's activations `[N, F]`: what the last layer reads.

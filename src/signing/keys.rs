@@ -4,9 +4,7 @@
 //! RustCrypto's (`p256`, `p384`, `ecdsa`); signatures are ASN.1 DER, as `model_signing` writes
 //! and reads them.
 
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use p256::ecdsa::signature::{Signer, Verifier};
 use p256::pkcs8::{
@@ -181,22 +179,10 @@ pub fn write_pair(key: &PrivateKey, private: &Path, public: &Path) -> Result<(),
         }
     }
     let pem = key.pkcs8_pem().map_err(|e| key_error(private, e))?;
-    write_new(private, pem.as_bytes(), 0o600)?;
-    write_new(public, key.public().pem().as_bytes(), 0o644)
-}
-
-/// Creates `path` (never an existing one) with `mode`, writes and syncs it.
-fn write_new(path: &Path, bytes: &[u8], mode: u32) -> Result<(), SignError> {
-    let io = |source| SignError::Io {
-        path: PathBuf::from(path),
-        source,
-    };
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(mode)
-        .open(path)
-        .map_err(io)?;
-    f.write_all(bytes).map_err(io)?;
-    f.sync_all().map_err(io)
+    files::write_new(private, pem.as_bytes(), 0o600)?;
+    Ok(files::write_new(
+        public,
+        key.public().pem().as_bytes(),
+        0o644,
+    )?)
 }
