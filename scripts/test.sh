@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs Rampart's whole test suite on the CPU: fetches Fashion-MNIST if missing, installs
 # Mesa's software Vulkan driver (lavapipe) so the wgpu tests run the GPU kernels on the CPU,
-# and Chromium for the service's dashboard test,
+# Chromium for the service's dashboard test and the age tool for the encryption interop test,
 # builds in the release profile (tests reuse the release dependencies), runs clippy with
 # warnings as errors, and runs every test (unit, integration, property tests).
 set -euo pipefail
@@ -29,6 +29,18 @@ if ! command -v chromium >/dev/null; then
       || { apt-get update -q >/dev/null && apt-get install -y -q --no-install-recommends chromium fonts-dejavu-core >/dev/null; }
   else
     echo "test: chromium is missing and this is not root: the dashboard test will fail; install chromium" >&2
+  fi
+fi
+
+# Encryption at rest is checked against the age reference tool (tests/sealed.rs).
+if ! command -v age >/dev/null; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    echo "test: installing age for the encryption interop test"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get install -y -q age >/dev/null 2>&1 \
+      || { apt-get update -q >/dev/null && apt-get install -y -q age >/dev/null; }
+  else
+    echo "test: age is missing and this is not root: the encryption interop test will fail; install age" >&2
   fi
 fi
 

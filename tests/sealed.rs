@@ -326,3 +326,68 @@ fn signatures_cover_the_encrypted_bytes_and_ensembles_take_encrypted_parts() {
         "{err}"
     );
 }
+
+/// Runs a program of the `age` reference tool (Go; `scripts/test.sh` installs Debian's).
+fn age_tool(dir: &Path, program: &str, args: &[&str]) -> Output {
+    Command::new(program)
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .unwrap_or_else(|e| {
+            panic!(
+                "{program}: {e}; install the age tool (apt-get install age; scripts/test.sh does)"
+            )
+        })
+}
+
+#[test]
+fn the_age_tool_reads_what_rampart_writes_and_the_other_way_round() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path();
+    std::fs::copy(reference_path(), p.join("m.safetensors")).unwrap();
+    let plain = std::fs::read(p.join("m.safetensors")).unwrap();
+    // An X25519 key from age-keygen: the key type every age version reads.
+    ok(&age_tool(p, "age-keygen", &["-o", "id.txt"]));
+    let recipient = ok(&age_tool(p, "age-keygen", &["-y", "id.txt"]));
+    std::fs::write(p.join("id.pub"), &recipient).unwrap();
+
+    ok(&run(
+        p,
+        &[
+            "encrypt",
+            "m.safetensors",
+            "--recipients",
+            "id.pub",
+            "--out",
+            "r.age",
+        ],
+        &[],
+    ));
+    ok(&age_tool(
+        p,
+        "age",
+        &["-d", "-i", "id.txt", "-o", "r.back", "r.age"],
+    ));
+    assert_eq!(std::fs::read(p.join("r.back")).unwrap(), plain);
+
+    ok(&age_tool(
+        p,
+        "age",
+        &["-r", recipient.trim(), "-o", "a.age", "m.safetensors"],
+    ));
+    let clear = json(&eval(p, "m.safetensors", &[], &[]));
+    let theirs = json(&eval(p, "a.age", &["--decrypt-key", "id.txt"], &[]));
+    assert_eq!(theirs["accuracy"], clear["accuracy"]);
+    assert_eq!(theirs["model"]["sha256"], clear["model"]["sha256"]);
+
+    // Both tools refuse a copy with one flipped byte.
+    let n = std::fs::metadata(p.join("a.age")).unwrap().len() as usize;
+    flip(&p.join("a.age"), n - 10);
+    assert!(
+        !age_tool(p, "age", &["-d", "-i", "id.txt", "-o", "t.back", "a.age"])
+            .status
+            .success()
+    );
+    let err = failed(&eval(p, "a.age", &["--decrypt-key", "id.txt"], &[]));
+    assert!(err.contains("corrupt or was changed"), "{err}");
+}

@@ -1089,3 +1089,78 @@ fn serves_a_fusion_model_on_records() {
     assert_eq!(latency[0]["alert"]["statistic"], "p99_ms");
     assert!(latency[0]["alert"]["value"].as_f64().unwrap() > 0.0);
 }
+
+/// An encrypted primary and backup (age), opened with the config's `decrypt_key` and served;
+/// the models are known by their plaintext's digest. Without the key the service refuses to
+/// start, naming the file.
+#[test]
+fn serves_encrypted_models() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let model = common::reference_path();
+    let model = model.to_str().unwrap();
+    common::ok(&common::rampart(
+        &[
+            "keygen",
+            "--for",
+            "encryption",
+            "--private",
+            "key.txt",
+            "--public",
+            "key.pub",
+        ],
+        dir,
+    ));
+    for out in ["primary.age", "backup.age"] {
+        common::ok(&common::rampart(
+            &["encrypt", model, "--recipients", "key.pub", "--out", out],
+            dir,
+        ));
+    }
+    let config = |key: &str| {
+        format!(
+            "listen = \"127.0.0.1:0\"\ndevice = \"flex\"\nincident_log = \"incidents.jsonl\"\n{key}\n\
+             [model]\nprimary = \"primary.age\"\nbackups = [\"backup.age\"]\n\n\
+             [[clients]]\nname = \"ops\"\nkey_sha256 = \"{}\"\nadmin = true\n",
+            sha(OPS)
+        )
+    };
+    std::fs::write(dir.join("serve.toml"), config("decrypt_key = \"key.txt\"")).unwrap();
+    let s = Server::start(dir);
+    let set = common::fashion_test(1, 10);
+    let (x, labels) = images(&set, 0..8);
+    let (code, v) = s.predict(OPS, &x);
+    assert_eq!(code, 200, "{v}");
+    let classes: Vec<i64> = v["predictions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["class"].as_i64().unwrap())
+        .collect();
+    assert!(accuracy(&classes.into_iter().map(Some).collect::<Vec<_>>(), &labels) >= 0.75);
+    let plain = sha256_file(&common::reference_path());
+    let models = s.status()["status"]["models"].clone();
+    assert_eq!(models[0]["sha256"], plain.as_str(), "{models}");
+    assert_eq!(models[1]["sha256"], plain.as_str(), "{models}");
+    drop(s);
+    std::fs::write(dir.join("serve.toml"), config("")).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_rampart"))
+        .args(["serve", "--config", "serve.toml"])
+        .current_dir(dir)
+        .env_remove("RAMPART_DECRYPT_KEY")
+        .env_remove("RAMPART_DECRYPT_KEY_FILE")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("primary.age") && err.contains("--decrypt-key"),
+        "{err}"
+    );
+}
+
+fn sha256_file(path: &Path) -> String {
+    use sha2::Digest;
+    let bytes = std::fs::read(path).unwrap();
+    format!("{:x}", sha2::Sha256::digest(bytes))
+}

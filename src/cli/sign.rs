@@ -133,8 +133,8 @@ pub fn keygen(args: KeygenArgs) -> CliResult {
             &Keys {
                 private: args.private,
                 public: args.public,
-                curve: "age X25519".into(),
-                hint: recipient,
+                curve: "age post-quantum hybrid (ML-KEM-768 + X25519)".into(),
+                hint: format!("{}...", &recipient[..24.min(recipient.len())]),
             },
             false,
         );

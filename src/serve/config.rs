@@ -24,6 +24,10 @@ pub struct ServeConfig {
     /// Public key every model must be signed with (refused at start and at reload otherwise).
     #[serde(default)]
     pub verify_key: Option<PathBuf>,
+    /// Private key (age identity file) for encrypted models and detectors, decrypted in
+    /// memory only; `--decrypt-key` or $RAMPART_DECRYPT_KEY_FILE take precedence.
+    #[serde(default)]
+    pub decrypt_key: Option<PathBuf>,
     /// The append-only, hash-chained incident log (JSON lines).
     pub incident_log: PathBuf,
     pub model: Models,

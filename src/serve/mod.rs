@@ -72,6 +72,11 @@ pub fn run(
     listening: impl FnOnce(std::net::SocketAddr),
 ) -> Result<(), ServeError> {
     cfg.check()?;
+    if let Some(key) = &cfg.decrypt_key
+        && std::env::var_os(crate::artifact::sealed::KEY_FILE_ENV).is_none()
+    {
+        crate::artifact::sealed::use_key_file(key);
+    }
     let mut outputs = Outputs::new();
     outputs.inputs(&worker::model_files(&cfg));
     outputs.output(&cfg.incident_log, "incident_log", OutputKind::IncidentLog)?;
