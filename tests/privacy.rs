@@ -1,7 +1,11 @@
 //! Differential privacy: the Rényi accountant against Opacus 1.6.0's figures for the same
 //! sampling rate, noise multiplier, steps and δ (computed with
 //! `opacus.accountants.analysis.rdp.compute_rdp` and `get_privacy_spent` over
-//! `RDPAccountant.DEFAULT_ALPHAS`; the script is in the test's comments below).
+//! `RDPAccountant.DEFAULT_ALPHAS`; the script is in the test's comments below); DP-SGD's
+//! per-example gradient norms against per-example backward passes, clipping that bounds one
+//! huge example's contribution, and the noise's deviation.
+
+mod common;
 
 use rampart::privacy::accountant::{self, default_orders, rdp_step};
 
@@ -68,4 +72,153 @@ fn more_noise_or_fewer_steps_spend_less() {
             .epsilon
             .is_infinite()
     );
+}
+
+mod dp {
+    use burn::module::{Module, ModuleVisitor, Param};
+    use burn::optim::GradientsParams;
+    use burn::tensor::{Device, Int, Tensor, TensorData};
+    use rampart::attack::AttackLoss;
+    use rampart::attack::loss::per_example;
+    use rampart::model::{Arch, ImageNet, ImageSpec};
+    use rampart::privacy::dpsgd::{DpSgd, per_example_norms, private_step};
+
+    use crate::common;
+
+    /// The squared L2 norm of every gradient in `grads` for `model`'s parameters, and their
+    /// flattened values.
+    struct Collect<'a> {
+        grads: &'a GradientsParams,
+        values: Vec<f32>,
+    }
+
+    impl ModuleVisitor for Collect<'_> {
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+            if let Some(g) = self.grads.get::<D>(param.id) {
+                self.values.extend(common::floats(g));
+            }
+        }
+    }
+
+    fn flat(model: &ImageNet, grads: &GradientsParams) -> Vec<f32> {
+        let mut c = Collect {
+            grads,
+            values: Vec::new(),
+        };
+        model.visit(&mut c);
+        c.values
+    }
+
+    fn norm(v: &[f32]) -> f64 {
+        v.iter().map(|x| f64::from(*x).powi(2)).sum::<f64>().sqrt()
+    }
+
+    fn model(arch: Arch) -> ImageNet {
+        let device = Device::flex().autodiff();
+        device.seed(5);
+        ImageSpec::new(arch).init(&device)
+    }
+
+    fn batch(n: usize) -> (Tensor<4>, Tensor<1, Int>) {
+        let set = common::fashion_test(1, n);
+        (set.images, set.labels)
+    }
+
+    #[test]
+    fn ghost_norms_are_the_per_example_gradient_norms() {
+        let _turn = common::serial();
+        for arch in [Arch::Mlp, Arch::Cnn] {
+            let model = model(arch);
+            let (x, y) = batch(6);
+            let (logits, layers) = model.forward_probed(x.clone().autodiff());
+            let loss = per_example(AttackLoss::Ce, logits, &y.clone().autodiff(), None).sum();
+            let ghost = common::floats(per_example_norms(&layers, &loss.backward()));
+            for (i, &g) in ghost.iter().enumerate() {
+                // Example i alone, through ordinary autodiff.
+                let xi = x.clone().narrow(0, i, 1).autodiff();
+                let yi = y.clone().narrow(0, i, 1);
+                let li = per_example(AttackLoss::Ce, model.forward(xi), &yi.autodiff(), None);
+                let grads = GradientsParams::from_grads(li.sum().backward(), &model);
+                let exact = norm(&flat(&model, &grads));
+                assert!(
+                    (f64::from(g) - exact).abs() < 1e-3 * exact.max(1e-3),
+                    "{arch}: example {i}: ghost norm {g}, per-example backward {exact}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn clipping_bounds_every_examples_contribution() {
+        let _turn = common::serial();
+        let model = model(Arch::Cnn);
+        let (x, y) = batch(8);
+        // Example 0 made huge (pixels × 400, a wrong label): its gradient dwarfs the clip norm.
+        let mut pixels = common::floats(x.clone());
+        for v in &mut pixels[..784] {
+            *v *= 400.0;
+        }
+        let device = x.device();
+        let x_big = Tensor::<4>::from_data(TensorData::new(pixels, [8, 1, 28, 28]), &device);
+        let mut labels = common::ints(y.clone());
+        labels[0] = (labels[0] + 5) % 10;
+        let y_big = Tensor::<1, Int>::from_data(TensorData::new(labels, [8]), &device);
+        let dp = DpSgd {
+            clip_norm: 1.0,
+            noise_multiplier: 0.0,
+            expected_batch: 8.0,
+        };
+        let with = private_step(&model, x_big.clone(), &y_big, &dp);
+        let raw = common::floats(with.norms.clone());
+        assert!(
+            raw[0] > 100.0,
+            "the outlier's gradient norm is only {}",
+            raw[0]
+        );
+        let rest = private_step(
+            &model,
+            x_big.clone().narrow(0, 1, 7),
+            &y_big.clone().narrow(0, 1, 7),
+            &dp,
+        );
+        let (a, b) = (flat(&model, &with.grads), flat(&model, &rest.grads));
+        // Sums divided by the same expected batch: their difference is the outlier's share.
+        let share = norm(&a.iter().zip(&b).map(|(u, v)| u - v).collect::<Vec<_>>()) * 8.0;
+        assert!(
+            share <= 1.0 + 1e-3,
+            "the outlier contributed {share} > C = 1"
+        );
+        assert!(share > 0.99, "the outlier was clipped to {share}, not to C");
+        // Without clipping it would have dominated the step.
+        let loose = DpSgd {
+            clip_norm: 1e9,
+            ..dp
+        };
+        let all = flat(&model, &private_step(&model, x_big, &y_big, &loose).grads);
+        assert!(norm(&all) * 8.0 > 50.0);
+    }
+
+    #[test]
+    fn the_noise_has_the_stated_deviation() {
+        let _turn = common::serial();
+        let model = model(Arch::Mlp);
+        let (x, y) = batch(4);
+        let quiet = DpSgd {
+            clip_norm: 0.5,
+            noise_multiplier: 0.0,
+            expected_batch: 64.0,
+        };
+        let noisy = DpSgd {
+            noise_multiplier: 2.0,
+            ..quiet
+        };
+        let a = flat(&model, &private_step(&model, x.clone(), &y, &quiet).grads);
+        let b = flat(&model, &private_step(&model, x, &y, &noisy).grads);
+        let diffs: Vec<f64> = a.iter().zip(&b).map(|(u, v)| f64::from(v - u)).collect();
+        let n = diffs.len() as f64;
+        let sd = (diffs.iter().map(|d| d * d).sum::<f64>() / n).sqrt();
+        // σ·C / (q·n) = 2 · 0.5 / 64 over some 270,000 coordinates.
+        let want = 2.0 * 0.5 / 64.0;
+        assert!((sd / want - 1.0).abs() < 0.01, "noise sd {sd}, want {want}");
+    }
 }
