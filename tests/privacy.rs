@@ -222,3 +222,115 @@ mod dp {
         assert!((sd / want - 1.0).abs() < 0.01, "noise sd {sd}, want {want}");
     }
 }
+
+mod training {
+    use rampart::device::DeviceChoice;
+    use rampart::privacy::accountant;
+    use rampart::train::config::{
+        DataConfig, DpSgdConfig, ImageModel, Mode, ModelConfig, Optimizer, Privacy, Sgd,
+        SyntheticData, TrainConfig,
+    };
+    use rampart::train::{self, TrainError};
+
+    use crate::common;
+
+    fn cfg(out: &std::path::Path, privacy: Privacy) -> TrainConfig {
+        TrainConfig {
+            model: ModelConfig::Mlp(ImageModel::default()),
+            data: DataConfig::Synthetic(SyntheticData {
+                synthetic_size: 2000,
+                ..SyntheticData::default()
+            }),
+            privacy,
+            // DP-SGD's usual optimiser: plain SGD with a large step (Adam would rescale the noise).
+            optimizer: Optimizer::Sgd(Sgd {
+                lr: 0.5,
+                momentum: 0.9,
+                ..Sgd::default()
+            }),
+            batch_size: 50,
+            epochs: 4,
+            seed: 1,
+            device: DeviceChoice::Flex,
+            out: out.to_path_buf(),
+            ..TrainConfig::default()
+        }
+    }
+
+    fn dp(noise_multiplier: f64, delta: f64) -> Privacy {
+        Privacy::DpSgd(DpSgdConfig {
+            clip_norm: 1.0,
+            noise_multiplier,
+            delta,
+        })
+    }
+
+    #[test]
+    fn a_private_run_learns_and_reports_its_guarantee() {
+        let _turn = common::serial();
+        let dir = tempfile::tempdir().unwrap();
+        let report = train::train(&cfg(dir.path(), dp(1.0, 1e-4)), &[], false, &mut []).unwrap();
+        let n = report.train_examples;
+        let steps_per_epoch = n.div_ceil(50) as u64;
+        for (e, m) in report.history.iter().enumerate() {
+            let g = m
+                .privacy
+                .expect("every epoch of a private run reports its guarantee");
+            let steps = steps_per_epoch * (e as u64 + 1);
+            let want = accountant::epsilon(50.0 / n as f64, 1.0, steps, 1e-4);
+            assert_eq!(g.steps, steps);
+            assert_eq!(g.epsilon, want.epsilon);
+        }
+        let last = report.history.last().unwrap();
+        // 10 classes: chance is 0.1 (this short noisy run reaches about 0.5).
+        assert!(
+            last.eval_accuracy > 0.3,
+            "DP-SGD learnt nothing: {}",
+            last.eval_accuracy
+        );
+        // The model file carries the guarantee.
+        let opened = rampart::artifact::open(
+            &report.model_path,
+            Default::default(),
+            &burn::tensor::Device::flex(),
+        )
+        .unwrap();
+        let rampart::artifact::AnyModel::Image { metadata, .. } = opened.model else {
+            panic!("an image model")
+        };
+        let summary = metadata.summary().expect("a training summary");
+        assert_eq!(summary.privacy, last.privacy);
+        // Ordinary training reports none.
+        let plain = tempfile::tempdir().unwrap();
+        let ordinary = TrainConfig {
+            optimizer: TrainConfig::default().optimizer,
+            ..cfg(plain.path(), Privacy::None)
+        };
+        let report = train::train(&ordinary, &[], false, &mut []).unwrap();
+        assert!(report.history.iter().all(|m| m.privacy.is_none()));
+    }
+
+    #[test]
+    fn private_runs_that_cannot_keep_their_promise_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let run =
+            |c: TrainConfig| -> TrainError { train::train(&c, &[], false, &mut []).unwrap_err() };
+        let e = run(cfg(dir.path(), dp(1.0, 0.01)));
+        assert!(
+            e.to_string().contains("delta 0.01 is not below 1 / "),
+            "{e}"
+        );
+        let e = run(cfg(dir.path(), dp(-1.0, 1e-5)));
+        assert!(e.to_string().contains("noise_multiplier"), "{e}");
+        let e = run(TrainConfig {
+            mode: Mode::Gaussian(Default::default()),
+            ..cfg(dir.path(), dp(1.0, 1e-5))
+        });
+        assert!(e.to_string().contains("mode standard"), "{e}");
+        let e = run(TrainConfig {
+            replicas: 2,
+            ..cfg(dir.path(), dp(1.0, 1e-5))
+        });
+        assert!(e.to_string().contains("replicas = 1"), "{e}");
+    }
+}

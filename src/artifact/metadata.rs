@@ -37,6 +37,8 @@ pub struct TrainSummary {
     /// Adversarial modes: the last epoch's PGD-10 robust accuracy.
     pub final_robust_accuracy: Option<f64>,
     pub train_seconds: Option<f64>,
+    /// DP-SGD: the (epsilon, delta) guarantee of the whole run.
+    pub privacy: Option<crate::privacy::accountant::Guarantee>,
 }
 
 /// Which program wrote a file.

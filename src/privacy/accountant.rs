@@ -26,6 +26,39 @@ pub struct Spent {
     pub order: f64,
 }
 
+/// What a DP-SGD run guarantees: (ε, δ)-DP for its training examples after `steps` steps.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Guarantee {
+    pub epsilon: f64,
+    pub delta: f64,
+    /// The Rényi order the conversion was tightest at.
+    pub order: f64,
+    pub steps: u64,
+    /// q: the Poisson sampling rate (expected batch size / training examples).
+    pub sampling_rate: f64,
+    /// σ: noise standard deviation over the clip norm.
+    pub noise_multiplier: f64,
+    /// C: the largest L2 norm of an example's gradient.
+    pub clip_norm: f64,
+}
+
+impl Guarantee {
+    /// The guarantee after `steps` steps at rate `q`, noise multiplier `sigma` and clip norm
+    /// `clip`, for `delta`.
+    pub fn after(q: f64, sigma: f64, clip: f64, steps: u64, delta: f64) -> Self {
+        let s = epsilon(q, sigma, steps, delta);
+        Guarantee {
+            epsilon: s.epsilon,
+            delta,
+            order: s.order,
+            steps,
+            sampling_rate: q,
+            noise_multiplier: sigma,
+            clip_norm: clip,
+        }
+    }
+}
+
 /// ln(e^a + e^b).
 fn log_add(a: f64, b: f64) -> f64 {
     let (hi, lo) = if a > b { (a, b) } else { (b, a) };

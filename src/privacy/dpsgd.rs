@@ -17,6 +17,7 @@ use burn::optim::GradientsParams;
 use burn::tensor::module::unfold4d;
 use burn::tensor::ops::UnfoldOptions;
 use burn::tensor::{Distribution, Gradients, Int, Tensor};
+use rand::{Rng, RngExt};
 
 use crate::attack::AttackLoss;
 use crate::attack::loss::per_example;
@@ -85,6 +86,14 @@ pub fn per_example_norms(layers: &[Probed], grads: &Gradients) -> Tensor<1> {
         });
     }
     total.expect("a network has layers").sqrt()
+}
+
+/// `steps` Poisson samples of the rows `0..n`: each row in each sample independently with
+/// probability `q` (the sampling the accountant's analysis assumes; sizes vary around q·n).
+pub fn poisson_batches(n: usize, q: f64, steps: usize, rng: &mut impl Rng) -> Vec<Vec<usize>> {
+    (0..steps)
+        .map(|_| (0..n).filter(|_| rng.random::<f64>() < q).collect())
+        .collect()
 }
 
 /// The per-example cross-entropy `[N]`.

@@ -40,6 +40,8 @@ pub struct TrainConfig {
     pub optimizer: Optimizer,
     /// Learning-rate schedule over the whole run.
     pub schedule: Schedule,
+    /// Differential privacy of the training data.
+    pub privacy: Privacy,
     /// Examples per training batch.
     pub batch_size: usize,
     /// Passes over the training set.
@@ -68,6 +70,7 @@ impl Default for TrainConfig {
             mode: Mode::Standard,
             optimizer: Optimizer::Adam(Adam::default()),
             schedule: Schedule::Constant,
+            privacy: Privacy::None,
             batch_size: 128,
             epochs: 2,
             seed: 0,
@@ -91,6 +94,18 @@ impl TrainConfig {
         count("batch_size", self.batch_size, MAX_BATCH)?;
         count("epochs", self.epochs, MAX_EPOCHS)?;
         count("replicas", self.replicas, MAX_REPLICAS)?;
+        self.privacy.validate()?;
+        if let Privacy::DpSgd(_) = self.privacy {
+            if !matches!(self.mode, Mode::Standard) || matches!(self.model, ModelConfig::Fusion(_))
+            {
+                return Err(
+                    "privacy dp-sgd trains image models (mlp, cnn) in mode standard; per-example clipping of the other modes and of fusion models is not implemented".into(),
+                );
+            }
+            if self.replicas > 1 {
+                return Err("privacy dp-sgd runs on one device: set replicas = 1".into());
+            }
+        }
         if self.replicas > self.batch_size {
             return Err(format!(
                 "replicas {} is more than batch_size {}: every replica needs examples",

@@ -48,6 +48,9 @@ pub struct EpochMetrics {
     /// Something the run did on its own, such as the overfitting guard's rollback.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub event: Option<String>,
+    /// DP-SGD: the (epsilon, delta) guarantee after the steps so far.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub privacy: Option<crate::privacy::accountant::Guarantee>,
 }
 
 /// Rewrites `metrics.jsonl` from the history after every epoch.

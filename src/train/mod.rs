@@ -24,6 +24,7 @@ pub mod observe;
 pub mod policy;
 mod run;
 pub mod sections;
+mod step;
 pub mod task;
 
 use std::path::PathBuf;

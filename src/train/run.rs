@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use burn::module::Module;
-use burn::optim::{GradientsParams, ModuleOptimizer, MultiGradientsParams};
+use burn::optim::ModuleOptimizer;
 use burn::tensor::{Device, Tensor};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
@@ -15,6 +15,7 @@ use super::metrics::{EpochMetrics, MetricsLog};
 use super::objective::{self, Epoch, Objective};
 use super::observe::{Event, Observer, Running};
 use super::policy::{self, Action, EpochAttack, Review};
+use super::step::Stepper;
 use super::task::Task;
 use super::{TrainError, TrainReport, build_optimizer, checkpoint};
 use crate::artifact::files::{OutputKind, Outputs, RunLock};
@@ -23,8 +24,15 @@ use crate::attack::{Method, Pgd, Tally, worst_case};
 use crate::classifier::{Classifier, Input};
 use crate::device::Chosen;
 use crate::eval::{self, Evaluation};
-use crate::train::config::TrainConfig;
+use crate::privacy::accountant::Guarantee;
+use crate::privacy::dpsgd::DpSgd;
+use crate::train::config::{Privacy, TrainConfig};
 use crate::workload::Examples;
+
+/// DP-SGD's sampling rate q: the expected batch size over the training examples.
+fn sampling_rate(cfg: &TrainConfig, n: usize) -> f64 {
+    (cfg.batch_size as f64 / n.max(1) as f64).min(1.0)
+}
 
 /// A run in progress.
 struct Run<'a, T: Task<D>, const D: usize> {
@@ -78,6 +86,16 @@ pub(super) fn run<T: Task<D>, const D: usize>(
             "{} training and {} evaluation examples: both sets need at least one",
             task.train_len(),
             task.eval_len()
+        )));
+    }
+    if let Privacy::DpSgd(d) = cfg.privacy
+        && d.delta >= 1.0 / task.train_len() as f64
+    {
+        return Err(TrainError::Invalid(format!(
+            "delta {} is not below 1 / {} training examples: such a guarantee allows one example to leak whole; use a delta below {:.1e}",
+            d.delta,
+            task.train_len(),
+            0.1 / task.train_len() as f64
         )));
     }
     let _lock = RunLock::take(&cfg.out)?;
@@ -243,8 +261,7 @@ impl<'a, T: Task<D>, const D: usize> Run<'a, T, D> {
                 d.seed(cfg.seed.wrapping_add(1 + index as u64) ^ ((r as u64) << 48));
             }
         }
-        let mut order: Vec<usize> = (0..n).collect();
-        order.shuffle(&mut StdRng::seed_from_u64(cfg.seed ^ (index as u64) << 32));
+        let plans = self.batches(index, n, batches);
         let epoch = index + 1;
         tell(
             &mut self.log,
@@ -259,15 +276,27 @@ impl<'a, T: Task<D>, const D: usize> Run<'a, T, D> {
         let mut loss_sum = Tensor::<1>::zeros([1], &self.device);
         let mut correct = Tensor::<1>::zeros([1], &self.device);
         let mut lr = cfg.lr_at(index, 0.0);
-        for (b, rows) in order.chunks(cfg.batch_size).enumerate() {
+        let mut seen = 0usize;
+        let stepper = Stepper {
+            task,
+            objective: self.objective,
+            device: &self.device,
+            replicas: &self.replicas,
+            private: self.private(),
+        };
+        for (b, rows) in plans.iter().enumerate() {
             lr = cfg.lr_at(index, (index * batches + b) as f64 / total_steps);
-            let (stepped, loss, hits) = self.step(model, rows, plan, lr);
-            model = stepped;
-            loss_sum = loss_sum + loss;
-            correct = correct + hits;
+            // A Poisson batch can be empty: the step is skipped (and still counted as spent).
+            if !rows.is_empty() {
+                let (stepped, loss, hits) = stepper.step(&mut self.optim, model, rows, plan, lr);
+                model = stepped;
+                loss_sum = loss_sum + loss;
+                correct = correct + hits;
+                seen += rows.len();
+            }
             // One read-back every 20 batches for the running figures.
             let running = (b % 20 == 19 || b + 1 == batches).then(|| {
-                let seen = ((b + 1) * cfg.batch_size).min(n) as f64;
+                let seen = seen.max(1) as f64;
                 Running {
                     loss: loss_sum.clone().into_scalar::<f32>() as f64 / seen,
                     accuracy: correct.clone().into_scalar::<f32>() as f64 / seen,
@@ -283,6 +312,7 @@ impl<'a, T: Task<D>, const D: usize> Run<'a, T, D> {
                 },
             )?;
         }
+        let n = seen.max(1);
         let stats = Stats {
             loss: loss_sum.into_scalar::<f32>() as f64 / n as f64,
             accuracy: correct.into_scalar::<f32>() as f64 / n as f64,
@@ -292,64 +322,49 @@ impl<'a, T: Task<D>, const D: usize> Run<'a, T, D> {
         Ok((model, stats))
     }
 
-    /// One optimiser step on the batch `rows`; returns the model, the batch's summed loss and
-    /// its correct count (on the main device, not read back).
-    fn step(
-        &mut self,
-        model: T::Model,
-        rows: &[usize],
-        plan: &Epoch,
-        lr: f64,
-    ) -> (T::Model, Tensor<1>, Tensor<1>) {
-        if self.replicas.len() > 1 {
-            return self.parallel_step(model, rows, plan, lr);
+    /// The epoch's batches: the shuffled rows in chunks of the batch size, or for DP-SGD
+    /// `batches` Poisson samples at rate batch_size / n (what the accountant assumes).
+    fn batches(&self, index: usize, n: usize, batches: usize) -> Vec<Vec<usize>> {
+        let cfg = self.cfg;
+        let mut rng = StdRng::seed_from_u64(cfg.seed ^ (index as u64) << 32);
+        if self.private().is_some() {
+            let q = sampling_rate(cfg, n);
+            return crate::privacy::dpsgd::poisson_batches(n, q, batches, &mut rng);
         }
-        let task = self.task;
-        let batch = task.batch(rows);
-        let step = self.objective.step(task, &model, &batch, plan);
-        let loss = step.loss.clone().inner() * rows.len() as f32;
-        let hits = step.logits.inner().argmax(1).squeeze_dim::<1>(1);
-        let correct = hits.equal(task.labels(&batch)).float().sum();
-        let grads = GradientsParams::from_grads(step.loss.backward(), &model);
-        (self.optim.step(lr, model, grads), loss, correct)
+        let mut order: Vec<usize> = (0..n).collect();
+        order.shuffle(&mut rng);
+        order
+            .chunks(cfg.batch_size)
+            .map(<[usize]>::to_vec)
+            .collect()
     }
 
-    /// Data parallelism: the batch split into one part per replica, each part's loss on a
-    /// fork of the model on its replica's device, weighted by the part's share of the batch
-    /// so that the summed gradients are the whole batch's mean; one optimiser step over all
-    /// of them (Burn's `step_multi`, which accumulates each parameter on one device), and
-    /// the model forked back to the main device.
-    fn parallel_step(
-        &mut self,
-        model: T::Model,
-        rows: &[usize],
-        plan: &Epoch,
-        lr: f64,
-    ) -> (T::Model, Tensor<1>, Tensor<1>) {
-        let task = self.task;
-        let k = self.replicas.len();
-        let mut grads = MultiGradientsParams::default();
-        let mut loss = Tensor::<1>::zeros([1], &self.device);
-        let mut correct = Tensor::<1>::zeros([1], &self.device);
-        for (r, device) in self.replicas.iter().enumerate() {
-            let part = &rows[r * rows.len() / k..(r + 1) * rows.len() / k];
-            if part.is_empty() {
-                continue;
-            }
-            let replica = model.clone().fork(&device.clone().autodiff());
-            let batch = task.batch_to(task.batch(part), device);
-            let step = self.objective.step(task, &replica, &batch, plan);
-            let share = part.len() as f32 / rows.len() as f32;
-            let part_loss = step.loss.clone().inner() * part.len() as f32;
-            loss = loss + part_loss.to_device(&self.device);
-            let hits = step.logits.inner().argmax(1).squeeze_dim::<1>(1);
-            let hits = hits.equal(task.labels(&batch)).float().sum();
-            correct = correct + hits.to_device(&self.device);
-            let g = GradientsParams::from_grads((step.loss * share).backward(), &replica);
-            grads.grads.push((g, device.clone()));
+    /// DP-SGD's parameters, when the run is private.
+    fn private(&self) -> Option<DpSgd> {
+        match self.cfg.privacy {
+            Privacy::DpSgd(d) => Some(DpSgd {
+                clip_norm: d.clip_norm,
+                noise_multiplier: d.noise_multiplier,
+                expected_batch: self.cfg.batch_size as f64,
+            }),
+            Privacy::None => None,
         }
-        let model = self.optim.step_multi(lr, model, grads);
-        (model.fork(&self.device.clone().autodiff()), loss, correct)
+    }
+
+    /// What a private run guarantees after `epochs` epochs.
+    fn guarantee(&self, epochs: usize) -> Option<Guarantee> {
+        let Privacy::DpSgd(d) = self.cfg.privacy else {
+            return None;
+        };
+        let n = self.task.train_len();
+        let steps = (epochs * n.div_ceil(self.cfg.batch_size)) as u64;
+        Some(Guarantee::after(
+            sampling_rate(self.cfg, n),
+            d.noise_multiplier,
+            d.clip_norm,
+            steps,
+            d.delta,
+        ))
     }
 
     fn diverged(&self, index: usize, loss: f64) -> TrainError {
@@ -400,6 +415,7 @@ impl<'a, T: Task<D>, const D: usize> Run<'a, T, D> {
             candidates: None,
             next_attack: None,
             event: None,
+            privacy: self.guarantee(index + 1),
         }
     }
 
@@ -460,6 +476,7 @@ impl<'a, T: Task<D>, const D: usize> Run<'a, T, D> {
             final_eval_accuracy: last.map(|m| m.eval_accuracy),
             eval_examples: last.map(|m| m.eval_examples),
             final_robust_accuracy: last.and_then(|m| m.robust_accuracy),
+            privacy: last.and_then(|m| m.privacy),
             train_seconds: Some(self.history.iter().map(|m| m.seconds).sum()),
         }
     }

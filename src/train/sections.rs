@@ -174,6 +174,57 @@ impl Default for Sgd {
     }
 }
 
+/// Differential privacy of the training data.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, JsonSchema, Default)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum Privacy {
+    /// Ordinary training: no privacy guarantee.
+    #[default]
+    None,
+    /// DP-SGD (Abadi et al. 2016): Poisson-sampled batches of expected size batch_size, every example's gradient clipped, Gaussian noise; (epsilon, delta) from the Renyi accountant after every epoch.
+    DpSgd(DpSgdConfig),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(default, deny_unknown_fields)]
+pub struct DpSgdConfig {
+    /// Largest L2 norm an example's gradient keeps (C), > 0.
+    pub clip_norm: f64,
+    /// Noise standard deviation over the clip norm (sigma), >= 0.
+    pub noise_multiplier: f64,
+    /// The delta of the (epsilon, delta) guarantee, in (0, 1); well below 1 / training examples.
+    pub delta: f64,
+}
+
+impl Default for DpSgdConfig {
+    fn default() -> Self {
+        Self {
+            clip_norm: 1.0,
+            noise_multiplier: 1.0,
+            delta: 1e-5,
+        }
+    }
+}
+
+impl Privacy {
+    /// Checks the values.
+    pub fn validate(&self) -> Result<(), String> {
+        if let Privacy::DpSgd(d) = self {
+            positive("clip_norm", d.clip_norm)?;
+            if !(d.noise_multiplier.is_finite() && d.noise_multiplier >= 0.0) {
+                return Err(format!(
+                    "noise_multiplier must be a finite number >= 0, got {}",
+                    d.noise_multiplier
+                ));
+            }
+            if !(d.delta > 0.0 && d.delta < 1.0) {
+                return Err(format!("delta must lie in (0, 1), got {}", d.delta));
+            }
+        }
+        Ok(())
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, JsonSchema)]
 #[serde(tag = "kind", rename_all = "lowercase")]
 pub enum Schedule {

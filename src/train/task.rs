@@ -21,6 +21,7 @@ use crate::classifier::{Classifier, Rows};
 use crate::data::records::{self, SecuritySet};
 use crate::data::{self, ImageSet, Split};
 use crate::model::{FusionModel, FusionSpec, ImageNet, ImageSpec};
+use crate::privacy::dpsgd::{DpSgd, PrivateStep};
 use crate::workload::Examples;
 
 /// A kind of model with its training and evaluation data, on one device.
@@ -35,6 +36,16 @@ pub trait Task<const D: usize> {
     fn train_len(&self) -> usize;
     /// The training examples at `rows`, gathered on the device.
     fn batch(&self, rows: &[usize]) -> Self::Batch;
+    /// DP-SGD's private gradients of `model` on `batch` (clipped per-example gradients and
+    /// noise), for tasks that implement it.
+    fn private_step(
+        &self,
+        _model: &Self::Model,
+        _batch: &Self::Batch,
+        _dp: &DpSgd,
+    ) -> Option<PrivateStep> {
+        None
+    }
     /// A batch moved to another device (a data-parallel replica's).
     fn batch_to(&self, batch: Self::Batch, device: &Device) -> Self::Batch;
     fn labels(&self, batch: &Self::Batch) -> Tensor<1, Int>;
@@ -131,6 +142,15 @@ impl Task<4> for ImageTask {
 
     fn batch_to(&self, (x, y): Self::Batch, device: &Device) -> Self::Batch {
         (x.to_device(device), y.to_device(device))
+    }
+
+    fn private_step(
+        &self,
+        model: &ImageNet,
+        (x, y): &Self::Batch,
+        dp: &DpSgd,
+    ) -> Option<PrivateStep> {
+        Some(crate::privacy::dpsgd::private_step(model, x.clone(), y, dp))
     }
 
     fn labels(&self, batch: &Self::Batch) -> Tensor<1, Int> {
