@@ -247,6 +247,7 @@ mod tests {
             candidates: None,
             next_attack: Some("fgsm-rs".into()),
             event: None,
+            privacy: None,
         }
     }
 
