@@ -1,4 +1,4 @@
-//! Forward and training-step throughput (images/s) of `mlp` and `cnn`.
+//! Forward, training-step and DP-SGD-step throughput (images/s) of `mlp` and `cnn`.
 //!
 //!   cargo bench --bench throughput                      # flex (CPU)
 //!   RAMPART_BENCH_DEVICE=wgpu cargo bench --bench throughput
@@ -11,6 +11,7 @@ use burn::tensor::{Distribution, Int, Tensor};
 use divan::{Bencher, counter::ItemsCount};
 use rampart::device;
 use rampart::model::{Arch, ImageSpec};
+use rampart::privacy::dpsgd::{DpSgd, private_step};
 
 const BATCH: usize = 128;
 
@@ -58,6 +59,31 @@ fn train_step(bencher: Bencher, arch: Arch) {
         let value = loss.clone().inner().into_data();
         let grads = GradientsParams::from_grads(loss.backward(), &m);
         model = Some(optim.step(1e-3, m, grads));
+        value
+    };
+    step(); // warm-up
+    bencher.counter(ItemsCount::new(BATCH)).bench_local(step);
+}
+
+/// DP-SGD's step on the same batch (per-example norms, clipped sum, noise): its cost against
+/// `train_step`.
+#[divan::bench(args = [Arch::Mlp, Arch::Cnn], sample_count = 10, sample_size = 1)]
+fn dp_sgd_step(bencher: Bencher, arch: Arch) {
+    let device = chosen();
+    let ad = device.clone().autodiff();
+    let mut model = Some(ImageSpec::fashion_normalised(arch).init(&ad));
+    let mut optim = AdamConfig::new().init();
+    let (x, y) = batch(&device);
+    let dp = DpSgd {
+        clip_norm: 1.0,
+        noise_multiplier: 1.0,
+        expected_batch: BATCH as f64,
+    };
+    let mut step = || {
+        let m = model.take().expect("model");
+        let s = private_step(&m, x.clone(), &y, &dp);
+        let value = s.loss_sum.into_data();
+        model = Some(optim.step(1e-3, m, s.grads));
         value
     };
     step(); // warm-up
