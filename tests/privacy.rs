@@ -334,3 +334,64 @@ mod training {
         assert!(e.to_string().contains("replicas = 1"), "{e}");
     }
 }
+
+mod membership {
+    use rampart::device::DeviceChoice;
+    use rampart::train::config::{DataConfig, FashionData, ImageModel, ModelConfig, TrainConfig};
+
+    use crate::common::{self, json};
+
+    fn attack(dir: &std::path::Path, offset: &str) -> serde_json::Value {
+        json(&common::rampart(
+            &[
+                "membership",
+                "--model",
+                "m/model.safetensors",
+                "--member-offset",
+                offset,
+                "--limit",
+                "2000",
+                "--device",
+                "flex",
+                "--json",
+            ],
+            dir,
+        ))
+    }
+
+    /// An mlp overfitted on the first 2,000 training images: the attack finds its members,
+    /// and finds nothing in 2,000 training images it never saw.
+    #[test]
+    fn the_loss_attack_tells_members_and_only_members() {
+        let _turn = common::serial();
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = TrainConfig {
+            model: ModelConfig::Mlp(ImageModel::default()),
+            data: DataConfig::FashionMnist(FashionData {
+                train_limit: Some(2000),
+                eval_limit: Some(500),
+                ..FashionData::default()
+            }),
+            batch_size: 50,
+            epochs: 15,
+            seed: 2,
+            device: DeviceChoice::Flex,
+            out: dir.path().join("m"),
+            ..TrainConfig::default()
+        };
+        rampart::train::train(&cfg, &[], false, &mut []).unwrap();
+        let seen = attack(dir.path(), "0");
+        let auc = seen["auc"].as_f64().unwrap();
+        // Under no leak the area of 2,000 + 2,000 scores has a standard deviation of 0.009.
+        assert!(auc > 0.55, "members of an overfitted model: ROC area {auc}");
+        assert!(seen["member_mean_loss"].as_f64() < seen["nonmember_mean_loss"].as_f64());
+        // Training images 30,000-31,999 are as unseen as the test images.
+        let unseen = attack(dir.path(), "30000");
+        let auc = unseen["auc"].as_f64().unwrap();
+        assert!(
+            (auc - 0.5).abs() < 0.03,
+            "never-seen images: ROC area {auc}"
+        );
+        assert!(unseen["tpr_at_1_fpr"].as_f64().unwrap() < 0.03);
+    }
+}
