@@ -134,8 +134,8 @@ pub fn run(args: MembershipArgs) -> CliResult {
     let (work, members) = losses(&args, Split::Train, args.member_offset)?;
     note(&format!("device: {}", work.device.description));
     let (_, nonmembers) = losses(&args, Split::Test, 0)?;
-    // The attacker's score: minus the loss (a member's loss is lower).
-    let score = |l: &Losses| -> Vec<f64> { l.loss.iter().map(|&x| -f64::from(x)).collect() };
+    // The attacker's score: the logit-scaled confidence (a member's loss is lower).
+    let score = |l: &Losses| -> Vec<f64> { l.phi.iter().map(|&x| f64::from(x)).collect() };
     let report = MembershipReport {
         model: work.model_info(),
         attack: "loss threshold (Yeom et al. 2018)",

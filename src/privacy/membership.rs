@@ -1,8 +1,12 @@
 //! Membership inference: how well an attacker tells a model's training examples (members)
 //! from examples it never saw (non-members). The loss-threshold attack (Yeom et al. 2018):
-//! an example whose loss is low was probably trained on. Reported as Carlini et al. (2022)
-//! ask: the ROC area and the true-positive rate at a low false-positive rate (0.1%), where an
-//! attack that works on a few examples shows even when the area is near 0.5.
+//! an example whose loss is low was probably trained on. The attacker ranks examples by the
+//! logit-scaled confidence φ = z_y − log Σ_{j≠y} e^{z_j} = log(p_y / (1 − p_y)) (Carlini et al.
+//! 2022), a monotone function of the loss that does not saturate: in f32 the cross-entropy of
+//! a confident example is exactly 0, and hundreds of such ties would hide the low-FPR end.
+//! Reported as Carlini et al. ask: the ROC area and the true-positive rate at a low
+//! false-positive rate (0.1%), where an attack that works on a few examples shows even when
+//! the area is near 0.5.
 
 use burn::tensor::{Int, Tensor};
 use serde::Serialize;
@@ -12,10 +16,22 @@ use crate::attack::loss::per_example;
 use crate::classifier::{Classifier, Input};
 use crate::workload::{Examples, Job};
 
-/// Every example's loss and whether the model got it right.
+/// Every example's loss, its logit-scaled confidence φ and whether the model got it right.
 pub struct Losses {
     pub loss: Vec<f32>,
+    pub phi: Vec<f32>,
     pub correct: Vec<bool>,
+}
+
+/// φ = z_y − log Σ_{j≠y} e^{z_j} per row, `[N]`.
+fn logit_confidence(logits: Tensor<2>, y: &Tensor<1, Int>) -> Tensor<1> {
+    let k = logits.dims()[1];
+    let onehot = y.clone().one_hot::<2>(k).float();
+    let own = (logits.clone() * onehot.clone()).sum_dim(1);
+    let others = logits - onehot * 1e30;
+    let top = others.clone().max_dim(1);
+    let lse = top.clone() + (others - top).exp().sum_dim(1).log();
+    (own - lse).squeeze_dim::<1>(1)
 }
 
 /// Per-example cross-entropy of a model on its examples, batch by batch on the device (one
@@ -35,6 +51,7 @@ impl Job for LossJob {
         let n = ex.inputs.len();
         let mut out = Losses {
             loss: Vec::with_capacity(n),
+            phi: Vec::with_capacity(n),
             correct: Vec::with_capacity(n),
         };
         for start in (0..n).step_by(self.batch.max(1)) {
@@ -42,16 +59,18 @@ impl Job for LossJob {
             let y: Tensor<1, Int> = ex.labels.clone().narrow(0, start, x.len());
             let logits = model.logits(x.clone());
             let hits = model.decide(x).equal(y.clone()).float();
+            let phi = logit_confidence(logits.clone(), &y);
             let loss = per_example(AttackLoss::Ce, logits, &y, None);
-            let both = Tensor::stack::<2>(vec![loss, hits], 1);
-            let values = both
+            let all = Tensor::stack::<2>(vec![loss, phi, hits], 1);
+            let values = all
                 .into_data()
                 .convert::<f32>()
                 .try_to_vec::<f32>()
                 .map_err(|e| format!("reading losses back from the device: {e:?}"))?;
-            for pair in values.chunks_exact(2) {
-                out.loss.push(pair[0]);
-                out.correct.push(pair[1] > 0.5);
+            for row in values.chunks_exact(3) {
+                out.loss.push(row[0]);
+                out.phi.push(row[1]);
+                out.correct.push(row[2] > 0.5);
             }
         }
         Ok(out)
