@@ -13,16 +13,8 @@ use super::Attack;
 use super::run::{AttackProtocol, resumable};
 use crate::evaluate::Row;
 use crate::evaluate::report::{Figures, figures};
-use crate::evaluate::shard::read_tsv;
-use crate::shard::{self, Description, Part, ShardError};
-
-/// The protocol of the attack shard described beside `path`.
-pub fn protocol(meta: &Description, path: &Path) -> Result<AttackProtocol, ShardError> {
-    serde_json::from_value(meta.protocol.clone()).map_err(|e| ShardError::Bad {
-        path: shard::meta_path(path),
-        reason: format!("not an attack protocol: {e}"),
-    })
-}
+use crate::evaluate::shard::{merge_rows, read_tsv};
+use crate::shard::{self, Description, ShardError};
 
 /// The rows a re-run with description `planned` and table `out` already has: all of them if
 /// `out` is complete with the same description, the whole batches of `out.partial` if an
@@ -88,26 +80,11 @@ impl fmt::Display for MergedAttack {
 
 /// The shards' rows as one run, in index order, with the run's description and result.
 pub fn merge(tsvs: &[PathBuf]) -> Result<(Description, Vec<Row>, MergedAttack), ShardError> {
-    let mut parts = Vec::with_capacity(tsvs.len());
-    let mut tables = Vec::with_capacity(tsvs.len());
-    for path in tsvs {
-        let meta = shard::read_meta(path)?;
-        let p = protocol(&meta, path)?;
-        let rows = read_tsv(path, &p.attacks)?;
-        parts.push(Part {
-            path: path.clone(),
-            ids: rows.iter().map(|r| r.id).collect(),
-            meta,
-        });
-        tables.push(rows);
-    }
-    let (meta, _) = shard::check(parts)?;
-    let p = protocol(&meta, &tsvs[0])?;
-    let mut rows: Vec<Row> = tables.into_iter().flatten().collect();
-    rows.sort_by_key(|r| r.id);
+    let (meta, protocol, rows) =
+        merge_rows::<AttackProtocol>(tsvs, "an attack", |p| p.attacks.as_slice())?;
     let merged = MergedAttack {
-        figures: figures(&rows, &p.attacks),
-        protocol: p,
+        figures: figures(&rows, &protocol.attacks),
+        protocol,
     };
     Ok((meta, rows, merged))
 }

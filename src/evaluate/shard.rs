@@ -6,6 +6,7 @@
 use std::fmt;
 use std::path::{Path, PathBuf};
 
+use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use super::checks::{self, Check};
@@ -187,22 +188,32 @@ pub fn read_tsv(path: &Path, attacks: &[Method]) -> Result<Vec<Row>, ShardError>
     Ok(rows)
 }
 
-/// The protocol of the evaluation shard described beside `path`.
-fn protocol(meta: &Description, path: &Path) -> Result<EvaluateProtocol, ShardError> {
+/// The protocol of type `P` (named `what` in errors) of the shard described beside `path`.
+pub fn protocol<P: DeserializeOwned>(
+    meta: &Description,
+    path: &Path,
+    what: &str,
+) -> Result<P, ShardError> {
     serde_json::from_value(meta.protocol.clone()).map_err(|e| ShardError::Bad {
         path: shard::meta_path(path),
-        reason: format!("not an evaluation protocol: {e}"),
+        reason: format!("not {what} protocol: {e}"),
     })
 }
 
-/// The shards' rows as one run, in index order, with the run's description and result.
-pub fn merge(tsvs: &[PathBuf]) -> Result<(Description, Vec<Row>, MergedEvaluation), ShardError> {
+/// The per-example tables at `tsvs` (each read under the attacks its protocol names) checked
+/// to be the shards of one run: the run's description, its protocol and every row in index
+/// order.
+pub fn merge_rows<P: DeserializeOwned>(
+    tsvs: &[PathBuf],
+    what: &str,
+    attacks: impl Fn(&P) -> &[Method],
+) -> Result<(Description, P, Vec<Row>), ShardError> {
     let mut parts = Vec::with_capacity(tsvs.len());
     let mut tables = Vec::with_capacity(tsvs.len());
     for path in tsvs {
         let meta = shard::read_meta(path)?;
-        let p = protocol(&meta, path)?;
-        let rows = read_tsv(path, &p.attacks)?;
+        let p: P = protocol(&meta, path, what)?;
+        let rows = read_tsv(path, attacks(&p))?;
         parts.push(Part {
             path: path.clone(),
             ids: rows.iter().map(|r| r.id).collect(),
@@ -211,9 +222,16 @@ pub fn merge(tsvs: &[PathBuf]) -> Result<(Description, Vec<Row>, MergedEvaluatio
         tables.push(rows);
     }
     let (meta, _) = shard::check(parts)?;
-    let p = protocol(&meta, &tsvs[0])?;
+    let p = protocol(&meta, &tsvs[0], what)?;
     let mut rows: Vec<Row> = tables.into_iter().flatten().collect();
     rows.sort_by_key(|r| r.id);
+    Ok((meta, p, rows))
+}
+
+/// The shards' rows as one run, in index order, with the run's description and result.
+pub fn merge(tsvs: &[PathBuf]) -> Result<(Description, Vec<Row>, MergedEvaluation), ShardError> {
+    let (meta, p, rows) =
+        merge_rows::<EvaluateProtocol>(tsvs, "an evaluation", |p| p.attacks.as_slice())?;
     let before: Vec<Check> = match &meta.extra {
         Some(v) => serde_json::from_value(v.clone()).map_err(|e| ShardError::Bad {
             path: shard::meta_path(&tsvs[0]),
