@@ -253,7 +253,7 @@ pub fn run(
 /// `ids`, the shard's examples: only then can a run resume after them.
 pub fn resumable(done: &[Row], ids: &[usize], batch: usize) -> bool {
     done.len() <= ids.len()
-        && (done.len() % batch.max(1) == 0 || done.len() == ids.len())
+        && (done.len().is_multiple_of(batch.max(1)) || done.len() == ids.len())
         && done.iter().zip(ids).all(|(r, id)| r.id == *id)
 }
 

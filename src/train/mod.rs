@@ -92,7 +92,6 @@ pub fn train(
 ) -> Result<TrainReport, TrainError> {
     cfg.validate().map_err(TrainError::Invalid)?;
     let chosen = device::choose(cfg.device).map_err(TrainError::Device)?;
-    let replicas = device::replicas(&chosen, cfg.replicas).map_err(TrainError::Device)?;
     match cfg.image_spec() {
         Some(spec) => {
             let task = ImageTask::load(cfg, spec, &chosen.device)?;
@@ -104,7 +103,6 @@ pub fn train(
                 inputs,
                 resume,
                 &chosen,
-                replicas,
                 observers,
             )
         }
@@ -119,7 +117,6 @@ pub fn train(
                 inputs,
                 resume,
                 &chosen,
-                replicas,
                 observers,
             )
         }

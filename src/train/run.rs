@@ -78,7 +78,6 @@ pub(super) fn run<T: Task<D>, const D: usize>(
     inputs: &[PathBuf],
     resume: bool,
     chosen: &Chosen,
-    replicas: Vec<Device>,
     observers: &mut [&mut dyn Observer],
 ) -> Result<TrainReport, TrainError> {
     if task.train_len() == 0 || task.eval_len() == 0 {
@@ -113,7 +112,7 @@ pub(super) fn run<T: Task<D>, const D: usize>(
         OutputKind::Jsonl,
     )?;
     let (mut run, mut model) = Run::start(task, objective, cfg, resume, chosen)?;
-    run.replicas = replicas;
+    run.replicas = crate::device::replicas(chosen, cfg.replicas).map_err(TrainError::Device)?;
     tell(
         &mut run.log,
         observers,
