@@ -130,6 +130,9 @@ impl TrainConfig {
                 "epsilon {e} is larger than the input box [0, 1] itself; use a radius below 1"
             ));
         }
+        if let (Mode::Distill(_), ModelConfig::Fusion(_)) = (&self.mode, &self.model) {
+            return Err("mode distill trains image models (mlp, cnn)".into());
+        }
         if let Mode::PgdEmbeddings(_) = self.mode {
             let reads_sequences = match &self.model {
                 ModelConfig::Fusion(f) => f.modalities.iter().any(|m| *m != Modality::Network),

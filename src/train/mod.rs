@@ -37,7 +37,7 @@ use crate::artifact::files::FileError;
 use crate::data::DataError;
 use crate::data::records::RecordError;
 use crate::device;
-use config::{Optimizer, TrainConfig};
+use config::{Mode, Optimizer, TrainConfig};
 use metrics::EpochMetrics;
 use observe::Observer;
 use task::{FusionTask, ImageTask};
@@ -95,12 +95,17 @@ pub fn train(
     match cfg.image_spec() {
         Some(spec) => {
             let task = ImageTask::load(cfg, spec, &chosen.device)?;
-            let objective = objective::for_images(&cfg.mode)?;
+            let objective = objective::for_images(&cfg.mode, &chosen.device, spec.num_classes)?;
+            // A teacher is read like the data: no output may be it.
+            let mut inputs = inputs.to_vec();
+            if let Mode::Distill(d) = &cfg.mode {
+                inputs.push(d.teacher.clone());
+            }
             run::run(
                 &task,
                 objective.as_ref(),
                 cfg,
-                inputs,
+                &inputs,
                 resume,
                 &chosen,
                 observers,

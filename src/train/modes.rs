@@ -2,6 +2,8 @@
 //! uses.
 
 use schemars::JsonSchema;
+use std::path::PathBuf;
+
 use serde::{Deserialize, Serialize};
 
 use super::sections::{MAX_EPOCHS, count, non_negative, positive};
@@ -28,6 +30,30 @@ pub enum Mode {
     Adaptive(Adaptive),
     /// Fusion models: L2 PGD on the word and byte embeddings (radius epsilon per example).
     PgdEmbeddings(PgdEmbeddings),
+    /// Papernot et al. 2016 defensive distillation: the student's softmax at temperature T trained on the teacher's soft labels (its softmax at the temperature it was trained at); the student is saved as is and read at temperature 1, where its logits are about T times larger.
+    Distill(Distill),
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(default, deny_unknown_fields)]
+pub struct Distill {
+    /// The teacher: an image model file of the same task.
+    pub teacher: PathBuf,
+    /// Softmax temperature T the student trains at, > 0 (Papernot et al.: 20 to 100).
+    pub temperature: f64,
+    /// The temperature the teacher was trained at, > 0: 1 for an ordinary model; T for
+    /// Papernot's teacher trained at T (either gives the same soft labels).
+    pub teacher_temperature: f64,
+}
+
+impl Default for Distill {
+    fn default() -> Self {
+        Self {
+            teacher: PathBuf::new(),
+            temperature: 20.0,
+            teacher_temperature: 1.0,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -183,6 +209,7 @@ impl Mode {
             Mode::Trades(_) => "trades",
             Mode::Adaptive(_) => "adaptive",
             Mode::PgdEmbeddings(_) => "pgd-embeddings",
+            Mode::Distill(_) => "distill",
         }
     }
 
@@ -259,6 +286,13 @@ impl Mode {
             Mode::PgdEmbeddings(m) => {
                 positive("epsilon", m.epsilon)?;
                 count("steps", m.steps, MAX_STEPS)
+            }
+            Mode::Distill(m) => {
+                if m.teacher.as_os_str().is_empty() {
+                    return Err("mode distill needs teacher = \"path/to/teacher.safetensors\" (or --teacher)".into());
+                }
+                positive("temperature", m.temperature)?;
+                positive("teacher_temperature", m.teacher_temperature)
             }
         }
     }

@@ -13,7 +13,8 @@
 
 use burn::module::Module;
 use burn::nn::loss::CrossEntropyLossConfig;
-use burn::tensor::{Distribution, Int, Tensor};
+use burn::tensor::activation::{log_softmax, softmax};
+use burn::tensor::{Device, Distribution, Int, Tensor};
 
 use super::TrainError;
 use super::config::Mode;
@@ -22,7 +23,7 @@ use super::task::{FusionTask, Task, to_autodiff};
 use crate::attack::loss::kl_divergence;
 use crate::attack::{Attack, Norm, Pgd, Trades};
 use crate::classifier::fusion::EmbeddingView;
-use crate::model::Modality;
+use crate::model::{ImageNet, Modality};
 
 /// What changes from epoch to epoch: the radius (ramped in adaptive mode) and the attack the
 /// epoch trains against.
@@ -148,6 +149,28 @@ impl Objective<FusionTask, 2> for EmbeddingPgd {
     }
 }
 
+/// Defensive distillation: cross-entropy between the student's softmax at temperature T and
+/// the teacher's soft labels, its softmax at the temperature it was trained at, on the same
+/// clean batch (Papernot et al.'s loss, unscaled: its gradients are about 1/T of ordinary
+/// training's, which Adam absorbs and plain SGD needs a larger learning rate for).
+pub struct Distillation {
+    /// The teacher, inference mode on the training device (no autodiff).
+    pub teacher: ImageNet,
+    pub temperature: f64,
+    pub teacher_temperature: f64,
+}
+
+impl<T: Task<4>> Objective<T, 4> for Distillation {
+    fn step(&self, task: &T, model: &T::Model, batch: &T::Batch, _: &Epoch) -> Step {
+        let x = task.perturbable(batch);
+        let soft = softmax(self.teacher.forward(x) / self.teacher_temperature, 1);
+        let logits = task.forward(model, batch);
+        let log_p = log_softmax(logits.clone() / self.temperature, 1);
+        let loss = (log_p * soft.autodiff()).sum_dim(1).mean().neg();
+        Step { logits, loss }
+    }
+}
+
 /// The objective of the modes every task supports; `None` for task-specific ones.
 pub fn generic<T: Task<D>, const D: usize>(
     mode: &Mode,
@@ -167,7 +190,7 @@ pub fn generic<T: Task<D>, const D: usize>(
                 beta: t.beta,
             })
         }
-        Mode::PgdEmbeddings(_) => return Ok(None),
+        Mode::PgdEmbeddings(_) | Mode::Distill(_) => return Ok(None),
     }))
 }
 
@@ -182,11 +205,31 @@ pub fn for_fusion(mode: &Mode) -> Result<Box<dyn Objective<FusionTask, 2>>, Trai
         .ok_or_else(|| TrainError::Invalid(format!("mode {} is not supported", mode.name())))
 }
 
-/// The objective of `mode` for image models.
-pub fn for_images<T: Task<4>>(mode: &Mode) -> Result<Box<dyn Objective<T, 4>>, TrainError> {
+/// The objective of `mode` for image models; distillation's teacher is loaded on `device`
+/// and must have `classes` classes.
+pub fn for_images<T: Task<4>>(
+    mode: &Mode,
+    device: &Device,
+    classes: usize,
+) -> Result<Box<dyn Objective<T, 4>>, TrainError> {
+    if let Mode::Distill(d) = mode {
+        let (teacher, _, _) = crate::artifact::open_image(&d.teacher, None, device)?;
+        if teacher.num_classes() != classes {
+            return Err(TrainError::Invalid(format!(
+                "teacher {} has {} classes, the model {classes}",
+                d.teacher.display(),
+                teacher.num_classes()
+            )));
+        }
+        return Ok(Box::new(Distillation {
+            teacher,
+            temperature: d.temperature,
+            teacher_temperature: d.teacher_temperature,
+        }));
+    }
     generic(mode)?.ok_or_else(|| {
         TrainError::Invalid(format!(
-            "mode {} is for fusion models; image models train with standard, gaussian, fgsm-rs, pgd, trades or adaptive",
+            "mode {} is for fusion models; image models train with standard, gaussian, fgsm-rs, pgd, trades, adaptive or distill",
             mode.name()
         ))
     })
