@@ -14,7 +14,8 @@
 //! - [`train`]: configs and the one training loop.
 //! - [`ensemble`]: fitted weights and `ensemble train`.
 //! - [`shard`]: runs split across machines, and merging their tables.
-//! - [`privacy`]: differential privacy's accounting.
+//! - [`privacy`]: DP-SGD, its accounting, membership inference.
+//! - [`watermark`]: trigger-set ownership watermarks.
 //! - [`device`]: run-time device choice.
 //! - [`cli`]: the command line.
 
@@ -37,4 +38,5 @@ pub mod serve;
 pub mod shard;
 pub mod signing;
 pub mod train;
+pub mod watermark;
 pub mod workload;

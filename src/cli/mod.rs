@@ -22,6 +22,7 @@ mod predict;
 mod serve;
 mod sign;
 mod train;
+mod watermark;
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -104,6 +105,9 @@ pub enum Command {
     /// Membership inference: how well a loss-threshold attacker tells an image model's training
     /// images from images it never saw (ROC area, TPR at 0.1% FPR).
     Membership(membership::MembershipArgs),
+    /// Ownership watermarks: check a model against the secret of `rampart train --watermark`.
+    #[command(subcommand)]
+    Watermark(watermark::WatermarkCommand),
     /// Encrypt a model file, manifest or detector at rest (age format) to public keys.
     Encrypt(crypt::EncryptArgs),
     /// Decrypt an encrypted file to hand it to another tool (Rampart's commands read
@@ -167,6 +171,7 @@ pub fn main() -> ExitCode {
         Command::Sign(a) => sign::sign(a),
         Command::Verify(a) => sign::verify(a),
         Command::Membership(a) => membership::run(a),
+        Command::Watermark(c) => watermark::run(c),
         Command::Encrypt(a) => crypt::encrypt(a),
         Command::Decrypt(a) => crypt::decrypt(a),
         Command::Serve(a) => serve::run(a),

@@ -55,6 +55,10 @@ pub struct TrainConfig {
     /// device (the chosen device, then wgpu's discrete GPUs 1, 2, ...; on flex every replica
     /// shares the CPU), and one optimiser step is taken over the sum of their gradients.
     pub replicas: usize,
+    /// Trigger-set watermark (Adi et al. 2018): this many secret noise images with chosen
+    /// labels mixed into the training set (repeated to about 1% of it, at least 4 times), 0 for none; the secret
+    /// is OUT/watermark.secret (mode 0600) and `rampart watermark verify` checks a copy.
+    pub watermark: usize,
     /// Run directory: model.safetensors, metrics.jsonl, checkpoint/.
     pub out: PathBuf,
 }
@@ -76,6 +80,7 @@ impl Default for TrainConfig {
             seed: 0,
             device: DeviceChoice::Auto,
             replicas: 1,
+            watermark: 0,
             out: PathBuf::from("runs/model"),
         }
     }
@@ -95,6 +100,16 @@ impl TrainConfig {
         count("epochs", self.epochs, MAX_EPOCHS)?;
         count("replicas", self.replicas, MAX_REPLICAS)?;
         self.privacy.validate()?;
+        if self.watermark > crate::watermark::MAX_TRIGGERS {
+            return Err(format!(
+                "watermark must be at most {}, got {}",
+                crate::watermark::MAX_TRIGGERS,
+                self.watermark
+            ));
+        }
+        if self.watermark > 0 && matches!(self.model, ModelConfig::Fusion(_)) {
+            return Err("watermark trigger sets are images: fusion models take none".into());
+        }
         if let Privacy::DpSgd(_) = self.privacy {
             if !matches!(self.mode, Mode::Standard) || matches!(self.model, ModelConfig::Fusion(_))
             {
@@ -209,6 +224,11 @@ impl TrainConfig {
 
     pub fn checkpoint_dir(&self) -> PathBuf {
         self.out.join("checkpoint")
+    }
+
+    /// Where a watermarked run keeps its secret.
+    pub fn watermark_path(&self) -> PathBuf {
+        self.out.join("watermark.secret")
     }
 
     /// The sigma of Gaussian training, if that is the mode.

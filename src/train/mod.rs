@@ -94,7 +94,8 @@ pub fn train(
     let chosen = device::choose(cfg.device).map_err(TrainError::Device)?;
     match cfg.image_spec() {
         Some(spec) => {
-            let task = ImageTask::load(cfg, spec, &chosen.device)?;
+            let secret = watermark_secret(cfg, spec.num_classes)?;
+            let task = ImageTask::load(cfg, spec, &chosen.device, secret.as_ref())?;
             let objective = objective::for_images(&cfg.mode, &chosen.device, spec.num_classes)?;
             // A teacher is read like the data: no output may be it.
             let mut inputs = inputs.to_vec();
@@ -126,6 +127,39 @@ pub fn train(
             )
         }
     }
+}
+
+/// A watermarked run's secret: the one an earlier run of this directory left (checked to
+/// fit), else a fresh one written there (mode 0600).
+fn watermark_secret(
+    cfg: &TrainConfig,
+    classes: usize,
+) -> Result<Option<crate::watermark::Secret>, TrainError> {
+    use crate::watermark::Secret;
+    if cfg.watermark == 0 {
+        return Ok(None);
+    }
+    let path = cfg.watermark_path();
+    let invalid = |e: crate::watermark::WatermarkError| TrainError::Invalid(e.to_string());
+    if path.exists() {
+        let secret = Secret::read(&path).map_err(invalid)?;
+        if secret.triggers != cfg.watermark || secret.classes != classes {
+            return Err(TrainError::Invalid(format!(
+                "{} holds {} triggers over {} classes, the run asks for {} over {classes}; move it away or train into another --out",
+                path.display(),
+                secret.triggers,
+                secret.classes,
+                cfg.watermark
+            )));
+        }
+        return Ok(Some(secret));
+    }
+    std::fs::create_dir_all(&cfg.out).map_err(|source| {
+        TrainError::Invalid(format!("cannot create {}: {source}", cfg.out.display()))
+    })?;
+    let secret = Secret::generate(cfg.watermark, classes).map_err(invalid)?;
+    secret.write_new(&path).map_err(invalid)?;
+    Ok(Some(secret))
 }
 
 /// The optimiser a config names, with weight decay when set.

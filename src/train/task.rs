@@ -81,6 +81,10 @@ pub trait Task<const D: usize> {
     fn files(&self) -> Vec<PathBuf>;
 }
 
+/// The fewest copies of a watermark's triggers in the training set: a trigger seen once per
+/// epoch is not reliably memorised in a few epochs.
+pub const TRIGGER_COPIES: usize = 4;
+
 /// An image network and its images.
 pub struct ImageTask {
     spec: ImageSpec,
@@ -91,7 +95,14 @@ pub struct ImageTask {
 
 impl ImageTask {
     /// Loads the training and evaluation images `cfg` names onto `device`.
-    pub fn load(cfg: &TrainConfig, spec: ImageSpec, device: &Device) -> Result<Self, TrainError> {
+    /// Loads the images; with a watermark `secret`, its triggers are appended to the training
+    /// images, repeated to make up about 1% of them and at least [`TRIGGER_COPIES`] times.
+    pub fn load(
+        cfg: &TrainConfig,
+        spec: ImageSpec,
+        device: &Device,
+        secret: Option<&crate::watermark::Secret>,
+    ) -> Result<Self, TrainError> {
         let (train_limit, eval_limit) = cfg.data.limits();
         let mut files = Vec::new();
         let (train, eval) = match &cfg.data {
@@ -114,9 +125,26 @@ impl ImageTask {
                 ));
             }
         };
+        let mut train = train.take(train_limit);
+        if let Some(secret) = secret {
+            let (x, y) = secret.triggers(device);
+            let copies = (train.len() / 100 / secret.triggers).max(TRIGGER_COPIES);
+            train.images = Tensor::cat(
+                std::iter::once(train.images)
+                    .chain(std::iter::repeat_n(x, copies))
+                    .collect(),
+                0,
+            );
+            train.labels = Tensor::cat(
+                std::iter::once(train.labels)
+                    .chain(std::iter::repeat_n(y, copies))
+                    .collect(),
+                0,
+            );
+        }
         Ok(Self {
             spec,
-            train: train.take(train_limit),
+            train,
             eval: eval.take(eval_limit),
             files,
         })

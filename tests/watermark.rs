@@ -1,0 +1,98 @@
+//! Trigger-set watermarks: a marked model matches its secret's triggers far beyond chance, an
+//! unmarked one and another secret only by chance; the secret is private and never replaced;
+//! a bad secret is refused naming the file.
+
+mod common;
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+
+use common::{failed, json, ok, rampart, serial};
+
+fn train(dir: &Path, out: &str, extra: &[&str]) -> std::process::Output {
+    let config = Path::new(env!("CARGO_MANIFEST_DIR")).join("configs/synthetic-cnn.toml");
+    let mut args = vec![
+        "train",
+        "--config",
+        config.to_str().unwrap(),
+        "--arch",
+        "mlp",
+        "--optimizer",
+        "adam",
+        "--lr",
+        "0.001",
+        "--epochs",
+        "3",
+        "--device",
+        "flex",
+        "--out",
+        out,
+    ];
+    args.extend_from_slice(extra);
+    rampart(&args, dir)
+}
+
+fn verify(dir: &Path, model: &str, secret: &str) -> serde_json::Value {
+    json(&rampart(
+        &[
+            "watermark",
+            "verify",
+            "--model",
+            &format!("{model}/model.safetensors"),
+            "--secret",
+            &format!("{secret}/watermark.secret"),
+            "--device",
+            "flex",
+            "--json",
+        ],
+        dir,
+    ))
+}
+
+#[test]
+fn a_marked_model_proves_itself_and_others_do_not() {
+    let _turn = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path();
+    ok(&train(p, "marked", &["--watermark", "50"]));
+    ok(&train(p, "other", &["--watermark", "50"]));
+    ok(&train(p, "plain", &[]));
+    let mode = std::fs::metadata(p.join("marked/watermark.secret"))
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+
+    let own = verify(p, "marked", "marked");
+    let p_own = own["p_value"].as_f64().unwrap();
+    assert!(p_own < 1e-8, "the marked model: p {p_own}, {own}");
+    // A model that never saw these triggers, and the marked model against another secret.
+    for (model, secret) in [("plain", "marked"), ("marked", "other")] {
+        let v = verify(p, model, secret);
+        let p_chance = v["p_value"].as_f64().unwrap();
+        assert!(
+            p_chance > 1e-3,
+            "{model} against {secret}'s secret: p {p_chance}, {v}"
+        );
+    }
+
+    // The secret is kept: a second run into the same folder with another size is refused.
+    let err = failed(&train(p, "marked", &["--watermark", "20", "--resume"]));
+    assert!(err.contains("watermark.secret holds 50 triggers"), "{err}");
+    std::fs::write(p.join("bad.secret"), "{\"format\": \"x\"}").unwrap();
+    let err = failed(&rampart(
+        &[
+            "watermark",
+            "verify",
+            "--model",
+            "marked/model.safetensors",
+            "--secret",
+            "bad.secret",
+        ],
+        p,
+    ));
+    assert!(
+        err.contains("bad.secret") && err.contains("not a watermark secret"),
+        "{err}"
+    );
+}
