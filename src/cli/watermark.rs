@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use clap::{Args, Subcommand};
 use serde::Serialize;
 
-use super::args::{ModelArgs, guard};
+use super::args::ModelArgs;
 use super::{CliError, CliResult, emit, note};
 use crate::artifact::{self, AnyModel, ModelInfo};
 use crate::device::{self, DeviceChoice};
@@ -63,8 +63,6 @@ impl std::fmt::Display for WatermarkReport {
 
 pub fn run(c: WatermarkCommand) -> CliResult {
     let WatermarkCommand::Verify(args) = c;
-    let mut outputs = guard(&[args.model.model.clone()]);
-    outputs.input(&args.secret);
     let secret = Secret::read(&args.secret).map_err(|e| CliError::Usage(e.to_string()))?;
     let chosen = device::choose(args.device).map_err(CliError::Usage)?;
     note(&format!("device: {}", chosen.description));
