@@ -96,7 +96,7 @@ pub enum Command {
     /// A security model card from recorded runs (Markdown with Hugging Face front matter).
     Card(card::CardArgs),
     /// Write a new key pair: ECDSA (PEM) for signing models, or with `--for encryption` an age
-    /// X25519 pair for encrypting them.
+    /// post-quantum hybrid pair (ML-KEM-768 + X25519) for encrypting them.
     Keygen(sign::KeygenArgs),
     /// Sign a model file or directory in the OpenSSF model signing format.
     Sign(sign::SignArgs),

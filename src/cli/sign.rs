@@ -21,8 +21,8 @@ impl From<SignError> for CliError {
 pub enum Purpose {
     /// ECDSA keys for `rampart sign` and `--verify-key` (PEM).
     Signing,
-    /// An age X25519 key pair for `rampart encrypt` (public key) and `--decrypt-key`
-    /// (private key).
+    /// An age post-quantum hybrid key pair (ML-KEM-768 + X25519) for `rampart encrypt`
+    /// (public key) and `--decrypt-key` (private key).
     Encryption,
 }
 
