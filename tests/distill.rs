@@ -7,27 +7,10 @@ mod common;
 use std::path::Path;
 
 use burn::tensor::Device;
-use common::{failed, ok, rampart, serial};
+use common::{failed, ok, serial};
 
 fn train(dir: &Path, extra: &[&str]) -> std::process::Output {
-    let config = Path::new(env!("CARGO_MANIFEST_DIR")).join("configs/synthetic-cnn.toml");
-    let mut args = vec![
-        "train",
-        "--config",
-        config.to_str().unwrap(),
-        "--arch",
-        "mlp",
-        "--optimizer",
-        "adam",
-        "--lr",
-        "0.001",
-        "--epochs",
-        "3",
-        "--device",
-        "flex",
-    ];
-    args.extend_from_slice(extra);
-    rampart(&args, dir)
+    common::train_synthetic_mlp(dir, extra)
 }
 
 /// Mean absolute logit of a model on the synthetic test images, and its accuracy there.

@@ -10,26 +10,9 @@ use std::path::Path;
 use common::{failed, json, ok, rampart, serial};
 
 fn train(dir: &Path, out: &str, extra: &[&str]) -> std::process::Output {
-    let config = Path::new(env!("CARGO_MANIFEST_DIR")).join("configs/synthetic-cnn.toml");
-    let mut args = vec![
-        "train",
-        "--config",
-        config.to_str().unwrap(),
-        "--arch",
-        "mlp",
-        "--optimizer",
-        "adam",
-        "--lr",
-        "0.001",
-        "--epochs",
-        "3",
-        "--device",
-        "flex",
-        "--out",
-        out,
-    ];
+    let mut args = vec!["--out", out];
     args.extend_from_slice(extra);
-    rampart(&args, dir)
+    common::train_synthetic_mlp(dir, &args)
 }
 
 fn verify(dir: &Path, model: &str, secret: &str) -> serde_json::Value {

@@ -28,6 +28,29 @@ pub fn rampart(args: &[&str], cwd: &Path) -> Output {
         .expect("run rampart")
 }
 
+/// `rampart train` of an mlp on the SYNTHETIC set (configs/synthetic-cnn.toml with Adam
+/// 1e-3, 3 epochs, flex) in `dir`, with `extra` flags.
+pub fn train_synthetic_mlp(dir: &Path, extra: &[&str]) -> Output {
+    let config = Path::new(env!("CARGO_MANIFEST_DIR")).join("configs/synthetic-cnn.toml");
+    let mut args = vec![
+        "train",
+        "--config",
+        config.to_str().unwrap(),
+        "--arch",
+        "mlp",
+        "--optimizer",
+        "adam",
+        "--lr",
+        "0.001",
+        "--epochs",
+        "3",
+        "--device",
+        "flex",
+    ];
+    args.extend_from_slice(extra);
+    rampart(&args, dir)
+}
+
 /// The standard output of a run that must succeed (its output shown if it did not).
 pub fn ok(out: &Output) -> String {
     assert!(
