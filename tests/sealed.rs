@@ -6,7 +6,6 @@
 
 mod common;
 
-use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::{Command, Output};
 
@@ -66,11 +65,7 @@ fn an_encrypted_model_loads_only_with_its_key_and_intact() {
     std::fs::copy(reference_path(), p.join("m.safetensors")).unwrap();
     keygen(p, "key");
     keygen(p, "other");
-    let mode = std::fs::metadata(p.join("key.txt"))
-        .unwrap()
-        .permissions()
-        .mode();
-    assert_eq!(mode & 0o777, 0o600);
+    assert_eq!(common::mode(&p.join("key.txt")), 0o600);
     // A key is never replaced.
     let err = failed(&run(
         p,
@@ -195,11 +190,7 @@ fn an_encrypted_model_loads_only_with_its_key_and_intact() {
         &[],
     ));
     assert_eq!(std::fs::read(p.join("back.safetensors")).unwrap(), plain);
-    let mode = std::fs::metadata(p.join("back.safetensors"))
-        .unwrap()
-        .permissions()
-        .mode();
-    assert_eq!(mode & 0o777, 0o600);
+    assert_eq!(common::mode(&p.join("back.safetensors")), 0o600);
     // Not twice, not over the input, not something Rampart does not load.
     let err = failed(&run(
         p,

@@ -4,7 +4,6 @@
 
 mod common;
 
-use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
 use common::{failed, json, ok, rampart, serial};
@@ -40,11 +39,7 @@ fn a_marked_model_proves_itself_and_others_do_not() {
     ok(&train(p, "marked", &["--watermark", "50"]));
     ok(&train(p, "other", &["--watermark", "50"]));
     ok(&train(p, "plain", &[]));
-    let mode = std::fs::metadata(p.join("marked/watermark.secret"))
-        .unwrap()
-        .permissions()
-        .mode();
-    assert_eq!(mode & 0o777, 0o600);
+    assert_eq!(common::mode(&p.join("marked/watermark.secret")), 0o600);
 
     let own = verify(p, "marked", "marked");
     let p_own = own["p_value"].as_f64().unwrap();

@@ -277,19 +277,13 @@ impl fmt::Display for AttackReport {
                 .map(|t| format!(", target {t}"))
                 .unwrap_or_default()
         )?;
-        writeln!(f, "clean accuracy:  {:.2}%", 100.0 * self.clean_accuracy)?;
-        for a in &self.after_each {
-            writeln!(
-                f,
-                "  after {:<10} {:.2}%",
-                a.attack,
-                100.0 * a.robust_accuracy
-            )?;
-        }
-        writeln!(
+        crate::evaluate::report::write_accuracies(
             f,
-            "robust accuracy: {:.2}% (worst case over every run)",
-            100.0 * self.robust_accuracy
+            "",
+            self.clean_accuracy,
+            &self.after_each,
+            self.robust_accuracy,
+            "run",
         )?;
         writeln!(
             f,

@@ -12,7 +12,7 @@ use serde::Serialize;
 use super::Attack;
 use super::run::{AttackProtocol, resumable};
 use crate::evaluate::Row;
-use crate::evaluate::report::{Figures, figures};
+use crate::evaluate::report::{Figures, figures, write_accuracies};
 use crate::evaluate::shard::{merge_rows, read_tsv};
 use crate::shard::{self, Description, ShardError};
 
@@ -57,23 +57,14 @@ impl fmt::Display for MergedAttack {
             p.restarts,
             p.device
         )?;
-        writeln!(
+        let g = &self.figures;
+        write_accuracies(
             f,
-            "  clean accuracy:  {:.2}%",
-            100.0 * self.figures.clean_accuracy
-        )?;
-        for a in &self.figures.after_each {
-            writeln!(
-                f,
-                "    after {:<9} {:.2}%",
-                a.attack,
-                100.0 * a.robust_accuracy
-            )?;
-        }
-        writeln!(
-            f,
-            "  robust accuracy: {:.2}% (worst case over every run)",
-            100.0 * self.figures.robust_accuracy
+            "  ",
+            g.clean_accuracy,
+            &g.after_each,
+            g.robust_accuracy,
+            "run",
         )
     }
 }

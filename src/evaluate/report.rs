@@ -95,6 +95,33 @@ pub fn figures(rows: &[Row], attacks: &[Method]) -> Figures {
     }
 }
 
+/// Clean accuracy, the robust accuracy after each attack and the worst case over every
+/// `over` ("attack", "run"), one line each after `indent`: the figures every attack report
+/// (attack, evaluate, their merged shards) prints.
+pub fn write_accuracies(
+    f: &mut fmt::Formatter<'_>,
+    indent: &str,
+    clean: f64,
+    after_each: &[AfterAttack],
+    robust: f64,
+    over: &str,
+) -> fmt::Result {
+    writeln!(f, "{indent}clean accuracy:  {:.2}%", 100.0 * clean)?;
+    for a in after_each {
+        writeln!(
+            f,
+            "{indent}  after {:<10} {:.2}%",
+            a.attack,
+            100.0 * a.robust_accuracy
+        )?;
+    }
+    writeln!(
+        f,
+        "{indent}robust accuracy: {:.2}% (worst case over every {over})",
+        100.0 * robust
+    )
+}
+
 /// The masking checks of a run: those of its first batch, then those of its rows.
 pub fn all_checks(before: &[Check], attacks: &[Method], rows: &[Row], run: bool) -> Vec<Check> {
     let mut checks = before.to_vec();
@@ -188,23 +215,14 @@ impl fmt::Display for EvaluateReport {
         for note in &self.notes {
             writeln!(f, "note: {note}")?;
         }
-        writeln!(
+        let g = &self.figures;
+        write_accuracies(
             f,
-            "clean accuracy:  {:.2}%",
-            100.0 * self.figures.clean_accuracy
-        )?;
-        for a in &self.figures.after_each {
-            writeln!(
-                f,
-                "  after {:<9} {:.2}%",
-                a.attack,
-                100.0 * a.robust_accuracy
-            )?;
-        }
-        writeln!(
-            f,
-            "robust accuracy: {:.2}% (worst case over every attack)",
-            100.0 * self.figures.robust_accuracy
+            "",
+            g.clean_accuracy,
+            &g.after_each,
+            g.robust_accuracy,
+            "attack",
         )?;
         writeln!(
             f,

@@ -10,7 +10,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use super::checks::{self, Check};
-use super::report::{EvaluateReport, Figures, figures};
+use super::report::{EvaluateReport, Figures, figures, write_accuracies};
 use super::{Plan, Row, attack_names};
 use crate::artifact::files;
 use crate::attack::suite::Version;
@@ -84,23 +84,14 @@ impl fmt::Display for MergedEvaluation {
             p.units,
             p.device
         )?;
-        writeln!(
+        let g = &self.figures;
+        write_accuracies(
             f,
-            "  clean accuracy:  {:.2}%",
-            100.0 * self.figures.clean_accuracy
-        )?;
-        for a in &self.figures.after_each {
-            writeln!(
-                f,
-                "    after {:<9} {:.2}%",
-                a.attack,
-                100.0 * a.robust_accuracy
-            )?;
-        }
-        writeln!(
-            f,
-            "  robust accuracy: {:.2}% (worst case over every attack)",
-            100.0 * self.figures.robust_accuracy
+            "  ",
+            g.clean_accuracy,
+            &g.after_each,
+            g.robust_accuracy,
+            "attack",
         )?;
         for c in &self.checks {
             writeln!(f, "  check {:<24} {:.4}", c.name, c.value)?;

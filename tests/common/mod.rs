@@ -51,6 +51,12 @@ pub fn train_synthetic_mlp(dir: &Path, extra: &[&str]) -> Output {
     rampart(&args, dir)
 }
 
+/// The permission bits of the file at `path` (0o600 for a private file).
+pub fn mode(path: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+}
+
 /// The standard output of a run that must succeed (its output shown if it did not).
 pub fn ok(out: &Output) -> String {
     assert!(
