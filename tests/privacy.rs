@@ -342,21 +342,105 @@ mod membership {
     use crate::common::{self, json};
 
     fn attack(dir: &std::path::Path, offset: &str) -> serde_json::Value {
-        json(&common::rampart(
-            &[
-                "membership",
-                "--model",
-                "m/model.safetensors",
-                "--member-offset",
-                offset,
-                "--limit",
-                "2000",
-                "--device",
-                "flex",
-                "--json",
-            ],
-            dir,
-        ))
+        attack_with(dir, offset, "2000", &[])
+    }
+
+    fn attack_with(
+        dir: &std::path::Path,
+        offset: &str,
+        limit: &str,
+        extra: &[&str],
+    ) -> serde_json::Value {
+        let mut args = vec![
+            "membership",
+            "--model",
+            "m/model.safetensors",
+            "--member-offset",
+            offset,
+            "--limit",
+            limit,
+            "--device",
+            "flex",
+            "--json",
+        ];
+        args.extend_from_slice(extra);
+        json(&common::rampart(&args, dir))
+    }
+
+    /// An mlp overfitted on its first `n` training images, in `dir/m`.
+    fn overfitted(dir: &std::path::Path, n: usize) {
+        let cfg = TrainConfig {
+            model: ModelConfig::Mlp(ImageModel::default()),
+            data: DataConfig::FashionMnist(FashionData {
+                train_limit: Some(n),
+                eval_limit: Some(500),
+                ..FashionData::default()
+            }),
+            batch_size: 50,
+            epochs: 15,
+            seed: 2,
+            device: DeviceChoice::Flex,
+            out: dir.join("m"),
+            ..TrainConfig::default()
+        };
+        rampart::train::train(&cfg, &[], false, &mut []).unwrap();
+    }
+
+    fn named<'a>(report: &'a serde_json::Value, prefix: &str) -> &'a serde_json::Value {
+        report["attacks"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|a| a["attack"].as_str().unwrap().starts_with(prefix))
+            .unwrap_or_else(|| panic!("no {prefix} in {report}"))
+    }
+
+    /// LiRA with four shadows trained on the target's recorded recipe finds more members at
+    /// low false-positive rates than the loss threshold does, finds nothing in images the
+    /// target never saw, reuses its shadows and refuses shadows of another assignment.
+    #[test]
+    fn lira_beats_the_loss_threshold_and_only_on_members() {
+        let _turn = common::serial();
+        let dir = tempfile::tempdir().unwrap();
+        overfitted(dir.path(), 2000);
+        let lira = ["--attack", "lira", "--shadows", "4", "--shadow-dir", "sh"];
+        let seen = attack_with(dir.path(), "0", "1000", &lira);
+        assert_eq!(seen["shadows"], 4);
+        assert_eq!(seen["members_in_training_set"], true);
+        let (loss, online) = (named(&seen, "loss"), named(&seen, "LiRA online"));
+        assert_eq!(seen["attack"], online["attack"]);
+        let auc = online["auc"].as_f64().unwrap();
+        assert!(auc > 0.58, "LiRA on an overfitted model: {seen}");
+        assert!(auc > loss["auc"].as_f64().unwrap() + 0.02, "{seen}");
+        assert!(
+            online["tpr_at_1_fpr"].as_f64().unwrap() > 2.0 * loss["tpr_at_1_fpr"].as_f64().unwrap(),
+            "{seen}"
+        );
+        // The shadows are reused: the same figures, and no new training.
+        let again = attack_with(dir.path(), "0", "1000", &lira);
+        assert_eq!(again["attacks"], seen["attacks"]);
+        let mut other = vec![
+            "membership",
+            "--model",
+            "m/model.safetensors",
+            "--limit",
+            "1000",
+            "--device",
+            "flex",
+            "--seed",
+            "9",
+        ];
+        other.extend_from_slice(&lira);
+        let out = common::failed(&common::rampart(&other, dir.path()));
+        assert!(out.contains("another IN/OUT assignment"), "{out}");
+        // Training images 30,000-30,999, never seen: chance (sd of the area about 0.013).
+        let lira_unseen = ["--attack", "lira", "--shadows", "4", "--shadow-dir", "sh2"];
+        let unseen = attack_with(dir.path(), "30000", "1000", &lira_unseen);
+        assert_eq!(unseen["members_in_training_set"], false);
+        for name in ["LiRA online", "LiRA offline"] {
+            let auc = named(&unseen, name)["auc"].as_f64().unwrap();
+            assert!((auc - 0.5).abs() < 0.045, "{name} on unseen images: {unseen}");
+        }
     }
 
     /// An mlp overfitted on the first 2,000 training images: the attack finds its members,
@@ -365,21 +449,7 @@ mod membership {
     fn the_loss_attack_tells_members_and_only_members() {
         let _turn = common::serial();
         let dir = tempfile::tempdir().unwrap();
-        let cfg = TrainConfig {
-            model: ModelConfig::Mlp(ImageModel::default()),
-            data: DataConfig::FashionMnist(FashionData {
-                train_limit: Some(2000),
-                eval_limit: Some(500),
-                ..FashionData::default()
-            }),
-            batch_size: 50,
-            epochs: 15,
-            seed: 2,
-            device: DeviceChoice::Flex,
-            out: dir.path().join("m"),
-            ..TrainConfig::default()
-        };
-        rampart::train::train(&cfg, &[], false, &mut []).unwrap();
+        overfitted(dir.path(), 2000);
         let seen = attack(dir.path(), "0");
         let auc = seen["auc"].as_f64().unwrap();
         // Under no leak the area of 2,000 + 2,000 scores has a standard deviation of 0.009.

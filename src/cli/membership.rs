@@ -1,15 +1,23 @@
-//! `rampart membership`: the loss-threshold membership-inference attack against an image
-//! model, its training images (Fashion-MNIST's training split) against images it never saw
-//! (the test split), as ROC area and true-positive rates at low false-positive rates.
+//! `rampart membership`: membership-inference attacks against an image model, its training
+//! images (Fashion-MNIST's training split) against images it never saw (the test split), as
+//! ROC area and true-positive rates at low false-positive rates: the loss threshold, and with
+//! `--attack lira` the likelihood-ratio attack over shadow models trained with the target's
+//! recipe.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use clap::Args;
 use serde::Serialize;
 
 use super::args::ModelArgs;
 use super::{CliError, CliResult, emit, note};
-use crate::artifact::ModelInfo;
+use super::observe::Progress;
+use crate::artifact::{AnyModel, ModelInfo};
+use crate::privacy::lira::{Plan, scores};
+use crate::privacy::shadows::{ensure, shadow_config};
+use crate::train::TrainError;
+use crate::train::config::TrainConfig;
+use crate::train::observe::{Event, Observer};
 use crate::data::Split;
 use crate::device::DeviceChoice;
 use crate::privacy::membership::{LossJob, Losses, Separation, separation};
@@ -32,19 +40,59 @@ pub struct MembershipArgs {
     pub batch: u64,
     #[arg(long, value_enum, default_value_t = DeviceChoice::Auto)]
     pub device: DeviceChoice,
+    /// loss: the loss threshold; lira: also the likelihood-ratio attack (online and offline)
+    /// over --shadows models trained with the target's recipe.
+    #[arg(long, value_enum, default_value_t = AttackChoice::Loss)]
+    pub attack: AttackChoice,
+    /// LiRA: shadow models to train (even; each candidate is IN for half of them).
+    #[arg(long, default_value_t = 16)]
+    pub shadows: usize,
+    /// LiRA: where the shadow models are trained (shadow-K/); finished ones are reused and
+    /// unfinished ones resumed.
+    #[arg(long, required_if_eq("attack", "lira"))]
+    pub shadow_dir: Option<PathBuf>,
+    /// LiRA: the recipe the shadows train with (default: the training config recorded in the
+    /// target model).
+    #[arg(long)]
+    pub shadow_config: Option<PathBuf>,
+    /// LiRA: key of which shadows train on which candidate.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
     #[arg(long)]
     pub json: bool,
+}
+
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq)]
+pub enum AttackChoice {
+    Loss,
+    Lira,
+}
+
+/// One attack's result.
+#[derive(Debug, Serialize)]
+pub struct AttackResult {
+    pub attack: &'static str,
+    #[serde(flatten)]
+    pub separation: Separation,
 }
 
 /// What `rampart membership` reports.
 #[derive(Debug, Serialize)]
 pub struct MembershipReport {
     pub model: ModelInfo,
+    /// The strongest attack run (LiRA online when it ran), whose figures follow.
     pub attack: &'static str,
     pub members: usize,
     pub nonmembers: usize,
     #[serde(flatten)]
     pub separation: Separation,
+    /// Every attack run: the loss threshold, then LiRA online and offline.
+    pub attacks: Vec<AttackResult>,
+    /// LiRA's shadow models.
+    pub shadows: Option<usize>,
+    /// Whether the members lie inside the training images the model's recorded config names
+    /// (unknown without one); outside, the attack measures a model that never saw them.
+    pub members_in_training_set: Option<bool>,
     pub member_accuracy: f64,
     pub nonmember_accuracy: f64,
     pub member_mean_loss: f64,
@@ -55,22 +103,27 @@ impl std::fmt::Display for MembershipReport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         writeln!(
             f,
-            "{}: {} on {} members (training images) and {} non-members (test images)",
+            "{}: membership inference on {} members (training images) and {} non-members (test images)",
             self.model.path.display(),
-            self.attack,
             self.members,
             self.nonmembers
         )?;
-        writeln!(
-            f,
-            "ROC area:           {:.4} (0.5: no leak)",
-            self.separation.auc
-        )?;
-        writeln!(
-            f,
-            "TPR at 0.1% FPR:    {:.4}   at 1% FPR: {:.4}",
-            self.separation.tpr_at_0_1_fpr, self.separation.tpr_at_1_fpr
-        )?;
+        if self.members_in_training_set == Some(false) {
+            writeln!(
+                f,
+                "note: these members lie outside the training images the model's config names"
+            )?;
+        }
+        if let Some(k) = self.shadows {
+            writeln!(f, "shadow models:      {k}")?;
+        }
+        for a in &self.attacks {
+            writeln!(
+                f,
+                "{:<18}  ROC area {:.4} (0.5: no leak)   TPR at 0.1% FPR {:.4}   at 1% FPR {:.4}",
+                a.attack, a.separation.auc, a.separation.tpr_at_0_1_fpr, a.separation.tpr_at_1_fpr
+            )?;
+        }
         writeln!(
             f,
             "accuracy:           members {:.2}%, non-members {:.2}%",
@@ -87,11 +140,12 @@ impl std::fmt::Display for MembershipReport {
 
 fn losses(
     args: &MembershipArgs,
+    model: &Path,
     split: Split,
     offset: u64,
 ) -> Result<(Workload, Losses), CliError> {
     let spec = WorkloadSpec {
-        model: args.model.model.clone(),
+        model: model.to_path_buf(),
         open: args.model.open_options(),
         source: Source::FashionMnist {
             dir: args.data_dir.clone(),
@@ -105,10 +159,10 @@ fn losses(
         shard: Shard::default(),
     };
     let work = Workload::open(&spec)?;
-    if !matches!(work.opened.model, crate::artifact::AnyModel::Image { .. }) {
+    if !matches!(work.opened.model, AnyModel::Image { .. }) {
         return Err(CliError::Usage(format!(
             "{}: membership inference runs on image models (mlp, cnn) for now",
-            args.model.model.display()
+            model.display()
         )));
     }
     let found = work
@@ -130,22 +184,124 @@ fn accuracy(v: &[bool]) -> f64 {
     v.iter().filter(|&&c| c).count() as f64 / v.len().max(1) as f64
 }
 
+const LOSS: &str = "loss threshold (Yeom et al. 2018)";
+
+/// The attacker's score of the loss attack: the logit-scaled confidence (a member's loss is
+/// lower).
+fn score(l: &Losses) -> Vec<f64> {
+    l.phi.iter().map(|&x| f64::from(x)).collect()
+}
+
+/// φ of members then non-members.
+fn candidates(args: &MembershipArgs, model: &Path) -> Result<Vec<f32>, CliError> {
+    let (_, members) = losses(args, model, Split::Train, args.member_offset)?;
+    let (_, nonmembers) = losses(args, model, Split::Test, 0)?;
+    Ok([members.phi, nonmembers.phi].concat())
+}
+
 pub fn run(args: MembershipArgs) -> CliResult {
-    let (work, members) = losses(&args, Split::Train, args.member_offset)?;
+    let (work, members) = losses(&args, &args.model.model, Split::Train, args.member_offset)?;
     note(&format!("device: {}", work.device.description));
-    let (_, nonmembers) = losses(&args, Split::Test, 0)?;
-    // The attacker's score: the logit-scaled confidence (a member's loss is lower).
-    let score = |l: &Losses| -> Vec<f64> { l.phi.iter().map(|&x| f64::from(x)).collect() };
+    let (_, nonmembers) = losses(&args, &args.model.model, Split::Test, 0)?;
+    let metadata = match &work.opened.model {
+        AnyModel::Image { metadata, .. } => Some(metadata.clone()),
+        _ => None,
+    };
+    let recorded = metadata.and_then(|m| m.config());
+    let members_in_training_set = recorded.as_ref().map(|c| {
+        let train = c.data.limits().0.unwrap_or(usize::MAX);
+        args.member_offset as usize + members.phi.len() <= train
+    });
+    let mut attacks = vec![AttackResult {
+        attack: LOSS,
+        separation: separation(&score(&members), &score(&nonmembers)),
+    }];
+    if args.attack == AttackChoice::Lira {
+        let target = [members.phi.clone(), nonmembers.phi.clone()].concat();
+        attacks.extend(lira(&args, recorded, &target, members.phi.len())?);
+    }
+    let best = attacks.len() - if attacks.len() > 1 { 2 } else { 1 };
     let report = MembershipReport {
         model: work.model_info(),
-        attack: "loss threshold (Yeom et al. 2018)",
+        attack: attacks[best].attack,
         members: members.loss.len(),
         nonmembers: nonmembers.loss.len(),
-        separation: separation(&score(&members), &score(&nonmembers)),
+        separation: attacks[best].separation,
+        attacks,
+        shadows: (args.attack == AttackChoice::Lira).then_some(args.shadows),
+        members_in_training_set,
         member_accuracy: accuracy(&members.correct),
         nonmember_accuracy: accuracy(&nonmembers.correct),
         member_mean_loss: mean(&members.loss),
         nonmember_mean_loss: mean(&nonmembers.loss),
     };
     emit(&report, args.json)
+}
+
+/// Trains (or finds) the shadows, measures φ of each on the candidates, and scores the
+/// target's `phi` (`count` members, then as many non-members).
+fn lira(
+    args: &MembershipArgs,
+    recorded: Option<TrainConfig>,
+    phi: &[f32],
+    count: usize,
+) -> Result<Vec<AttackResult>, CliError> {
+    let recipe = match &args.shadow_config {
+        Some(path) => TrainConfig::from_toml_file(path).map_err(TrainError::from)?,
+        None => recorded.ok_or_else(|| {
+            CliError::Usage(format!(
+                "{} records no training config; give the shadows' recipe with --shadow-config",
+                args.model.model.display()
+            ))
+        })?,
+    };
+    let dir = args.shadow_dir.clone().unwrap_or_default();
+    let plan = Plan::new(args.shadows, args.seed, args.member_offset as usize, count)
+        .map_err(|e| CliError::Usage(e.to_string()))?;
+    let mut shadows = Vec::with_capacity(plan.shadows);
+    for k in 0..plan.shadows {
+        let cfg = shadow_config(&recipe, k, &dir, args.device);
+        let mut progress = Progress::default();
+        let mut lines = ShadowLines {
+            k,
+            of: plan.shadows,
+        };
+        let path = ensure(&plan, k, &cfg, &mut [&mut progress, &mut lines])
+            .map_err(|e| CliError::Usage(e.to_string()))?;
+        shadows.push(candidates(args, &path)?);
+        note(&format!("shadow {}/{}: {}", k + 1, plan.shadows, path.display()));
+    }
+    let s = scores(phi, &shadows, &plan.table()).map_err(|e| CliError::Usage(e.to_string()))?;
+    let split = |v: &[f64]| separation(&v[..count], &v[count..]);
+    Ok(vec![
+        AttackResult {
+            attack: "LiRA online (Carlini et al. 2022)",
+            separation: split(&s.online),
+        },
+        AttackResult {
+            attack: "LiRA offline",
+            separation: split(&s.offline),
+        },
+    ])
+}
+
+/// A line on standard error per shadow epoch.
+struct ShadowLines {
+    k: usize,
+    of: usize,
+}
+
+impl Observer for ShadowLines {
+    fn on(&mut self, event: &Event<'_>) -> Result<(), TrainError> {
+        if let Event::EpochDone { metrics, epochs, .. } = event {
+            note(&format!(
+                "shadow {}/{}: epoch {}/{epochs}, eval accuracy {:.2}%",
+                self.k + 1,
+                self.of,
+                metrics.epoch,
+                100.0 * metrics.eval_accuracy
+            ));
+        }
+        Ok(())
+    }
 }

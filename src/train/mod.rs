@@ -90,12 +90,25 @@ pub fn train(
     resume: bool,
     observers: &mut [&mut dyn Observer],
 ) -> Result<TrainReport, TrainError> {
+    train_reshaped(cfg, inputs, resume, observers, None)
+}
+
+/// [`train`] an image model on the training images `reshape` makes of the config's (a
+/// membership attack's shadow models: the config's images with some left out or added).
+/// Fusion models take no reshaping.
+pub fn train_reshaped(
+    cfg: &TrainConfig,
+    inputs: &[PathBuf],
+    resume: bool,
+    observers: &mut [&mut dyn Observer],
+    reshape: Option<&task::Reshape<'_>>,
+) -> Result<TrainReport, TrainError> {
     cfg.validate().map_err(TrainError::Invalid)?;
     let chosen = device::choose(cfg.device).map_err(TrainError::Device)?;
     match cfg.image_spec() {
         Some(spec) => {
             let secret = watermark_secret(cfg, spec.num_classes)?;
-            let task = ImageTask::load(cfg, spec, &chosen.device, secret.as_ref())?;
+            let task = ImageTask::load(cfg, spec, &chosen.device, secret.as_ref(), reshape)?;
             let objective = objective::for_images(&cfg.mode, &chosen.device, spec.num_classes)?;
             // A teacher is read like the data: no output may be it.
             let mut inputs = inputs.to_vec();
@@ -112,6 +125,9 @@ pub fn train(
                 observers,
             )
         }
+        None if reshape.is_some() => Err(TrainError::Invalid(
+            "only image models can train on reshaped training sets".into(),
+        )),
         None => {
             let spec = cfg.fusion_spec().map_err(TrainError::Invalid)?;
             let task = FusionTask::load(cfg, spec, &chosen.device)?;

@@ -85,6 +85,9 @@ pub trait Task<const D: usize> {
 /// epoch is not reliably memorised in a few epochs.
 pub const TRIGGER_COPIES: usize = 4;
 
+/// Turns a config's training images into the ones a run trains on, on the run's device.
+pub type Reshape<'a> = dyn Fn(ImageSet, &Device) -> Result<ImageSet, TrainError> + 'a;
+
 /// An image network and its images.
 pub struct ImageTask {
     spec: ImageSpec,
@@ -94,14 +97,17 @@ pub struct ImageTask {
 }
 
 impl ImageTask {
-    /// Loads the training and evaluation images `cfg` names onto `device`.
-    /// Loads the images; with a watermark `secret`, its triggers are appended to the training
-    /// images, repeated to make up about 1% of them and at least [`TRIGGER_COPIES`] times.
+    /// Loads the training and evaluation images `cfg` names onto `device`; `reshape`, when
+    /// given, turns the config's training images into the ones trained on (a membership
+    /// attack's shadow set). With a watermark `secret`, its triggers are appended to the
+    /// training images, repeated to make up about 1% of them and at least [`TRIGGER_COPIES`]
+    /// times.
     pub fn load(
         cfg: &TrainConfig,
         spec: ImageSpec,
         device: &Device,
         secret: Option<&crate::watermark::Secret>,
+        reshape: Option<&Reshape<'_>>,
     ) -> Result<Self, TrainError> {
         let (train_limit, eval_limit) = cfg.data.limits();
         let mut files = Vec::new();
@@ -126,6 +132,9 @@ impl ImageTask {
             }
         };
         let mut train = train.take(train_limit);
+        if let Some(reshape) = reshape {
+            train = reshape(train, device)?;
+        }
         if let Some(secret) = secret {
             let (x, y) = secret.triggers(device);
             let copies = (train.len() / 100 / secret.triggers).max(TRIGGER_COPIES);

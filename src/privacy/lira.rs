@@ -1,0 +1,308 @@
+//! The likelihood-ratio attack (LiRA, Carlini et al. 2022, "Membership Inference Attacks From
+//! First Principles"): train shadow models with the target's recipe, half of them on each
+//! candidate example and half without it, and ask whether the target's logit-scaled
+//! confidence φ on the example looks more like the IN models' or the OUT models'.
+//!
+//! The candidates are `count` training images (the claimed members, from `offset`) and the
+//! first `count` test images (non-members). Shadow `k` trains on the recipe's training images
+//! with every candidate removed, plus the candidates it is IN for: each candidate is IN for
+//! exactly half of the shadows, chosen by a shuffle keyed by the attack's seed and the
+//! candidate. So every shadow trains on as many images as the target did.
+//!
+//! Per candidate, φ of the IN and of the OUT shadows are each modelled as a Gaussian. With
+//! fewer than [`PER_EXAMPLE_VARIANCE`] shadows the variances are pooled over all candidates
+//! (the paper's "fixed variance", better with few shadows); the means are per candidate.
+//! - online: log N(φ; μ_in, σ_in²) − log N(φ; μ_out, σ_out²);
+//! - offline (OUT models only, so usable before the target's data is known): the one-sided
+//!   test of φ against N(μ_out, σ_out²), ranked by its z-score (φ − μ_out) / σ_out.
+//!
+//! Not done here: the paper's queries over augmented copies (flips, shifts) of each example.
+
+use rand::SeedableRng;
+use rand::rngs::StdRng;
+use rand::seq::SliceRandom;
+use statrs::distribution::{Continuous, Normal};
+
+use crate::data::ImageSet;
+
+/// From this many shadows on, each candidate gets its own variances.
+pub const PER_EXAMPLE_VARIANCE: usize = 64;
+/// The most shadow models an attack trains.
+pub const MAX_SHADOWS: usize = 256;
+
+#[derive(Debug, thiserror::Error)]
+pub enum LiraError {
+    #[error("--shadows must be an even number from 2 to {MAX_SHADOWS}, got {0}")]
+    Shadows(usize),
+    #[error(
+        "--limit {count} candidates from --member-offset {offset} run past the {train} training images"
+    )]
+    Candidates {
+        count: usize,
+        offset: usize,
+        train: usize,
+    },
+    #[error("{count} non-member candidates asked for, the test split has {test}; lower --limit")]
+    NonMembers { count: usize, test: usize },
+    #[error("shadow model {shadow}: its confidence on candidate {candidate} is {value}")]
+    NotFinite {
+        shadow: usize,
+        candidate: usize,
+        value: f32,
+    },
+    #[error("the target's confidence on candidate {candidate} is {value}")]
+    TargetNotFinite { candidate: usize, value: f32 },
+}
+
+/// Which shadows train on which candidate.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Plan {
+    /// Shadow models, even, 2 to [`MAX_SHADOWS`].
+    pub shadows: usize,
+    /// Key of the IN/OUT assignment.
+    pub seed: u64,
+    /// The first member candidate's index in the training split.
+    pub offset: usize,
+    /// Member candidates, and as many non-member candidates (the first test images).
+    pub count: usize,
+}
+
+impl Plan {
+    pub fn new(shadows: usize, seed: u64, offset: usize, count: usize) -> Result<Self, LiraError> {
+        if shadows < 2 || shadows % 2 != 0 || shadows > MAX_SHADOWS {
+            return Err(LiraError::Shadows(shadows));
+        }
+        Ok(Self {
+            shadows,
+            seed,
+            offset,
+            count,
+        })
+    }
+
+    /// Candidates: members `0..count`, then non-members `count..2·count`.
+    pub fn candidates(&self) -> usize {
+        2 * self.count
+    }
+
+    /// The shadows candidate `i` is IN for: half of them, by a shuffle keyed by (seed, i).
+    pub fn inside(&self, i: usize) -> Vec<bool> {
+        let key = self.seed ^ (i as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        let mut order: Vec<usize> = (0..self.shadows).collect();
+        order.shuffle(&mut StdRng::seed_from_u64(key));
+        let mut inside = vec![false; self.shadows];
+        for &k in &order[..self.shadows / 2] {
+            inside[k] = true;
+        }
+        inside
+    }
+
+    /// `inside` of every candidate, `[candidate][shadow]`.
+    pub fn table(&self) -> Vec<Vec<bool>> {
+        (0..self.candidates()).map(|i| self.inside(i)).collect()
+    }
+
+    /// What shadow `k` trains on, named so that a different assignment never matches a model
+    /// trained for this one.
+    pub fn describe(&self, k: usize, base: &str) -> String {
+        format!(
+            "{base} for LiRA shadow {k} of {} (seed {}, candidates: training images {}..{} and test images 0..{}, each IN for half of the shadows)",
+            self.shadows,
+            self.seed,
+            self.offset,
+            self.offset + self.count,
+            self.count
+        )
+    }
+
+    /// Shadow `k`'s training images: the recipe's `train_len` first training images without
+    /// any candidate, then the member and non-member candidates it is IN for, gathered on the
+    /// device from the whole training split `train` and the test split `test`.
+    pub fn shadow_set(
+        &self,
+        k: usize,
+        train_len: usize,
+        train: &ImageSet,
+        test: &ImageSet,
+    ) -> Result<ImageSet, LiraError> {
+        if self.offset + self.count > train.len() {
+            return Err(LiraError::Candidates {
+                count: self.count,
+                offset: self.offset,
+                train: train.len(),
+            });
+        }
+        if self.count > test.len() {
+            return Err(LiraError::NonMembers {
+                count: self.count,
+                test: test.len(),
+            });
+        }
+        let members = self.offset..self.offset + self.count;
+        let table = self.table();
+        let mut rows: Vec<usize> = (0..train_len.min(train.len()))
+            .filter(|r| !members.contains(r))
+            .collect();
+        rows.extend(members.clone().filter(|r| table[r - self.offset][k]));
+        let outside: Vec<usize> = (0..self.count)
+            .filter(|&i| table[self.count + i][k])
+            .collect();
+        let (xa, ya) = train.gather(&rows);
+        let (xb, yb) = test.gather(&outside);
+        Ok(ImageSet {
+            images: burn::tensor::Tensor::cat(vec![xa, xb], 0),
+            labels: burn::tensor::Tensor::cat(vec![ya, yb], 0),
+            num_classes: train.num_classes,
+            name: self.describe(k, &train.name),
+        })
+    }
+}
+
+/// Every candidate's online and offline LiRA score (higher: more likely a member).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Scores {
+    pub online: Vec<f64>,
+    pub offline: Vec<f64>,
+    /// Whether the variances were per candidate (else pooled).
+    pub per_example_variance: bool,
+}
+
+/// The scores of the target's φ (`[candidate]`) given the shadows' φ (`[shadow][candidate]`)
+/// and which shadows were IN for each candidate (`[candidate][shadow]`).
+pub fn scores(
+    target: &[f32],
+    shadows: &[Vec<f32>],
+    inside: &[Vec<bool>],
+) -> Result<Scores, LiraError> {
+    for (candidate, &value) in target.iter().enumerate() {
+        if !value.is_finite() {
+            return Err(LiraError::TargetNotFinite { candidate, value });
+        }
+    }
+    for (shadow, phi) in shadows.iter().enumerate() {
+        if let Some((candidate, &value)) = phi.iter().enumerate().find(|(_, v)| !v.is_finite()) {
+            return Err(LiraError::NotFinite {
+                shadow,
+                candidate,
+                value,
+            });
+        }
+    }
+    let per_example = shadows.len() >= PER_EXAMPLE_VARIANCE;
+    // Per candidate: (mean, sum of squared deviations, count) of the IN and the OUT shadows.
+    let moments = |i: usize, want: bool| {
+        let v: Vec<f64> = shadows
+            .iter()
+            .enumerate()
+            .filter(|(k, _)| inside[i][*k] == want)
+            .map(|(_, phi)| f64::from(phi[i]))
+            .collect();
+        let mean = v.iter().sum::<f64>() / v.len() as f64;
+        let ss = v.iter().map(|x| (x - mean).powi(2)).sum::<f64>();
+        (mean, ss, v.len())
+    };
+    let ins: Vec<_> = (0..target.len()).map(|i| moments(i, true)).collect();
+    let outs: Vec<_> = (0..target.len()).map(|i| moments(i, false)).collect();
+    let pooled = |m: &[(f64, f64, usize)]| {
+        let (ss, n) = m.iter().fold((0.0, 0), |(s, n), x| (s + x.1, n + x.2));
+        (ss / n.saturating_sub(m.len()).max(1) as f64).sqrt()
+    };
+    let (global_in, global_out) = (pooled(&ins), pooled(&outs));
+    // A floor keeps a candidate every shadow scores alike from dividing by zero.
+    let sd = |m: &(f64, f64, usize), global: f64| {
+        let own = (m.1 / (m.2.saturating_sub(1)).max(1) as f64).sqrt();
+        (if per_example { own } else { global }).max(1e-6)
+    };
+    let mut out = Scores {
+        online: Vec::with_capacity(target.len()),
+        offline: Vec::with_capacity(target.len()),
+        per_example_variance: per_example,
+    };
+    for (i, &phi) in target.iter().enumerate() {
+        let phi = f64::from(phi);
+        let (mu_in, sd_in) = (ins[i].0, sd(&ins[i], global_in));
+        let (mu_out, sd_out) = (outs[i].0, sd(&outs[i], global_out));
+        let density = |mu: f64, s: f64| {
+            Normal::new(mu, s)
+                .map(|n| n.ln_pdf(phi))
+                .unwrap_or(f64::NEG_INFINITY)
+        };
+        out.online.push(density(mu_in, sd_in) - density(mu_out, sd_out));
+        out.offline.push((phi - mu_out) / sd_out);
+    }
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::privacy::membership::separation;
+    use rand_distr::{Distribution, Normal as Gauss};
+
+    #[test]
+    fn every_candidate_is_in_for_exactly_half_of_the_shadows() {
+        let plan = Plan::new(8, 3, 0, 50).unwrap();
+        let table = plan.table();
+        assert!(table.iter().all(|r| r.iter().filter(|&&b| b).count() == 4));
+        // Keyed by the candidate: not every candidate gets the same half.
+        assert!(table.iter().any(|r| r != &table[0]));
+        assert_eq!(Plan::new(8, 3, 0, 50).unwrap().table(), table);
+        assert_ne!(Plan::new(8, 4, 0, 50).unwrap().table(), table);
+        for bad in [0, 1, 3, MAX_SHADOWS + 2] {
+            assert!(Plan::new(bad, 0, 0, 1).is_err(), "{bad} shadows");
+        }
+    }
+
+    /// Candidates whose IN confidence sits 1.5 above their OUT confidence (each candidate at
+    /// its own level): the target's members are found, and a target that saw none of them
+    /// scores at chance.
+    #[test]
+    fn the_likelihood_ratio_separates_members_only_when_there_are_some() {
+        let plan = Plan::new(16, 1, 0, 1000).unwrap();
+        let inside = plan.table();
+        let mut rng = StdRng::seed_from_u64(7);
+        let noise = Gauss::new(0.0, 1.0).unwrap();
+        let level: Vec<f64> = (0..plan.candidates())
+            .map(|_| 4.0 * noise.sample(&mut rng))
+            .collect();
+        let draw = |i: usize, member: bool, rng: &mut StdRng| {
+            (level[i] + if member { 1.5 } else { 0.0 } + noise.sample(rng)) as f32
+        };
+        let shadows: Vec<Vec<f32>> = (0..plan.shadows)
+            .map(|k| {
+                (0..plan.candidates())
+                    .map(|i| draw(i, inside[i][k], &mut rng))
+                    .collect()
+            })
+            .collect();
+        let target: Vec<f32> = (0..plan.candidates())
+            .map(|i| draw(i, i < plan.count, &mut rng))
+            .collect();
+        let s = scores(&target, &shadows, &inside).unwrap();
+        let split = |v: &[f64]| separation(&v[..plan.count], &v[plan.count..]);
+        let online = split(&s.online);
+        let offline = split(&s.offline);
+        // Two unit Gaussians 1.5 apart: the ideal area is Φ(1.5/√2) = 0.856.
+        assert!(online.auc > 0.80, "online {online:?}");
+        assert!(offline.auc > 0.80, "offline {offline:?}");
+        // The levels alone (what a global threshold sees) hide most of it.
+        let raw: Vec<f64> = target.iter().map(|&x| f64::from(x)).collect();
+        assert!(split(&raw).auc < 0.65);
+        let unseen: Vec<f32> = (0..plan.candidates())
+            .map(|i| draw(i, false, &mut rng))
+            .collect();
+        let s = scores(&unseen, &shadows, &inside).unwrap();
+        let auc = split(&s.online).auc;
+        assert!((auc - 0.5).abs() < 0.04, "a target that saw nothing: {auc}");
+        let mut bad = shadows.clone();
+        bad[3][5] = f32::NAN;
+        assert!(matches!(
+            scores(&target, &bad, &inside),
+            Err(LiraError::NotFinite {
+                shadow: 3,
+                candidate: 5,
+                ..
+            })
+        ));
+    }
+}
