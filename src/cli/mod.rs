@@ -19,6 +19,7 @@ mod membership;
 mod merge;
 mod observe;
 mod predict;
+mod prune;
 mod serve;
 mod sign;
 mod train;
@@ -102,9 +103,13 @@ pub enum Command {
     Sign(sign::SignArgs),
     /// Verify a model file or directory against its OpenSSF model signing signature.
     Verify(sign::VerifyArgs),
-    /// Membership inference: how well a loss-threshold attacker tells an image model's training
-    /// images from images it never saw (ROC area, TPR at 0.1% FPR).
+    /// Membership inference: how well an attacker (loss threshold, or LiRA over shadow models)
+    /// tells an image model's training images from images it never saw (ROC area, TPR at
+    /// 0.1% FPR).
     Membership(membership::MembershipArgs),
+    /// Magnitude pruning of an image model: every weight tensor's smallest entries set to
+    /// zero, written as a new file (what a watermark must survive).
+    Prune(prune::PruneArgs),
     /// Ownership watermarks: check a model against the secret of `rampart train --watermark`.
     #[command(subcommand)]
     Watermark(watermark::WatermarkCommand),
@@ -171,6 +176,7 @@ pub fn main() -> ExitCode {
         Command::Sign(a) => sign::sign(a),
         Command::Verify(a) => sign::verify(a),
         Command::Membership(a) => membership::run(a),
+        Command::Prune(a) => prune::run(a),
         Command::Watermark(c) => watermark::run(c),
         Command::Encrypt(a) => crypt::encrypt(a),
         Command::Decrypt(a) => crypt::decrypt(a),

@@ -9,6 +9,7 @@
 pub mod ensemble;
 pub mod fusion;
 pub mod image;
+pub mod prune;
 
 pub use ensemble::{Ensemble, Strategy};
 pub use fusion::{FusionModel, FusionSpec, Modality};

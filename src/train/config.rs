@@ -59,6 +59,9 @@ pub struct TrainConfig {
     /// labels mixed into the training set (repeated to about 1% of it, at least 4 times), 0 for none; the secret
     /// is OUT/watermark.secret (mode 0600) and `rampart watermark verify` checks a copy.
     pub watermark: usize,
+    /// Start from this model's weights instead of a fresh initialisation (fine-tuning; image
+    /// models, the architecture must match [model]). The optimiser starts afresh.
+    pub init: Option<PathBuf>,
     /// Run directory: model.safetensors, metrics.jsonl, checkpoint/.
     pub out: PathBuf,
 }
@@ -81,6 +84,7 @@ impl Default for TrainConfig {
             device: DeviceChoice::Auto,
             replicas: 1,
             watermark: 0,
+            init: None,
             out: PathBuf::from("runs/model"),
         }
     }
@@ -106,6 +110,9 @@ impl TrainConfig {
                 crate::watermark::MAX_TRIGGERS,
                 self.watermark
             ));
+        }
+        if self.init.is_some() && matches!(self.model, ModelConfig::Fusion(_)) {
+            return Err("init (fine-tuning) takes image models; fusion models start fresh".into());
         }
         if self.watermark > 0 && matches!(self.model, ModelConfig::Fusion(_)) {
             return Err("watermark trigger sets are images: fusion models take none".into());

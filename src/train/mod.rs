@@ -110,11 +110,12 @@ pub fn train_reshaped(
             let secret = watermark_secret(cfg, spec.num_classes)?;
             let task = ImageTask::load(cfg, spec, &chosen.device, secret.as_ref(), reshape)?;
             let objective = objective::for_images(&cfg.mode, &chosen.device, spec.num_classes)?;
-            // A teacher is read like the data: no output may be it.
+            // A teacher or a starting model is read like the data: no output may be it.
             let mut inputs = inputs.to_vec();
             if let Mode::Distill(d) = &cfg.mode {
                 inputs.push(d.teacher.clone());
             }
+            inputs.extend(cfg.init.clone());
             run::run(
                 &task,
                 objective.as_ref(),

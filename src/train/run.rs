@@ -160,6 +160,9 @@ impl<'a, T: Task<D>, const D: usize> Run<'a, T, D> {
             history = state.history;
         } else {
             refuse_earlier_run(cfg)?;
+            if let Some(path) = &cfg.init {
+                model = task.load(path, &device.clone().autodiff())?;
+            }
         }
         let run = Self {
             task,

@@ -33,6 +33,14 @@ pub trait Task<const D: usize> {
 
     /// A freshly initialised network on `device` (seed the device first).
     fn init(&self, device: &Device) -> Self::Model;
+    /// The network of the model file at `path` on `device`, to fine-tune; refused unless it
+    /// is this task's architecture.
+    fn load(&self, path: &Path, _device: &Device) -> Result<Self::Model, TrainError> {
+        Err(TrainError::Invalid(format!(
+            "{}: only image models can be fine-tuned",
+            path.display()
+        )))
+    }
     fn train_len(&self) -> usize;
     /// The training examples at `rows`, gathered on the device.
     fn batch(&self, rows: &[usize]) -> Self::Batch;
@@ -167,6 +175,18 @@ impl Task<4> for ImageTask {
 
     fn init(&self, device: &Device) -> ImageNet {
         self.spec.init(device)
+    }
+
+    fn load(&self, path: &Path, device: &Device) -> Result<ImageNet, TrainError> {
+        let (net, spec, _) = artifact::open_image(path, None, device)?;
+        if spec != self.spec {
+            return Err(TrainError::Invalid(format!(
+                "init {}: the model is {spec:?}, the config trains {:?}; give the [model] it was trained with",
+                path.display(),
+                self.spec
+            )));
+        }
+        Ok(net)
     }
 
     fn train_len(&self) -> usize {
