@@ -51,6 +51,63 @@ fn weights(path: &Path) -> Vec<(String, Vec<u8>)> {
     tensor_bytes(path)
 }
 
+/// Fine-tuning starts from the given model's weights: a step too small to move them keeps
+/// them (and the accuracy they had), where a fresh start is far away; another architecture
+/// and fine-tuning into the model's own file are refused.
+#[test]
+fn init_fine_tunes_the_given_model() {
+    let _turn = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let first = synthetic_cfg(&dir.path().join("a"), true, 2);
+    run(&first, false).unwrap();
+    let tiny = Optimizer::Sgd(Sgd {
+        lr: 1e-7,
+        ..Sgd::default()
+    });
+    let tuned = TrainConfig {
+        init: Some(first.model_path()),
+        optimizer: tiny.clone(),
+        seed: 8,
+        ..synthetic_cfg(&dir.path().join("b"), true, 1)
+    };
+    let report = run(&tuned, false).unwrap();
+    assert!(report.history[0].eval_accuracy > 0.9, "{:?}", report.history);
+    let fresh = TrainConfig {
+        optimizer: tiny,
+        seed: 8,
+        ..synthetic_cfg(&dir.path().join("c"), true, 1)
+    };
+    run(&fresh, false).unwrap();
+    let distance = |a: &Path, b: &Path| -> f32 {
+        common::tensor_f32(a, "fc1.weight")
+            .1
+            .iter()
+            .zip(common::tensor_f32(b, "fc1.weight").1)
+            .map(|(x, y)| (x - y).abs())
+            .fold(0.0, f32::max)
+    };
+    assert!(distance(&first.model_path(), &tuned.model_path()) < 1e-4);
+    assert!(distance(&first.model_path(), &fresh.model_path()) > 1e-2);
+    let e = run(
+        &TrainConfig {
+            init: Some(first.model_path()),
+            ..synthetic_cfg(&dir.path().join("d"), false, 1)
+        },
+        false,
+    )
+    .unwrap_err();
+    assert!(e.to_string().contains("the config trains"), "{e}");
+    let e = run(
+        &TrainConfig {
+            init: Some(first.model_path()),
+            ..first.clone()
+        },
+        false,
+    )
+    .unwrap_err();
+    assert!(e.to_string().contains("which this command reads"), "{e}");
+}
+
 #[test]
 fn mlp_learns_the_synthetic_set() {
     let _turn = serial();
