@@ -121,6 +121,8 @@ fn prada_catches_a_few_seed_attacker_on_fashion_mnist_and_spares_benign_clients(
             "600",
             "--seeds",
             "10",
+            "--save-substitute",
+            "copy.safetensors",
             "--json",
         ],
         dir.path(),
@@ -153,6 +155,23 @@ fn prada_catches_a_few_seed_attacker_on_fashion_mnist_and_spares_benign_clients(
         stolen["accuracy_when_caught"].as_f64().is_some(),
         "{stolen}"
     );
+    // The saved copy is that copy: the same accuracy on the same images.
+    let copy = json(&rampart(
+        &[
+            "eval",
+            "--model",
+            "copy.safetensors",
+            "--offset",
+            "10",
+            "--limit",
+            "1990",
+            "--device",
+            "flex",
+            "--json",
+        ],
+        dir.path(),
+    ));
+    assert_eq!(copy["accuracy"], stolen["accuracy_final"], "{copy}");
     for (args, expected) in [
         (vec!["--queries", "5000"], "--queries"),
         (vec!["--delta", "1.2"], "--delta"),

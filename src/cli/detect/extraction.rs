@@ -1,6 +1,8 @@
 //! `rampart detect extraction`: PRADA, the query-rate CUSUM and the volume cap against benign
 //! clients and an extraction attacker that trains a stolen copy.
 
+use std::path::PathBuf;
+
 use clap::Args;
 
 use super::usage;
@@ -12,6 +14,9 @@ use crate::detect::extraction::evaluate::{self, ExtractionPlan};
 use crate::detect::extraction::substitute::Substitute;
 use crate::model::Arch;
 use crate::workload::Workload;
+use crate::artifact::Metadata;
+use crate::artifact::files::Outputs;
+use crate::artifact::output_kind::OutputKind;
 
 /// The ledger's checks, shared by `detect extraction` and `detect fit --kind extraction`.
 #[derive(Args, Debug)]
@@ -78,6 +83,10 @@ pub struct ExtractionArgs {
     pub batch: u64,
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+    /// Save the attacker's copy trained on every query (image models) as a model file, e.g.
+    /// to check it for the target's watermark.
+    #[arg(long)]
+    pub save_substitute: Option<PathBuf>,
     #[arg(long)]
     pub json: bool,
 }
@@ -121,8 +130,22 @@ pub fn run(args: ExtractionArgs) -> CliResult {
         batch: args.batch as usize,
         seed: args.seed,
     };
+    let mut outputs = Outputs::new();
+    outputs.input(&args.on.model.model);
+    if let Some(path) = &args.save_substitute {
+        outputs.output(path, "--save-substitute", OutputKind::Safetensors)?;
+    }
     let work = Workload::open(&args.on.spec(1))?;
     note(&format!("device: {}", work.device.description));
-    let report = evaluate::evaluate(&work, &plan)?;
+    let mut report = evaluate::evaluate(&work, &plan)?;
+    if let Some(path) = &args.save_substitute {
+        let Some((net, spec)) = report.stolen.as_mut().and_then(|s| s.network.take()) else {
+            return Err(CliError::Usage(
+                "--save-substitute: no copy was trained (the attacker trains one against image models only)".into(),
+            ));
+        };
+        crate::artifact::save_image(&net, &spec, &Metadata::default(), path)?;
+        note(&format!("saved the attacker's copy to {}", path.display()));
+    }
     emit(&report, args.json)
 }

@@ -11,6 +11,7 @@
 //! runs on 1×28×28 image models; on other inputs the target's own Jacobian stands in for the
 //! substitute's, stepping from the newest points, and no copy is trained.
 
+use burn::module::Module;
 use burn::tensor::{Int, Tensor, TensorData};
 use rand::SeedableRng;
 use rand::rngs::StdRng;
@@ -26,6 +27,7 @@ use crate::attack::pgd::input_gradient;
 use crate::classifier::{Classifier, Input};
 use crate::detect::{DetectError, RunError, host_ints};
 use crate::model::image::IMAGE_SHAPE;
+use crate::model::{ImageNet, ImageSpec};
 use crate::workload::{DataInfo, Examples, Job, Workload};
 
 /// What to run.
@@ -86,6 +88,9 @@ pub struct StolenCopy {
     /// Trained on every query: accuracy, and agreement with the target's labels.
     pub accuracy_final: f64,
     pub agreement_final: f64,
+    /// The copy trained on every query (inference mode), to save.
+    #[serde(skip)]
+    pub network: Option<(ImageNet, ImageSpec)>,
 }
 
 /// `rampart detect extraction`'s report.
@@ -356,6 +361,7 @@ impl ExtractionJob<'_> {
                 .map(|q| Substitute::accuracy(&train(q), &x, &y, plan.batch)),
             accuracy_final: Substitute::accuracy(&last, &x, &y, plan.batch),
             agreement_final: Substitute::accuracy(&last, &x, &target, plan.batch),
+            network: Some((last.valid(), plan.substitute.spec(classes))),
         })
     }
 }

@@ -32,10 +32,7 @@ impl Substitute {
     pub fn train(&self, classes: usize, x: &Tensor<4>, y: &Tensor<1, Int>, seed: u64) -> ImageNet {
         let device = x.device();
         device.seed(seed);
-        let spec = ImageSpec {
-            num_classes: classes,
-            ..ImageSpec::fashion_normalised(self.arch)
-        };
+        let spec = self.spec(classes);
         let mut model = spec.init(&device.clone().autodiff());
         let adam = Adam::default();
         let mut optim = build_optimizer(&Optimizer::Adam(adam));
@@ -56,6 +53,14 @@ impl Substitute {
             }
         }
         model
+    }
+
+    /// The substitute's network spec for `classes` classes.
+    pub fn spec(&self, classes: usize) -> ImageSpec {
+        ImageSpec {
+            num_classes: classes,
+            ..ImageSpec::fashion_normalised(self.arch)
+        }
     }
 
     /// Papernot et al.'s augmentation: x + λ·sign(∇ₓ z_y(x)) on the substitute, for the
