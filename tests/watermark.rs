@@ -1,6 +1,6 @@
 //! Trigger-set watermarks: a marked model matches its secret's triggers far beyond chance, an
 //! unmarked one and another secret only by chance; the secret is private and never replaced;
-//! a bad secret is refused naming the file.
+//! a pruned copy still carries the mark; a bad secret is refused naming the file.
 
 mod common;
 
@@ -53,6 +53,34 @@ fn a_marked_model_proves_itself_and_others_do_not() {
             "{model} against {secret}'s secret: p {p_chance}, {v}"
         );
     }
+
+    // A copy with half of every weight tensor pruned still carries the mark.
+    std::fs::create_dir(p.join("pruned")).unwrap();
+    let prune = |fraction: &str, out: &str| {
+        rampart(
+            &[
+                "prune",
+                "--model",
+                "marked/model.safetensors",
+                "--fraction",
+                fraction,
+                "--out",
+                out,
+                "--device",
+                "flex",
+                "--json",
+            ],
+            p,
+        )
+    };
+    let report = json(&prune("0.5", "pruned/model.safetensors"));
+    assert!((report["sparsity"].as_f64().unwrap() - 0.5).abs() < 1e-3, "{report}");
+    let pruned = verify(p, "pruned", "marked");
+    assert!(pruned["p_value"].as_f64().unwrap() < 1e-3, "{pruned}");
+    let err = failed(&prune("1.5", "pruned/other.safetensors"));
+    assert!(err.contains("--fraction must be from 0 to 1"), "{err}");
+    let err = failed(&prune("0.5", "marked/model.safetensors"));
+    assert!(err.contains("which this command reads"), "{err}");
 
     // The secret is kept: a second run into the same folder with another size is refused.
     let err = failed(&train(p, "marked", &["--watermark", "20", "--resume"]));
