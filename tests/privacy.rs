@@ -439,7 +439,10 @@ mod membership {
         assert_eq!(unseen["members_in_training_set"], false);
         for name in ["LiRA online", "LiRA offline"] {
             let auc = named(&unseen, name)["auc"].as_f64().unwrap();
-            assert!((auc - 0.5).abs() < 0.045, "{name} on unseen images: {unseen}");
+            assert!(
+                (auc - 0.5).abs() < 0.045,
+                "{name} on unseen images: {unseen}"
+            );
         }
     }
 

@@ -71,7 +71,11 @@ fn init_fine_tunes_the_given_model() {
         ..synthetic_cfg(&dir.path().join("b"), true, 1)
     };
     let report = run(&tuned, false).unwrap();
-    assert!(report.history[0].eval_accuracy > 0.9, "{:?}", report.history);
+    assert!(
+        report.history[0].eval_accuracy > 0.9,
+        "{:?}",
+        report.history
+    );
     let fresh = TrainConfig {
         optimizer: tiny,
         seed: 8,

@@ -74,7 +74,10 @@ fn a_marked_model_proves_itself_and_others_do_not() {
         )
     };
     let report = json(&prune("0.5", "pruned/model.safetensors"));
-    assert!((report["sparsity"].as_f64().unwrap() - 0.5).abs() < 1e-3, "{report}");
+    assert!(
+        (report["sparsity"].as_f64().unwrap() - 0.5).abs() < 1e-3,
+        "{report}"
+    );
     let pruned = verify(p, "pruned", "marked");
     assert!(pruned["p_value"].as_f64().unwrap() < 1e-3, "{pruned}");
     let err = failed(&prune("1.5", "pruned/other.safetensors"));

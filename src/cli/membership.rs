@@ -10,17 +10,17 @@ use clap::Args;
 use serde::Serialize;
 
 use super::args::ModelArgs;
-use super::{CliError, CliResult, emit, note};
 use super::observe::Progress;
+use super::{CliError, CliResult, emit, note};
 use crate::artifact::{AnyModel, ModelInfo};
+use crate::data::Split;
+use crate::device::DeviceChoice;
 use crate::privacy::lira::{Plan, scores};
+use crate::privacy::membership::{LossJob, Losses, Separation, separation};
 use crate::privacy::shadows::{ensure, shadow_config};
 use crate::train::TrainError;
 use crate::train::config::TrainConfig;
 use crate::train::observe::{Event, Observer};
-use crate::data::Split;
-use crate::device::DeviceChoice;
-use crate::privacy::membership::{LossJob, Losses, Separation, separation};
 use crate::workload::{Shard, Source, Workload, WorkloadSpec};
 
 #[derive(Args, Debug)]
@@ -269,7 +269,12 @@ fn lira(
         let path = ensure(&plan, k, &cfg, &mut [&mut progress, &mut lines])
             .map_err(|e| CliError::Usage(e.to_string()))?;
         shadows.push(candidates(args, &path)?);
-        note(&format!("shadow {}/{}: {}", k + 1, plan.shadows, path.display()));
+        note(&format!(
+            "shadow {}/{}: {}",
+            k + 1,
+            plan.shadows,
+            path.display()
+        ));
     }
     let s = scores(phi, &shadows, &plan.table()).map_err(|e| CliError::Usage(e.to_string()))?;
     let split = |v: &[f64]| separation(&v[..count], &v[count..]);
@@ -293,7 +298,10 @@ struct ShadowLines {
 
 impl Observer for ShadowLines {
     fn on(&mut self, event: &Event<'_>) -> Result<(), TrainError> {
-        if let Event::EpochDone { metrics, epochs, .. } = event {
+        if let Event::EpochDone {
+            metrics, epochs, ..
+        } = event
+        {
             note(&format!(
                 "shadow {}/{}: epoch {}/{epochs}, eval accuracy {:.2}%",
                 self.k + 1,

@@ -77,7 +77,12 @@ mod tests {
 
     impl ModuleVisitor for Values {
         fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
-            let v = param.val().into_data().convert::<f32>().try_to_vec::<f32>().unwrap();
+            let v = param
+                .val()
+                .into_data()
+                .convert::<f32>()
+                .try_to_vec::<f32>()
+                .unwrap();
             self.0.push((D, v));
         }
     }

@@ -227,7 +227,8 @@ pub fn scores(
                 .map(|n| n.ln_pdf(phi))
                 .unwrap_or(f64::NEG_INFINITY)
         };
-        out.online.push(density(mu_in, sd_in) - density(mu_out, sd_out));
+        out.online
+            .push(density(mu_in, sd_in) - density(mu_out, sd_out));
         out.offline.push((phi - mu_out) / sd_out);
     }
     Ok(out)

@@ -37,7 +37,12 @@ pub enum ShadowError {
 
 /// Shadow `k`'s config: the recipe in `dir/shadow-k`, with seed `recipe.seed + 1 + k`, no
 /// watermark, on `device`.
-pub fn shadow_config(recipe: &TrainConfig, k: usize, dir: &Path, device: DeviceChoice) -> TrainConfig {
+pub fn shadow_config(
+    recipe: &TrainConfig,
+    k: usize,
+    dir: &Path,
+    device: DeviceChoice,
+) -> TrainConfig {
     TrainConfig {
         out: dir.join(format!("shadow-{k}")),
         seed: recipe.seed.wrapping_add(1 + k as u64),
@@ -85,7 +90,12 @@ pub fn ensure(
 }
 
 /// A finished shadow is reused only if it was trained with this config on this plan's images.
-fn check_finished(plan: &Plan, k: usize, cfg: &TrainConfig, path: &Path) -> Result<(), ShadowError> {
+fn check_finished(
+    plan: &Plan,
+    k: usize,
+    cfg: &TrainConfig,
+    path: &Path,
+) -> Result<(), ShadowError> {
     let device = crate::device::choose(DeviceChoice::Flex)
         .map_err(|e| ShadowError::Train {
             k,
@@ -105,7 +115,10 @@ fn check_finished(plan: &Plan, k: usize, cfg: &TrainConfig, path: &Path) -> Resu
     if found.as_ref() != Some(cfg) {
         return Err(mismatch("its training config differs"));
     }
-    let dataset = metadata.summary().and_then(|s| s.dataset).unwrap_or_default();
+    let dataset = metadata
+        .summary()
+        .and_then(|s| s.dataset)
+        .unwrap_or_default();
     if !dataset.contains(&plan.describe(k, "")) {
         return Err(mismatch("it trained on another IN/OUT assignment"));
     }

@@ -6,6 +6,9 @@ use std::path::PathBuf;
 use clap::Args;
 
 use super::usage;
+use crate::artifact::Metadata;
+use crate::artifact::files::Outputs;
+use crate::artifact::output_kind::OutputKind;
 use crate::cli::args::WorkloadArgs;
 use crate::cli::{CliError, CliResult, emit, note};
 use crate::detect::extraction::Prada;
@@ -14,9 +17,6 @@ use crate::detect::extraction::evaluate::{self, ExtractionPlan};
 use crate::detect::extraction::substitute::Substitute;
 use crate::model::Arch;
 use crate::workload::Workload;
-use crate::artifact::Metadata;
-use crate::artifact::files::Outputs;
-use crate::artifact::output_kind::OutputKind;
 
 /// The ledger's checks, shared by `detect extraction` and `detect fit --kind extraction`.
 #[derive(Args, Debug)]
