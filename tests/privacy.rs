@@ -417,8 +417,15 @@ mod membership {
             "{seen}"
         );
         // The shadows are reused: the same figures, and no new training.
+        let modified = |k: usize| {
+            std::fs::metadata(dir.path().join(format!("sh/shadow-{k}/model.safetensors")))
+                .and_then(|m| m.modified())
+                .unwrap()
+        };
+        let before: Vec<_> = (0..4).map(modified).collect();
         let again = attack_with(dir.path(), "0", "1000", &lira);
         assert_eq!(again["attacks"], seen["attacks"]);
+        assert_eq!((0..4).map(modified).collect::<Vec<_>>(), before);
         let mut other = vec![
             "membership",
             "--model",
@@ -433,6 +440,26 @@ mod membership {
         other.extend_from_slice(&lira);
         let out = common::failed(&common::rampart(&other, dir.path()));
         assert!(out.contains("another IN/OUT assignment"), "{out}");
+        // 500 members (the training split ends) against 1,000 non-members: refused before
+        // any shadow trains.
+        let mut unbalanced = vec![
+            "membership",
+            "--model",
+            "m/model.safetensors",
+            "--member-offset",
+            "59500",
+            "--limit",
+            "1000",
+            "--device",
+            "flex",
+        ];
+        unbalanced.extend_from_slice(&["--attack", "lira", "--shadow-dir", "sh3"]);
+        let out = common::failed(&common::rampart(&unbalanced, dir.path()));
+        assert!(
+            out.contains("500 members against 1000 non-members"),
+            "{out}"
+        );
+        assert!(!dir.path().join("sh3").exists());
         // Training images 30,000-30,999, never seen: chance (sd of the area about 0.013).
         let lira_unseen = ["--attack", "lira", "--shadows", "4", "--shadow-dir", "sh2"];
         let unseen = attack_with(dir.path(), "30000", "1000", &lira_unseen);

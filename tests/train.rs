@@ -66,7 +66,7 @@ fn init_fine_tunes_the_given_model() {
     });
     let tuned = TrainConfig {
         init: Some(first.model_path()),
-        optimizer: tiny.clone(),
+        optimizer: tiny,
         seed: 8,
         ..synthetic_cfg(&dir.path().join("b"), true, 1)
     };

@@ -15,11 +15,11 @@ use super::{CliError, CliResult, emit, note};
 use crate::artifact::{AnyModel, ModelInfo};
 use crate::data::Split;
 use crate::device::DeviceChoice;
-use crate::privacy::lira::{Plan, scores};
+use crate::privacy::lira::{LiraError, Plan, scores};
 use crate::privacy::membership::{LossJob, Losses, Separation, separation};
 use crate::privacy::shadows::{ensure, shadow_config};
 use crate::train::TrainError;
-use crate::train::config::TrainConfig;
+use crate::train::config::{DataConfig, TrainConfig};
 use crate::train::observe::{Event, Observer};
 use crate::workload::{Shard, Source, Workload, WorkloadSpec};
 
@@ -44,7 +44,8 @@ pub struct MembershipArgs {
     /// over --shadows models trained with the target's recipe.
     #[arg(long, value_enum, default_value_t = AttackChoice::Loss)]
     pub attack: AttackChoice,
-    /// LiRA: shadow models to train (even; each candidate is IN for half of them).
+    /// LiRA: shadow models to train, even, 4 to 256 (in pairs: each candidate is IN for one
+    /// of a pair).
     #[arg(long, default_value_t = 16)]
     pub shadows: usize,
     /// LiRA: where the shadow models are trained (shadow-K/); finished ones are reused and
@@ -138,9 +139,12 @@ impl std::fmt::Display for MembershipReport {
     }
 }
 
+/// Losses of `model` on the split; `verify` checks its signature with `--verify-key` (the
+/// target's; shadows are the attacker's own, unsigned).
 fn losses(
     args: &MembershipArgs,
     model: &Path,
+    verify: bool,
     split: Split,
     offset: u64,
 ) -> Result<(Workload, Losses), CliError> {
@@ -155,7 +159,7 @@ fn losses(
         offset: offset as usize,
         skip: 1,
         limit: Some(args.limit as usize),
-        verify_key: args.model.verify_key.clone(),
+        verify_key: args.model.verify_key.clone().filter(|_| verify),
         shard: Shard::default(),
     };
     let work = Workload::open(&spec)?;
@@ -194,31 +198,42 @@ fn score(l: &Losses) -> Vec<f64> {
 
 /// φ of members then non-members.
 fn candidates(args: &MembershipArgs, model: &Path) -> Result<Vec<f32>, CliError> {
-    let (_, members) = losses(args, model, Split::Train, args.member_offset)?;
-    let (_, nonmembers) = losses(args, model, Split::Test, 0)?;
+    let (_, members) = losses(args, model, false, Split::Train, args.member_offset)?;
+    let (_, nonmembers) = losses(args, model, false, Split::Test, 0)?;
     Ok([members.phi, nonmembers.phi].concat())
 }
 
 pub fn run(args: MembershipArgs) -> CliResult {
-    let (work, members) = losses(&args, &args.model.model, Split::Train, args.member_offset)?;
+    let target = &args.model.model;
+    let (work, members) = losses(&args, target, true, Split::Train, args.member_offset)?;
     note(&format!("device: {}", work.device.description));
-    let (_, nonmembers) = losses(&args, &args.model.model, Split::Test, 0)?;
+    let (_, nonmembers) = losses(&args, target, true, Split::Test, 0)?;
     let metadata = match &work.opened.model {
         AnyModel::Image { metadata, .. } => Some(metadata.clone()),
         _ => None,
     };
     let recorded = metadata.and_then(|m| m.config());
-    let members_in_training_set = recorded.as_ref().map(|c| {
-        let train = c.data.limits().0.unwrap_or(usize::MAX);
-        args.member_offset as usize + members.phi.len() <= train
+    let members_in_training_set = recorded.as_ref().map(|c| match &c.data {
+        DataConfig::FashionMnist(d) => {
+            args.member_offset as usize + members.phi.len() <= d.train_limit.unwrap_or(usize::MAX)
+        }
+        _ => false,
     });
     let mut attacks = vec![AttackResult {
         attack: LOSS,
         separation: separation(&score(&members), &score(&nonmembers)),
     }];
     if args.attack == AttackChoice::Lira {
-        let target = [members.phi.clone(), nonmembers.phi.clone()].concat();
-        attacks.extend(lira(&args, recorded, &target, members.phi.len())?);
+        let (m, n) = (members.phi.len(), nonmembers.phi.len());
+        if m != n {
+            let e = LiraError::Unbalanced {
+                members: m,
+                nonmembers: n,
+            };
+            return Err(CliError::Usage(e.to_string()));
+        }
+        let phi = [members.phi.clone(), nonmembers.phi.clone()].concat();
+        attacks.extend(lira(&args, recorded, &phi, m)?);
     }
     let best = attacks.len() - if attacks.len() > 1 { 2 } else { 1 };
     let report = MembershipReport {
@@ -258,6 +273,10 @@ fn lira(
     let dir = args.shadow_dir.clone().unwrap_or_default();
     let plan = Plan::new(args.shadows, args.seed, args.member_offset as usize, count)
         .map_err(|e| CliError::Usage(e.to_string()))?;
+    // The target and the recipe's file are read: no shadow may be written over them.
+    let inputs: Vec<PathBuf> = std::iter::once(args.model.model.clone())
+        .chain(args.shadow_config.clone())
+        .collect();
     let mut shadows = Vec::with_capacity(plan.shadows);
     for k in 0..plan.shadows {
         let cfg = shadow_config(&recipe, k, &dir, args.device);
@@ -266,7 +285,7 @@ fn lira(
             k,
             of: plan.shadows,
         };
-        let path = ensure(&plan, k, &cfg, &mut [&mut progress, &mut lines])
+        let path = ensure(&plan, k, &cfg, &inputs, &mut [&mut progress, &mut lines])
             .map_err(|e| CliError::Usage(e.to_string()))?;
         shadows.push(candidates(args, &path)?);
         note(&format!(

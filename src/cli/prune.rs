@@ -1,5 +1,6 @@
 //! `rampart prune`: magnitude pruning of an image model (every weight tensor's smallest
-//! entries set to zero), written as a new model file with the original's metadata.
+//! entries set to zero), written as a new model file with the original's training config and
+//! without its training summary (whose accuracy no longer describes the copy).
 
 use std::path::PathBuf;
 
@@ -21,7 +22,8 @@ pub struct PruneArgs {
     /// 0 to 1 (0.5 prunes half).
     #[arg(long)]
     pub fraction: f64,
-    /// The pruned model file; never the input.
+    /// The pruned model file (the original's training config, not its summary); never the
+    /// input.
     #[arg(long)]
     pub out: PathBuf,
     #[arg(long, value_enum, default_value_t = DeviceChoice::Auto)]
@@ -65,7 +67,8 @@ pub fn run(args: PruneArgs) -> CliResult {
     outputs.input(&args.model);
     outputs.output(&args.out, "--out", OutputKind::Safetensors)?;
     let chosen = device::choose(args.device).map_err(CliError::Usage)?;
-    let (net, spec, metadata) = artifact::open_image(&args.model, None, &chosen.device)?;
+    let (net, spec, mut metadata) = artifact::open_image(&args.model, None, &chosen.device)?;
+    metadata.raw.remove(crate::artifact::metadata::SUMMARY);
     let (net, layers) = prune(net, args.fraction);
     artifact::save_image(&net, &spec, &metadata, &args.out)?;
     let (entries, zeros) = layers

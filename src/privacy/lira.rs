@@ -5,9 +5,11 @@
 //!
 //! The candidates are `count` training images (the claimed members, from `offset`) and the
 //! first `count` test images (non-members). Shadow `k` trains on the recipe's training images
-//! with every candidate removed, plus the candidates it is IN for: each candidate is IN for
-//! exactly half of the shadows, chosen by a shuffle keyed by the attack's seed and the
-//! candidate. So every shadow trains on as many images as the target did.
+//! with every candidate removed, plus the candidates it is IN for. Shadows come in pairs:
+//! a shuffle of the candidates keyed by the attack's seed and the pair gives shadow 2j a
+//! random `count` of them and shadow 2j+1 the other `count`. So every candidate is IN for
+//! exactly half of the shadows, and every shadow trains on as many images as the target did
+//! (when the members lie inside the recipe's training images).
 //!
 //! Per candidate, φ of the IN and of the OUT shadows are each modelled as a Gaussian. With
 //! fewer than [`PER_EXAMPLE_VARIANCE`] shadows the variances are pooled over all candidates
@@ -32,8 +34,18 @@ pub const MAX_SHADOWS: usize = 256;
 
 #[derive(Debug, thiserror::Error)]
 pub enum LiraError {
-    #[error("--shadows must be an even number from 2 to {MAX_SHADOWS}, got {0}")]
+    #[error("--shadows must be an even number from 4 to {MAX_SHADOWS}, got {0}")]
     Shadows(usize),
+    #[error(
+        "{members} members against {nonmembers} non-members: LiRA pairs them one to one; lower --limit or --member-offset"
+    )]
+    Unbalanced { members: usize, nonmembers: usize },
+    #[error("{what}: {found} values, expected {expected}")]
+    Length {
+        what: &'static str,
+        found: usize,
+        expected: usize,
+    },
     #[error(
         "--limit {count} candidates from --member-offset {offset} run past the {train} training images"
     )]
@@ -57,7 +69,8 @@ pub enum LiraError {
 /// Which shadows train on which candidate.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Plan {
-    /// Shadow models, even, 2 to [`MAX_SHADOWS`].
+    /// Shadow models, even, 4 to [`MAX_SHADOWS`] (with 2, one IN and one OUT value per
+    /// candidate leave no variance to estimate).
     pub shadows: usize,
     /// Key of the IN/OUT assignment.
     pub seed: u64,
@@ -69,7 +82,7 @@ pub struct Plan {
 
 impl Plan {
     pub fn new(shadows: usize, seed: u64, offset: usize, count: usize) -> Result<Self, LiraError> {
-        if shadows < 2 || shadows % 2 != 0 || shadows > MAX_SHADOWS {
+        if shadows < 4 || !shadows.is_multiple_of(2) || shadows > MAX_SHADOWS {
             return Err(LiraError::Shadows(shadows));
         }
         Ok(Self {
@@ -85,28 +98,36 @@ impl Plan {
         2 * self.count
     }
 
-    /// The shadows candidate `i` is IN for: half of them, by a shuffle keyed by (seed, i).
-    pub fn inside(&self, i: usize) -> Vec<bool> {
-        let key = self.seed ^ (i as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15);
-        let mut order: Vec<usize> = (0..self.shadows).collect();
+    /// Which candidates shadow 2j is IN for (shadow 2j+1 is IN for the others): `count` of
+    /// them, by a shuffle keyed by (seed, j).
+    fn pair(&self, j: usize) -> Vec<bool> {
+        let key = self.seed ^ (j as u64 + 1).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+        let mut order: Vec<usize> = (0..self.candidates()).collect();
         order.shuffle(&mut StdRng::seed_from_u64(key));
-        let mut inside = vec![false; self.shadows];
-        for &k in &order[..self.shadows / 2] {
-            inside[k] = true;
+        let mut first = vec![false; self.candidates()];
+        for &i in &order[..self.count] {
+            first[i] = true;
         }
-        inside
+        first
     }
 
-    /// `inside` of every candidate, `[candidate][shadow]`.
+    /// Whether each shadow is IN for each candidate, `[candidate][shadow]`.
     pub fn table(&self) -> Vec<Vec<bool>> {
-        (0..self.candidates()).map(|i| self.inside(i)).collect()
+        let pairs: Vec<Vec<bool>> = (0..self.shadows / 2).map(|j| self.pair(j)).collect();
+        (0..self.candidates())
+            .map(|i| {
+                (0..self.shadows)
+                    .map(|k| pairs[k / 2][i] == k.is_multiple_of(2))
+                    .collect()
+            })
+            .collect()
     }
 
     /// What shadow `k` trains on, named so that a different assignment never matches a model
     /// trained for this one.
     pub fn describe(&self, k: usize, base: &str) -> String {
         format!(
-            "{base} for LiRA shadow {k} of {} (seed {}, candidates: training images {}..{} and test images 0..{}, each IN for half of the shadows)",
+            "{base} for LiRA shadow {k} of {} (seed {}, candidates: training images {}..{} and test images 0..{}, IN for half of them, its pair for the others)",
             self.shadows,
             self.seed,
             self.offset,
@@ -174,6 +195,27 @@ pub fn scores(
     shadows: &[Vec<f32>],
     inside: &[Vec<bool>],
 ) -> Result<Scores, LiraError> {
+    let length = |what, found: usize, expected: usize| {
+        (found != expected).then_some(LiraError::Length {
+            what,
+            found,
+            expected,
+        })
+    };
+    let wrong = length("IN/OUT table", inside.len(), target.len())
+        .or_else(|| {
+            shadows
+                .iter()
+                .find_map(|phi| length("a shadow's confidences", phi.len(), target.len()))
+        })
+        .or_else(|| {
+            inside
+                .iter()
+                .find_map(|row| length("a candidate's IN/OUT row", row.len(), shadows.len()))
+        });
+    if let Some(e) = wrong {
+        return Err(e);
+    }
     for (candidate, &value) in target.iter().enumerate() {
         if !value.is_finite() {
             return Err(LiraError::TargetNotFinite { candidate, value });
@@ -245,13 +287,55 @@ mod tests {
         let plan = Plan::new(8, 3, 0, 50).unwrap();
         let table = plan.table();
         assert!(table.iter().all(|r| r.iter().filter(|&&b| b).count() == 4));
-        // Keyed by the candidate: not every candidate gets the same half.
+        // Every shadow is IN for exactly `count` candidates, its pair for the others.
+        for k in 0..plan.shadows {
+            assert_eq!(table.iter().filter(|r| r[k]).count(), plan.count);
+            assert!(table.iter().all(|r| r[k] != r[k ^ 1]));
+        }
+        // Not every candidate gets the same half.
         assert!(table.iter().any(|r| r != &table[0]));
         assert_eq!(Plan::new(8, 3, 0, 50).unwrap().table(), table);
         assert_ne!(Plan::new(8, 4, 0, 50).unwrap().table(), table);
-        for bad in [0, 1, 3, MAX_SHADOWS + 2] {
+        for bad in [0, 1, 2, 3, MAX_SHADOWS + 2] {
             assert!(Plan::new(bad, 0, 0, 1).is_err(), "{bad} shadows");
         }
+    }
+
+    /// Two candidates, four shadows, by hand: pooled variances (2 + 0.5) / 2 IN and
+    /// (0.5 + 0.5) / 2 OUT; the expected values are scipy 1.17's `norm.logpdf` differences.
+    #[test]
+    fn the_scores_are_the_papers_by_hand() {
+        let inside = vec![
+            vec![true, false, true, false],
+            vec![false, true, false, true],
+        ];
+        let shadows = vec![
+            vec![2.0, 0.0],
+            vec![0.0, 2.0],
+            vec![4.0, 1.0],
+            vec![1.0, 3.0],
+        ];
+        let s = scores(&[3.5, 0.0], &shadows, &inside).unwrap();
+        assert!(!s.per_example_variance);
+        for (got, want) in s.online.iter().zip([8.44185463406292, -2.708145365937078]) {
+            assert!((got - want).abs() < 1e-12, "online {got} against {want}");
+        }
+        for (got, want) in s
+            .offline
+            .iter()
+            .zip([4.242640687119285, -0.7071067811865475])
+        {
+            assert!((got - want).abs() < 1e-12, "offline {got} against {want}");
+        }
+        // Tables of the wrong size are refused, not indexed past.
+        assert!(matches!(
+            scores(&[3.5, 0.0, 1.0], &shadows, &inside),
+            Err(LiraError::Length { .. })
+        ));
+        assert!(matches!(
+            scores(&[3.5, 0.0], &shadows[..3], &inside),
+            Err(LiraError::Length { .. })
+        ));
     }
 
     /// Candidates whose IN confidence sits 1.5 above their OUT confidence (each candidate at

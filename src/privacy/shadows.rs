@@ -1,19 +1,24 @@
 //! Training LiRA's shadow models ([`super::lira`]): the target's recipe (its training config)
 //! with another seed and output directory, on the training images the [`Plan`] gives shadow
-//! `k`. A shadow already trained for the same plan and recipe is reused, a half-trained one is
-//! resumed from its checkpoint, so an interrupted attack goes on where it stopped.
+//! `k`. Each shadow's folder records the IN/OUT assignment it trains for
+//! ([`ASSIGNMENT`]); a shadow already trained for the same assignment and recipe is reused, a
+//! half-trained one resumed from its checkpoint, so an interrupted attack goes on where it
+//! stopped, and a folder of another attack is refused.
 
 use std::path::{Path, PathBuf};
 
 use burn::tensor::Device;
 
 use super::lira::Plan;
-use crate::artifact;
+use crate::artifact::{self, files};
 use crate::data::{self, ImageSet, Split};
 use crate::device::DeviceChoice;
 use crate::train::config::{DataConfig, TrainConfig};
 use crate::train::observe::Observer;
 use crate::train::{self, TrainError};
+
+/// The file in a shadow's folder that names its IN/OUT assignment.
+pub const ASSIGNMENT: &str = "lira-assignment.txt";
 
 #[derive(Debug, thiserror::Error)]
 pub enum ShadowError {
@@ -33,6 +38,8 @@ pub enum ShadowError {
     },
     #[error(transparent)]
     Artifact(#[from] artifact::ArtifactError),
+    #[error(transparent)]
+    File(#[from] crate::artifact::files::FileError),
 }
 
 /// Shadow `k`'s config: the recipe in `dir/shadow-k`, with seed `recipe.seed + 1 + k`, no
@@ -53,11 +60,13 @@ pub fn shadow_config(
 }
 
 /// The model file of shadow `k` of `plan`, trained now unless a finished one for this plan
-/// and config is there; `observers` hear its training.
+/// and config is there; `inputs` (the target, the recipe's file) may not be outputs;
+/// `observers` hear its training.
 pub fn ensure(
     plan: &Plan,
     k: usize,
     cfg: &TrainConfig,
+    inputs: &[PathBuf],
     observers: &mut [&mut dyn Observer],
 ) -> Result<PathBuf, ShadowError> {
     let DataConfig::FashionMnist(d) = &cfg.data else {
@@ -67,9 +76,30 @@ pub fn ensure(
         }));
     };
     let path = cfg.model_path();
+    let marker = cfg.out.join(ASSIGNMENT);
+    let assignment = plan.describe(k, "training images");
+    let checkpoint = cfg.checkpoint_dir();
+    let started = checkpoint.exists() || checkpoint.with_extension("old").exists();
+    let mismatch = |what: &str| ShadowError::Mismatch {
+        path: cfg.out.clone(),
+        what: what.to_string(),
+    };
+    if marker.exists() {
+        let found = files::read_text(&marker, files::CONFIG)?;
+        if found != assignment {
+            return Err(mismatch("it trains for another IN/OUT assignment"));
+        }
+    } else if path.exists() || started {
+        return Err(mismatch(&format!("it has no {ASSIGNMENT}")));
+    }
     if path.exists() {
-        check_finished(plan, k, cfg, &path)?;
+        check_finished(cfg, &path).map_err(|what| mismatch(&what))?;
         return Ok(path);
+    }
+    if !started {
+        std::fs::create_dir_all(&cfg.out)
+            .map_err(|e| mismatch(&format!("cannot create it: {e}")))?;
+        files::write_atomic(&marker, assignment.as_bytes())?;
     }
     let data_dir = d.data_dir.clone();
     let reshape = move |train: ImageSet, device: &Device| -> Result<ImageSet, TrainError> {
@@ -83,44 +113,29 @@ pub fn ensure(
         plan.shadow_set(k, train.len(), &whole, &test)
             .map_err(|e| TrainError::Invalid(e.to_string()))
     };
-    let resume = cfg.out.join("checkpoint").exists();
-    train::train_reshaped(cfg, &[], resume, observers, Some(&reshape))
+    train::train_reshaped(cfg, inputs, started, observers, Some(&reshape))
         .map_err(|source| ShadowError::Train { k, source })?;
     Ok(path)
 }
 
-/// A finished shadow is reused only if it was trained with this config on this plan's images.
-fn check_finished(
-    plan: &Plan,
-    k: usize,
-    cfg: &TrainConfig,
-    path: &Path,
-) -> Result<(), ShadowError> {
-    let device = crate::device::choose(DeviceChoice::Flex)
-        .map_err(|e| ShadowError::Train {
-            k,
-            source: TrainError::Device(e),
-        })?
-        .device;
-    let (_, _, metadata) = artifact::open_image(path, None, &device)?;
-    let mismatch = |what: &str| ShadowError::Mismatch {
-        path: path.to_path_buf(),
-        what: what.to_string(),
+/// A finished shadow is reused only if it was trained with this recipe (the same config but
+/// for its device, and as many epochs); else what differs.
+fn check_finished(cfg: &TrainConfig, path: &Path) -> Result<(), String> {
+    let device = Device::flex();
+    let (_, _, metadata) = artifact::open_image(path, None, &device).map_err(|e| e.to_string())?;
+    let Some(found) = metadata.config() else {
+        return Err("it records no training config".into());
     };
-    // The device a shadow ran on does not change what it is.
-    let found = metadata.config().map(|c| TrainConfig {
-        device: cfg.device,
-        ..c
-    });
-    if found.as_ref() != Some(cfg) {
-        return Err(mismatch("its training config differs"));
+    let mut differ = found.differences(cfg);
+    if found.epochs != cfg.epochs {
+        differ.push("epochs".into());
     }
-    let dataset = metadata
-        .summary()
-        .and_then(|s| s.dataset)
-        .unwrap_or_default();
-    if !dataset.contains(&plan.describe(k, "")) {
-        return Err(mismatch("it trained on another IN/OUT assignment"));
+    if differ.is_empty() {
+        Ok(())
+    } else {
+        Err(format!(
+            "its training config differs in {}",
+            differ.join(", ")
+        ))
     }
-    Ok(())
 }

@@ -6,10 +6,11 @@ use std::path::PathBuf;
 use clap::Args;
 
 use super::usage;
+use crate::artifact::AnyModel;
 use crate::artifact::Metadata;
-use crate::artifact::files::Outputs;
 use crate::artifact::output_kind::OutputKind;
 use crate::cli::args::WorkloadArgs;
+use crate::cli::args::guard;
 use crate::cli::{CliError, CliResult, emit, note};
 use crate::detect::extraction::Prada;
 use crate::detect::extraction::cusum::{MAX_RATE, MIN_RATE, RateCusum};
@@ -130,12 +131,15 @@ pub fn run(args: ExtractionArgs) -> CliResult {
         batch: args.batch as usize,
         seed: args.seed,
     };
-    let mut outputs = Outputs::new();
-    outputs.input(&args.on.model.model);
-    if let Some(path) = &args.save_substitute {
-        outputs.output(path, "--save-substitute", OutputKind::Safetensors)?;
-    }
     let work = Workload::open(&args.on.spec(1))?;
+    if let Some(path) = &args.save_substitute {
+        if matches!(work.opened.model, AnyModel::Fusion { .. }) {
+            return Err(CliError::Usage(
+                "--save-substitute: the attacker trains a copy of image models only".into(),
+            ));
+        }
+        guard(&work.files).output(path, "--save-substitute", OutputKind::Safetensors)?;
+    }
     note(&format!("device: {}", work.device.description));
     let mut report = evaluate::evaluate(&work, &plan)?;
     if let Some(path) = &args.save_substitute {
