@@ -136,16 +136,18 @@ impl Plan {
         )
     }
 
-    /// Shadow `k`'s training images: the recipe's `train_len` first training images without
-    /// any candidate, then the member and non-member candidates it is IN for, gathered on the
-    /// device from the whole training split `train` and the test split `test`.
+    /// Shadow `k`'s images, gathered on the device from the whole training split `train` and
+    /// the test split `test`: to train on, the recipe's `train_len` first training images
+    /// without any candidate, then the member and non-member candidates it is IN for; to
+    /// evaluate on, the candidates it is OUT for (images it never sees, unlike the test split,
+    /// half of whose candidates it trains on).
     pub fn shadow_set(
         &self,
         k: usize,
         train_len: usize,
         train: &ImageSet,
         test: &ImageSet,
-    ) -> Result<ImageSet, LiraError> {
+    ) -> Result<(ImageSet, ImageSet), LiraError> {
         if self.offset + self.count > train.len() {
             return Err(LiraError::Candidates {
                 count: self.count,
@@ -164,18 +166,39 @@ impl Plan {
         let mut rows: Vec<usize> = (0..train_len.min(train.len()))
             .filter(|r| !members.contains(r))
             .collect();
-        rows.extend(members.clone().filter(|r| table[r - self.offset][k]));
-        let outside: Vec<usize> = (0..self.count)
-            .filter(|&i| table[self.count + i][k])
-            .collect();
-        let (xa, ya) = train.gather(&rows);
-        let (xb, yb) = test.gather(&outside);
-        Ok(ImageSet {
-            images: burn::tensor::Tensor::cat(vec![xa, xb], 0),
-            labels: burn::tensor::Tensor::cat(vec![ya, yb], 0),
-            num_classes: train.num_classes,
-            name: self.describe(k, &train.name),
-        })
+        // The member rows (of `train`) and non-member rows (of `test`) shadow k is IN or OUT for.
+        let candidates = |inside: bool| -> (Vec<usize>, Vec<usize>) {
+            let m = members
+                .clone()
+                .filter(|r| table[r - self.offset][k] == inside);
+            let t = (0..self.count).filter(|&i| table[self.count + i][k] == inside);
+            (m.collect(), t.collect())
+        };
+        let (member_in, test_in) = candidates(true);
+        rows.extend(member_in);
+        let fit = gathered(train, &rows, test, &test_in, self.describe(k, &train.name));
+        let (member_out, test_out) = candidates(false);
+        let name = format!("the candidates LiRA shadow {k} is OUT for");
+        let held_out = gathered(train, &member_out, test, &test_out, name);
+        Ok((fit, held_out))
+    }
+}
+
+/// The training images at `rows` then the test images at `test_rows`, as one set.
+fn gathered(
+    train: &ImageSet,
+    rows: &[usize],
+    test: &ImageSet,
+    test_rows: &[usize],
+    name: String,
+) -> ImageSet {
+    let (xa, ya) = train.gather(rows);
+    let (xb, yb) = test.gather(test_rows);
+    ImageSet {
+        images: burn::tensor::Tensor::cat(vec![xa, xb], 0),
+        labels: burn::tensor::Tensor::cat(vec![ya, yb], 0),
+        num_classes: train.num_classes,
+        name,
     }
 }
 
@@ -299,6 +322,56 @@ mod tests {
         for bad in [0, 1, 2, 3, MAX_SHADOWS + 2] {
             assert!(Plan::new(bad, 0, 0, 1).is_err(), "{bad} shadows");
         }
+    }
+
+    /// Images numbered by their pixel: training image i is i, test image i is 1000 + i.
+    fn numbered(n: usize, base: f32) -> ImageSet {
+        let device = burn::tensor::Device::flex();
+        let values: Vec<f32> = (0..n).map(|i| base + i as f32).collect();
+        ImageSet {
+            images: burn::tensor::Tensor::<1>::from_floats(values.as_slice(), &device)
+                .reshape([n, 1, 1, 1]),
+            labels: burn::tensor::Tensor::zeros([n], &device),
+            num_classes: 10,
+            name: "numbered".into(),
+        }
+    }
+
+    fn numbers(set: &ImageSet) -> Vec<u32> {
+        let v: Vec<f32> = set.images.clone().into_data().try_to_vec::<f32>().unwrap();
+        let mut v: Vec<u32> = v.into_iter().map(|x| x as u32).collect();
+        v.sort();
+        v
+    }
+
+    #[test]
+    fn a_shadow_trains_on_its_in_candidates_and_is_evaluated_on_its_out_ones() {
+        // Members are training images 2..6, non-members test images 0..4; the recipe trains
+        // on the first 8 training images.
+        let plan = Plan::new(4, 7, 2, 4).unwrap();
+        let (train, test) = (numbered(20, 0.0), numbered(10, 1000.0));
+        let table = plan.table();
+        for k in 0..plan.shadows {
+            let inside: Vec<bool> = table.iter().map(|row| row[k]).collect();
+            let (fit, held_out) = plan.shadow_set(k, 8, &train, &test).unwrap();
+            let candidate = |i: usize| {
+                if i < 4 {
+                    2 + i as u32
+                } else {
+                    1000 + i as u32 - 4
+                }
+            };
+            let mut want_in: Vec<u32> = vec![0, 1, 6, 7];
+            want_in.extend((0..8).filter(|&i| inside[i]).map(candidate));
+            want_in.sort();
+            let mut want_out: Vec<u32> = (0..8).filter(|&i| !inside[i]).map(candidate).collect();
+            want_out.sort();
+            assert_eq!(numbers(&fit), want_in, "shadow {k} trains on");
+            assert_eq!(numbers(&held_out), want_out, "shadow {k} is evaluated on");
+            assert_eq!(held_out.len(), 4);
+        }
+        assert!(plan.shadow_set(0, 8, &numbered(5, 0.0), &test).is_err());
+        assert!(plan.shadow_set(0, 8, &train, &numbered(3, 1000.0)).is_err());
     }
 
     /// Two candidates, four shadows, by hand: pooled variances (2 + 0.5) / 2 IN and

@@ -102,7 +102,9 @@ pub fn ensure(
         files::write_atomic(&marker, assignment.as_bytes())?;
     }
     let data_dir = d.data_dir.clone();
-    let reshape = move |train: ImageSet, device: &Device| -> Result<ImageSet, TrainError> {
+    let reshape = move |train: ImageSet,
+                        device: &Device|
+          -> Result<(ImageSet, Option<ImageSet>), TrainError> {
         let dir = data::resolve_data_dir(data_dir.as_deref())?;
         let whole = data::load_split(&dir, Split::Train, device)?;
         let test = data::load_split(&dir, Split::Test, device)?;
@@ -110,8 +112,10 @@ pub fn ensure(
             name: train.name.clone(),
             ..whole
         };
-        plan.shadow_set(k, train.len(), &whole, &test)
-            .map_err(|e| TrainError::Invalid(e.to_string()))
+        let (fit, held_out) = plan
+            .shadow_set(k, train.len(), &whole, &test)
+            .map_err(|e| TrainError::Invalid(e.to_string()))?;
+        Ok((fit, Some(held_out)))
     };
     train::train_reshaped(cfg, inputs, started, observers, Some(&reshape))
         .map_err(|source| ShadowError::Train { k, source })?;

@@ -93,8 +93,10 @@ pub trait Task<const D: usize> {
 /// epoch is not reliably memorised in a few epochs.
 pub const TRIGGER_COPIES: usize = 4;
 
-/// Turns a config's training images into the ones a run trains on, on the run's device.
-pub type Reshape<'a> = dyn Fn(ImageSet, &Device) -> Result<ImageSet, TrainError> + 'a;
+/// Turns a config's training images into the ones a run trains on, on the run's device, and
+/// gives the images to evaluate on instead of the config's when those would overlap them.
+pub type Reshape<'a> =
+    dyn Fn(ImageSet, &Device) -> Result<(ImageSet, Option<ImageSet>), TrainError> + 'a;
 
 /// An image network and its images.
 pub struct ImageTask {
@@ -107,7 +109,8 @@ pub struct ImageTask {
 impl ImageTask {
     /// Loads the training and evaluation images `cfg` names onto `device`; `reshape`, when
     /// given, turns the config's training images into the ones trained on (a membership
-    /// attack's shadow set). With a watermark `secret`, its triggers are appended to the
+    /// attack's shadow set) and may replace the evaluation images (the config's limit still
+    /// applies). With a watermark `secret`, its triggers are appended to the
     /// training images, repeated to make up about 1% of them and at least [`TRIGGER_COPIES`]
     /// times.
     pub fn load(
@@ -139,9 +142,11 @@ impl ImageTask {
                 ));
             }
         };
-        let mut train = train.take(train_limit);
+        let (mut train, mut eval) = (train.take(train_limit), eval);
         if let Some(reshape) = reshape {
-            train = reshape(train, device)?;
+            let (fit, held_out) = reshape(train, device)?;
+            train = fit;
+            eval = held_out.unwrap_or(eval);
         }
         if let Some(secret) = secret {
             let (x, y) = secret.triggers(device);
