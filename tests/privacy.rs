@@ -367,8 +367,8 @@ mod membership {
         json(&common::rampart(&args, dir))
     }
 
-    /// An mlp overfitted on its first `n` training images, in `dir/m`.
-    fn overfitted(dir: &std::path::Path, n: usize) {
+    /// An mlp overfitted on its first `n` training images, in `dir/m`; its recipe.
+    fn overfitted(dir: &std::path::Path, n: usize) -> TrainConfig {
         let cfg = TrainConfig {
             model: ModelConfig::Mlp(ImageModel::default()),
             data: DataConfig::FashionMnist(FashionData {
@@ -384,6 +384,7 @@ mod membership {
             ..TrainConfig::default()
         };
         rampart::train::train(&cfg, &[], false, &mut []).unwrap();
+        cfg
     }
 
     fn named<'a>(report: &'a serde_json::Value, prefix: &str) -> &'a serde_json::Value {
@@ -402,7 +403,7 @@ mod membership {
     fn lira_beats_the_loss_threshold_and_only_on_members() {
         let _turn = common::serial();
         let dir = tempfile::tempdir().unwrap();
-        overfitted(dir.path(), 2000);
+        let recipe = overfitted(dir.path(), 2000);
         let lira = ["--attack", "lira", "--shadows", "4", "--shadow-dir", "sh"];
         let seen = attack_with(dir.path(), "0", "1000", &lira);
         assert_eq!(seen["shadows"], 4);
@@ -440,6 +441,31 @@ mod membership {
         other.extend_from_slice(&lira);
         let out = common::failed(&common::rampart(&other, dir.path()));
         assert!(out.contains("another IN/OUT assignment"), "{out}");
+        // The same recipe one epoch longer: these shadows are not taken (nor resumed) for it.
+        let longer = TrainConfig {
+            epochs: recipe.epochs + 1,
+            ..recipe
+        };
+        std::fs::write(
+            dir.path().join("longer.toml"),
+            toml::to_string(&longer).unwrap(),
+        )
+        .unwrap();
+        let mut args = vec![
+            "membership",
+            "--model",
+            "m/model.safetensors",
+            "--limit",
+            "1000",
+            "--device",
+            "flex",
+            "--shadow-config",
+            "longer.toml",
+        ];
+        args.extend_from_slice(&lira);
+        let out = common::failed(&common::rampart(&args, dir.path()));
+        assert!(out.contains("epoch count"), "{out}");
+        assert_eq!((0..4).map(modified).collect::<Vec<_>>(), before);
         // 500 members (the training split ends) against 1,000 non-members: refused before
         // any shadow trains.
         let mut unbalanced = vec![

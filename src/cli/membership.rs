@@ -279,7 +279,7 @@ fn lira(
         .collect();
     let mut shadows = Vec::with_capacity(plan.shadows);
     for k in 0..plan.shadows {
-        let cfg = shadow_config(&recipe, k, &dir, args.device);
+        let cfg = shadow_config(&recipe, k, &dir, args.device, args.data_dir.as_deref());
         let mut progress = Progress::default();
         let mut lines = ShadowLines {
             k,

@@ -192,11 +192,16 @@ fn gathered(
     test_rows: &[usize],
     name: String,
 ) -> ImageSet {
-    let (xa, ya) = train.gather(rows);
-    let (xb, yb) = test.gather(test_rows);
+    // With few candidates one part can be empty; no zero-length gather reaches the device.
+    let parts: Vec<_> = [(train, rows), (test, test_rows)]
+        .into_iter()
+        .filter(|(_, r)| !r.is_empty())
+        .map(|(set, r)| set.gather(r))
+        .collect();
+    let (images, labels) = parts.into_iter().unzip();
     ImageSet {
-        images: burn::tensor::Tensor::cat(vec![xa, xb], 0),
-        labels: burn::tensor::Tensor::cat(vec![ya, yb], 0),
+        images: burn::tensor::Tensor::cat(images, 0),
+        labels: burn::tensor::Tensor::cat(labels, 0),
         num_classes: train.num_classes,
         name,
     }
@@ -369,6 +374,17 @@ mod tests {
             assert_eq!(numbers(&fit), want_in, "shadow {k} trains on");
             assert_eq!(numbers(&held_out), want_out, "shadow {k} is evaluated on");
             assert_eq!(held_out.len(), 4);
+        }
+        // One member and one non-member: each shadow trains on one of them and is evaluated
+        // on the other, with no empty part.
+        let one = Plan::new(4, 7, 2, 1).unwrap();
+        for k in 0..one.shadows {
+            let (fit, held_out) = one.shadow_set(k, 3, &train, &test).unwrap();
+            let (mut a, b) = (numbers(&fit), numbers(&held_out));
+            assert_eq!((a.len(), b.len()), (3, 1), "shadow {k}");
+            a.extend(b);
+            a.sort();
+            assert_eq!(a, vec![0, 1, 2, 1000]);
         }
         assert!(plan.shadow_set(0, 8, &numbered(5, 0.0), &test).is_err());
         assert!(plan.shadow_set(0, 8, &train, &numbered(3, 1000.0)).is_err());

@@ -42,19 +42,30 @@ pub enum ShadowError {
     File(#[from] crate::artifact::files::FileError),
 }
 
+/// What a shadow's [`ASSIGNMENT`] file starts with; a new layout of shadow training changes
+/// it, so shadows of an older Rampart are not taken for this one's.
+const MARKER_VERSION: &str = "rampart-lira-shadow/2";
+
 /// Shadow `k`'s config: the recipe in `dir/shadow-k`, with seed `recipe.seed + 1 + k`, no
-/// watermark, on `device`.
+/// watermark, on `device`, reading Fashion-MNIST from `data_dir` (the directory the attack
+/// measures on; `None` for the default one), whatever folder the recipe names.
 pub fn shadow_config(
     recipe: &TrainConfig,
     k: usize,
     dir: &Path,
     device: DeviceChoice,
+    data_dir: Option<&Path>,
 ) -> TrainConfig {
+    let mut data = recipe.data.clone();
+    if let DataConfig::FashionMnist(d) = &mut data {
+        d.data_dir = data_dir.map(Path::to_path_buf);
+    }
     TrainConfig {
         out: dir.join(format!("shadow-{k}")),
         seed: recipe.seed.wrapping_add(1 + k as u64),
         watermark: 0,
         device,
+        data,
         ..recipe.clone()
     }
 }
@@ -77,7 +88,13 @@ pub fn ensure(
     };
     let path = cfg.model_path();
     let marker = cfg.out.join(ASSIGNMENT);
-    let assignment = plan.describe(k, "training images");
+    // The epochs too: a checkpoint resumes under another epoch count (and learning-rate
+    // schedule) without complaint.
+    let assignment = format!(
+        "{MARKER_VERSION}\n{}\nepochs {}\n",
+        plan.describe(k, "training images"),
+        cfg.epochs
+    );
     let checkpoint = cfg.checkpoint_dir();
     let started = checkpoint.exists() || checkpoint.with_extension("old").exists();
     let mismatch = |what: &str| ShadowError::Mismatch {
@@ -87,7 +104,9 @@ pub fn ensure(
     if marker.exists() {
         let found = files::read_text(&marker, files::CONFIG)?;
         if found != assignment {
-            return Err(mismatch("it trains for another IN/OUT assignment"));
+            return Err(mismatch(
+                "it trains for another IN/OUT assignment, epoch count or Rampart version",
+            ));
         }
     } else if path.exists() || started {
         return Err(mismatch(&format!("it has no {ASSIGNMENT}")));
