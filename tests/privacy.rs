@@ -367,6 +367,22 @@ mod membership {
         json(&common::rampart(&args, dir))
     }
 
+    /// The error of `rampart membership` on `dir/m`'s model with 1,000 members and `extra`
+    /// flags, which must fail.
+    fn refusal(dir: &std::path::Path, extra: &[&str]) -> String {
+        let mut args = vec![
+            "membership",
+            "--model",
+            "m/model.safetensors",
+            "--limit",
+            "1000",
+            "--device",
+            "flex",
+        ];
+        args.extend_from_slice(extra);
+        common::failed(&common::rampart(&args, dir))
+    }
+
     /// An mlp overfitted on its first `n` training images, in `dir/m`; its recipe.
     fn overfitted(dir: &std::path::Path, n: usize) -> TrainConfig {
         let cfg = TrainConfig {
@@ -427,19 +443,7 @@ mod membership {
         let again = attack_with(dir.path(), "0", "1000", &lira);
         assert_eq!(again["attacks"], seen["attacks"]);
         assert_eq!((0..4).map(modified).collect::<Vec<_>>(), before);
-        let mut other = vec![
-            "membership",
-            "--model",
-            "m/model.safetensors",
-            "--limit",
-            "1000",
-            "--device",
-            "flex",
-            "--seed",
-            "9",
-        ];
-        other.extend_from_slice(&lira);
-        let out = common::failed(&common::rampart(&other, dir.path()));
+        let out = refusal(dir.path(), &[&["--seed", "9"][..], &lira].concat());
         assert!(out.contains("another IN/OUT assignment"), "{out}");
         // The same recipe one epoch longer: these shadows are not taken (nor resumed) for it.
         let longer = TrainConfig {
@@ -451,36 +455,23 @@ mod membership {
             toml::to_string(&longer).unwrap(),
         )
         .unwrap();
-        let mut args = vec![
-            "membership",
-            "--model",
-            "m/model.safetensors",
-            "--limit",
-            "1000",
-            "--device",
-            "flex",
-            "--shadow-config",
-            "longer.toml",
-        ];
-        args.extend_from_slice(&lira);
-        let out = common::failed(&common::rampart(&args, dir.path()));
+        let out = refusal(
+            dir.path(),
+            &[&["--shadow-config", "longer.toml"][..], &lira].concat(),
+        );
         assert!(out.contains("epoch count"), "{out}");
         assert_eq!((0..4).map(modified).collect::<Vec<_>>(), before);
         // 500 members (the training split ends) against 1,000 non-members: refused before
         // any shadow trains.
-        let mut unbalanced = vec![
-            "membership",
-            "--model",
-            "m/model.safetensors",
+        let unbalanced = [
             "--member-offset",
             "59500",
-            "--limit",
-            "1000",
-            "--device",
-            "flex",
+            "--attack",
+            "lira",
+            "--shadow-dir",
+            "sh3",
         ];
-        unbalanced.extend_from_slice(&["--attack", "lira", "--shadow-dir", "sh3"]);
-        let out = common::failed(&common::rampart(&unbalanced, dir.path()));
+        let out = refusal(dir.path(), &unbalanced);
         assert!(
             out.contains("500 members against 1000 non-members"),
             "{out}"
