@@ -4,7 +4,7 @@
 //! may take, and what an ownership watermark must survive.
 
 use burn::module::{Module, ModuleMapper, Param};
-use burn::tensor::Tensor;
+use burn::tensor::{IndexingUpdateOp, Tensor};
 
 use super::ImageNet;
 
@@ -35,14 +35,19 @@ impl ModuleMapper for Pruner {
             let (w, zeros) = if k == 0 {
                 (w, 0)
             } else {
-                let magnitude = w.clone().abs();
-                // The k-th smallest magnitude: entries at or below it go (ties may take a few
-                // more; magnitudes of trained float weights rarely tie).
-                let flat = magnitude.clone().reshape([n]).sort(0);
-                let threshold: f64 = flat.slice(k - 1..k).into_scalar::<f32>().into();
-                let keep = magnitude.greater_elem(threshold);
-                let kept = keep.clone().int().sum().into_scalar::<i64>() as usize;
-                (w * keep.float(), n - kept)
+                // Exactly the k smallest magnitudes go, as torch's topk picks them: a
+                // threshold would take every entry tied with the k-th as well.
+                let device = w.device();
+                let smallest = w.clone().abs().reshape([n]).argsort(0).slice(0..k);
+                let pruned = Tensor::<1>::zeros([n], &device).select_assign(
+                    0,
+                    smallest,
+                    Tensor::ones([k], &device),
+                    IndexingUpdateOp::Add,
+                );
+                let w = w.clone() * pruned.neg().add_scalar(1.0).reshape(w.shape());
+                let zeros = w.clone().equal_elem(0.0).int().sum().into_scalar::<i64>() as usize;
+                (w, zeros)
             };
             done = Some(Pruned { entries: n, zeros });
             w
@@ -135,5 +140,25 @@ mod tests {
         let (same, layers) = prune(net.clone(), 0.0);
         assert!(layers.iter().all(|l| l.zeros == 0));
         assert_eq!(values(&same), values(&net));
+        // Every magnitude tied: still exactly the fraction goes, as with torch's topk.
+        let tied = net.map(&mut Halves);
+        let (pruned, layers) = prune(tied, 0.3);
+        for (l, (d, v)) in layers
+            .iter()
+            .zip(values(&pruned).iter().filter(|(d, _)| *d >= 2))
+        {
+            let expect = (0.3 * v.len() as f64).round() as usize;
+            assert_eq!(l.zeros, expect, "rank {d}");
+            assert_eq!(v.iter().filter(|&&x| x == 0.0).count(), expect);
+        }
+    }
+
+    /// Sets every parameter to ±0.5 by the sign of its value.
+    struct Halves;
+
+    impl ModuleMapper for Halves {
+        fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
+            param.map(|w| w.sign().mul_scalar(0.5))
+        }
     }
 }
