@@ -37,7 +37,7 @@ impl ModuleMapper for Pruner {
             } else {
                 // Exactly the k smallest magnitudes go, as torch's topk picks them: a
                 // threshold would take every entry tied with the k-th as well.
-                let device = w.device();
+                let (device, shape) = (w.device(), w.shape());
                 let smallest = w.clone().abs().reshape([n]).argsort(0).slice(0..k);
                 let pruned = Tensor::<1>::zeros([n], &device).select_assign(
                     0,
@@ -45,7 +45,7 @@ impl ModuleMapper for Pruner {
                     Tensor::ones([k], &device),
                     IndexingUpdateOp::Add,
                 );
-                let w = w.clone() * pruned.neg().add_scalar(1.0).reshape(w.shape());
+                let w = w * pruned.neg().add_scalar(1.0).reshape(shape);
                 let zeros = w.clone().equal_elem(0.0).int().sum().into_scalar::<i64>() as usize;
                 (w, zeros)
             };

@@ -111,15 +111,17 @@ impl Plan {
         first
     }
 
+    /// Whether shadow `k` is IN for each candidate.
+    pub fn column(&self, k: usize) -> Vec<bool> {
+        let first = k.is_multiple_of(2);
+        self.pair(k / 2).into_iter().map(|b| b == first).collect()
+    }
+
     /// Whether each shadow is IN for each candidate, `[candidate][shadow]`.
     pub fn table(&self) -> Vec<Vec<bool>> {
-        let pairs: Vec<Vec<bool>> = (0..self.shadows / 2).map(|j| self.pair(j)).collect();
+        let columns: Vec<Vec<bool>> = (0..self.shadows).map(|k| self.column(k)).collect();
         (0..self.candidates())
-            .map(|i| {
-                (0..self.shadows)
-                    .map(|k| pairs[k / 2][i] == k.is_multiple_of(2))
-                    .collect()
-            })
+            .map(|i| columns.iter().map(|c| c[i]).collect())
             .collect()
     }
 
@@ -162,16 +164,16 @@ impl Plan {
             });
         }
         let members = self.offset..self.offset + self.count;
-        let table = self.table();
+        let inside = self.column(k);
         let mut rows: Vec<usize> = (0..train_len.min(train.len()))
             .filter(|r| !members.contains(r))
             .collect();
         // The member rows (of `train`) and non-member rows (of `test`) shadow k is IN or OUT for.
-        let candidates = |inside: bool| -> (Vec<usize>, Vec<usize>) {
+        let candidates = |wanted: bool| -> (Vec<usize>, Vec<usize>) {
             let m = members
                 .clone()
-                .filter(|r| table[r - self.offset][k] == inside);
-            let t = (0..self.count).filter(|&i| table[self.count + i][k] == inside);
+                .filter(|r| inside[r - self.offset] == wanted);
+            let t = (0..self.count).filter(|&i| inside[self.count + i] == wanted);
             (m.collect(), t.collect())
         };
         let (member_in, test_in) = candidates(true);
