@@ -201,12 +201,26 @@ impl Cnn {
     /// What `fc2` reads, `[N, 1024]`.
     pub fn features(&self, x: Tensor<4>) -> Tensor<2> {
         let x = (x - self.mean) / self.std;
-        let x = self.pool.forward(relu(self.conv1.forward(x)));
-        let x = self.pool.forward(relu(self.conv2.forward(x)));
+        let x = pool(&self.pool, relu(self.conv1.forward(x)));
+        let x = pool(&self.pool, relu(self.conv2.forward(x)));
         // [N, 64, 7, 7] flattened in C, H, W order, as torch.flatten(x, 1).
         let x: Tensor<2> = x.flatten(1, 3);
         relu(self.fc1.forward(x))
     }
+}
+
+/// The cnn's 2x2 max pooling (stride 2). Without autodiff on the CPU it is two `max_dim`
+/// reductions over a reshaped view, which burn-flex runs in 6.7 ms on `[128, 32, 28, 28]`
+/// against 11.9 ms for its pooling kernel (`cargo bench --bench layers -- pool`); with autodiff,
+/// the kernel's forward and backward is the faster (20 ms against 54 ms), so training and
+/// attacks keep it. Both take the largest of each window, so the values are identical.
+pub fn pool(layer: &MaxPool2d, x: Tensor<4>) -> Tensor<4> {
+    let [n, c, h, w] = x.dims();
+    if x.is_autodiff() || h % 2 != 0 || w % 2 != 0 || !crate::device::is_cpu(&x.device()) {
+        return layer.forward(x);
+    }
+    let x: Tensor<4> = x.reshape([n * c * h / 2, 2, w / 2, 2]);
+    x.max_dim(3).max_dim(1).reshape([n, c, h / 2, w / 2])
 }
 
 /// One layer of a probed forward pass (for per-example gradient norms): what the layer read,
@@ -339,6 +353,7 @@ impl ImageNet {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use burn::tensor::Distribution;
 
     #[test]
     fn tensor_shapes_match_the_built_network() {
@@ -351,6 +366,33 @@ mod tests {
             let built = crate::artifact::layout::tensor_shapes(&spec.init(&device));
             assert_eq!(spec.tensor_shapes(), built, "{arch}");
         }
+    }
+
+    #[test]
+    fn the_fast_pooling_equals_the_pooling_kernel() {
+        let device = Device::flex();
+        let layer = MaxPool2dConfig::new([2, 2]).init();
+        // Whole numbers in 0..4 after relu: many ties inside the windows.
+        let x =
+            Tensor::<4>::random([3, 5, 14, 14], Distribution::Uniform(-2.0, 4.0), &device).floor();
+        let x = relu(x);
+        let fast = pool(&layer, x.clone());
+        let kernel = layer.forward(x.clone().autodiff()).inner();
+        assert_eq!(fast.dims(), [3, 5, 7, 7]);
+        fast.into_data().assert_eq(&kernel.into_data(), true);
+        // An odd side goes to the kernel (floor of the output size, as torch).
+        let odd = Tensor::<4>::random([2, 3, 7, 9], Distribution::Default, &device);
+        assert_eq!(pool(&layer, odd).dims(), [2, 3, 3, 4]);
+    }
+
+    #[test]
+    fn the_cnn_gives_the_same_logits_with_and_without_autodiff() {
+        let device = Device::flex();
+        let net = ImageSpec::new(Arch::Cnn).init(&device);
+        let x = Tensor::<4>::random([4, 1, 28, 28], Distribution::Default, &device);
+        let plain = net.forward(x.clone());
+        let tracked = net.forward(x.autodiff()).inner();
+        plain.into_data().assert_eq(&tracked.into_data(), true);
     }
 
     #[test]

@@ -1,0 +1,144 @@
+//! Where the cnn's time goes on the chosen device, layer by layer, at batch 128 (the CPU
+//! default of `rampart certify` and `attack`): the certification noise of a batch, each layer
+//! alone, the whole forward pass, and the backward passes that training and attacks add.
+//! `scripts/bench_layers_torch.py` times the same operations in PyTorch.
+//!
+//!   cargo bench --bench layers
+//!   RAMPART_BENCH_DEVICE=wgpu cargo bench --bench layers
+
+use burn::nn::conv::{Conv2d, Conv2dConfig};
+use burn::nn::pool::MaxPool2dConfig;
+use burn::nn::{LinearConfig, PaddingConfig2d};
+use burn::tensor::{Device, Distribution, Tensor};
+use divan::{Bencher, counter::ItemsCount};
+use rampart::certify::noise;
+use rampart::device;
+use rampart::model::image::pool;
+use rampart::model::{Arch, ImageSpec};
+
+const BATCH: usize = 128;
+
+fn main() {
+    // As the rampart binary: freed activations are reused, not unmapped (no page faults per
+    // batch, which would otherwise add 20-35 ms to `pool1_backward`).
+    device::keep_freed_tensors();
+    divan::main();
+}
+
+fn chosen() -> Device {
+    let chosen = device::from_env("RAMPART_BENCH_DEVICE").unwrap_or_else(|e| panic!("{e}"));
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| eprintln!("device: {}", chosen.description));
+    chosen.device
+}
+
+fn uniform<const D: usize>(shape: [usize; D], device: &Device) -> Tensor<D> {
+    Tensor::<D>::random(shape, Distribution::Uniform(0.0, 1.0), device)
+}
+
+/// 5x5, padding 2, as the cnn's convolutions.
+fn conv(c_in: usize, c_out: usize, device: &Device) -> Conv2d {
+    Conv2dConfig::new([c_in, c_out], [5, 5])
+        .with_padding(PaddingConfig2d::Explicit(2, 2, 2, 2))
+        .init(device)
+}
+
+/// Keyed Gaussian noise for 128 samples of 28x28 (one certification batch).
+#[divan::bench(sample_count = 20)]
+fn noise_batch(bencher: Bencher) {
+    let device = chosen();
+    let keys: Vec<u64> = (0..BATCH as u64).map(|j| noise::key(7, j)).collect();
+    bencher
+        .counter(ItemsCount::new(BATCH))
+        .bench_local(|| noise::gaussian(&keys, [BATCH, 1, 28, 28], 0.25, &device).into_data());
+}
+
+/// The first convolution: 1 -> 32 channels on 28x28.
+#[divan::bench(sample_count = 20)]
+fn conv1(bencher: Bencher) {
+    let device = chosen();
+    let layer = conv(1, 32, &device);
+    let x = uniform([BATCH, 1, 28, 28], &device);
+    bencher
+        .counter(ItemsCount::new(BATCH))
+        .bench_local(|| layer.forward(x.clone()).into_data());
+}
+
+/// The second convolution: 32 -> 64 channels on 14x14.
+#[divan::bench(sample_count = 20)]
+fn conv2(bencher: Bencher) {
+    let device = chosen();
+    let layer = conv(32, 64, &device);
+    let x = uniform([BATCH, 32, 14, 14], &device);
+    bencher
+        .counter(ItemsCount::new(BATCH))
+        .bench_local(|| layer.forward(x.clone()).into_data());
+}
+
+/// The second convolution forward and backward (gradients of the input and the weights).
+#[divan::bench(sample_count = 10)]
+fn conv2_backward(bencher: Bencher) {
+    let device = chosen().autodiff();
+    let layer = conv(32, 64, &device);
+    let x = uniform([BATCH, 32, 14, 14], &device).require_grad();
+    bencher.counter(ItemsCount::new(BATCH)).bench_local(|| {
+        let grads = layer.forward(x.clone()).sum().backward();
+        x.grad(&grads).map(|g| g.into_data())
+    });
+}
+
+/// Burn's 2x2 max-pooling kernel on the first convolution's output.
+#[divan::bench(sample_count = 20)]
+fn pool1_kernel(bencher: Bencher) {
+    let device = chosen();
+    let layer = MaxPool2dConfig::new([2, 2]).init();
+    let x = uniform([BATCH, 32, 28, 28], &device);
+    bencher
+        .counter(ItemsCount::new(BATCH))
+        .bench_local(|| layer.forward(x.clone()).into_data());
+}
+
+/// The pooling the cnn runs without autodiff ([`pool`]: reductions on the CPU).
+#[divan::bench(sample_count = 20)]
+fn pool1(bencher: Bencher) {
+    let device = chosen();
+    let layer = MaxPool2dConfig::new([2, 2]).init();
+    let x = uniform([BATCH, 32, 28, 28], &device);
+    bencher
+        .counter(ItemsCount::new(BATCH))
+        .bench_local(|| pool(&layer, x.clone()).into_data());
+}
+
+/// The first pooling forward and backward (Burn's kernel, as training runs it).
+#[divan::bench(sample_count = 10)]
+fn pool1_backward(bencher: Bencher) {
+    let device = chosen().autodiff();
+    let layer = MaxPool2dConfig::new([2, 2]).init();
+    let x = uniform([BATCH, 32, 28, 28], &device).require_grad();
+    bencher.counter(ItemsCount::new(BATCH)).bench_local(|| {
+        let grads = pool(&layer, x.clone()).sum().backward();
+        x.grad(&grads).map(|g| g.into_data())
+    });
+}
+
+/// The first dense layer: 3136 -> 1024.
+#[divan::bench(sample_count = 20)]
+fn fc1(bencher: Bencher) {
+    let device = chosen();
+    let layer = LinearConfig::new(64 * 7 * 7, 1024).init(&device);
+    let x = uniform([BATCH, 64 * 7 * 7], &device);
+    bencher
+        .counter(ItemsCount::new(BATCH))
+        .bench_local(|| layer.forward(x.clone()).into_data());
+}
+
+/// The whole cnn forward pass.
+#[divan::bench(sample_count = 20)]
+fn cnn_forward(bencher: Bencher) {
+    let device = chosen();
+    let model = ImageSpec::fashion_normalised(Arch::Cnn).init(&device);
+    let x = uniform([BATCH, 1, 28, 28], &device);
+    bencher
+        .counter(ItemsCount::new(BATCH))
+        .bench_local(|| model.forward(x.clone()).into_data());
+}
