@@ -53,15 +53,34 @@ fn noise_batch(bencher: Bencher) {
         .bench_local(|| noise::gaussian(&keys, [BATCH, 1, 28, 28], 0.25, &device).into_data());
 }
 
+/// Times `f` on `x` (no autodiff), reading the result back as a caller would.
+fn forward<const D: usize, const E: usize>(
+    bencher: Bencher,
+    x: Tensor<D>,
+    f: impl Fn(Tensor<D>) -> Tensor<E>,
+) {
+    bencher
+        .counter(ItemsCount::new(BATCH))
+        .bench_local(|| f(x.clone()).into_data());
+}
+
+/// Times `f` on `x` with the backward pass of its sum, reading back the input's gradient.
+fn backward(bencher: Bencher, x: Tensor<4>, f: impl Fn(Tensor<4>) -> Tensor<4>) {
+    let x = x.require_grad();
+    bencher.counter(ItemsCount::new(BATCH)).bench_local(|| {
+        let grads = f(x.clone()).sum().backward();
+        x.grad(&grads).map(|g| g.into_data())
+    });
+}
+
 /// The first convolution: 1 -> 32 channels on 28x28.
 #[divan::bench(sample_count = 20)]
 fn conv1(bencher: Bencher) {
     let device = chosen();
     let layer = conv(1, 32, &device);
-    let x = uniform([BATCH, 1, 28, 28], &device);
-    bencher
-        .counter(ItemsCount::new(BATCH))
-        .bench_local(|| layer.forward(x.clone()).into_data());
+    forward(bencher, uniform([BATCH, 1, 28, 28], &device), |x| {
+        layer.forward(x)
+    });
 }
 
 /// The second convolution: 32 -> 64 channels on 14x14.
@@ -69,10 +88,9 @@ fn conv1(bencher: Bencher) {
 fn conv2(bencher: Bencher) {
     let device = chosen();
     let layer = conv(32, 64, &device);
-    let x = uniform([BATCH, 32, 14, 14], &device);
-    bencher
-        .counter(ItemsCount::new(BATCH))
-        .bench_local(|| layer.forward(x.clone()).into_data());
+    forward(bencher, uniform([BATCH, 32, 14, 14], &device), |x| {
+        layer.forward(x)
+    });
 }
 
 /// The second convolution forward and backward (gradients of the input and the weights).
@@ -80,45 +98,35 @@ fn conv2(bencher: Bencher) {
 fn conv2_backward(bencher: Bencher) {
     let device = chosen().autodiff();
     let layer = conv(32, 64, &device);
-    let x = uniform([BATCH, 32, 14, 14], &device).require_grad();
-    bencher.counter(ItemsCount::new(BATCH)).bench_local(|| {
-        let grads = layer.forward(x.clone()).sum().backward();
-        x.grad(&grads).map(|g| g.into_data())
+    backward(bencher, uniform([BATCH, 32, 14, 14], &device), |x| {
+        layer.forward(x)
     });
 }
 
 /// Burn's 2x2 max-pooling kernel on the first convolution's output.
 #[divan::bench(sample_count = 20)]
 fn pool1_kernel(bencher: Bencher) {
-    let device = chosen();
     let layer = MaxPool2dConfig::new([2, 2]).init();
-    let x = uniform([BATCH, 32, 28, 28], &device);
-    bencher
-        .counter(ItemsCount::new(BATCH))
-        .bench_local(|| layer.forward(x.clone()).into_data());
+    forward(bencher, uniform([BATCH, 32, 28, 28], &chosen()), |x| {
+        layer.forward(x)
+    });
 }
 
 /// The pooling the cnn runs without autodiff ([`pool`]: reductions on the CPU).
 #[divan::bench(sample_count = 20)]
 fn pool1(bencher: Bencher) {
-    let device = chosen();
     let layer = MaxPool2dConfig::new([2, 2]).init();
-    let x = uniform([BATCH, 32, 28, 28], &device);
-    bencher
-        .counter(ItemsCount::new(BATCH))
-        .bench_local(|| pool(&layer, x.clone()).into_data());
+    forward(bencher, uniform([BATCH, 32, 28, 28], &chosen()), |x| {
+        pool(&layer, x)
+    });
 }
 
 /// The first pooling forward and backward (Burn's kernel, as training runs it).
 #[divan::bench(sample_count = 10)]
 fn pool1_backward(bencher: Bencher) {
-    let device = chosen().autodiff();
     let layer = MaxPool2dConfig::new([2, 2]).init();
-    let x = uniform([BATCH, 32, 28, 28], &device).require_grad();
-    bencher.counter(ItemsCount::new(BATCH)).bench_local(|| {
-        let grads = pool(&layer, x.clone()).sum().backward();
-        x.grad(&grads).map(|g| g.into_data())
-    });
+    let x = uniform([BATCH, 32, 28, 28], &chosen().autodiff());
+    backward(bencher, x, |x| pool(&layer, x));
 }
 
 /// The first dense layer: 3136 -> 1024.
@@ -126,10 +134,9 @@ fn pool1_backward(bencher: Bencher) {
 fn fc1(bencher: Bencher) {
     let device = chosen();
     let layer = LinearConfig::new(64 * 7 * 7, 1024).init(&device);
-    let x = uniform([BATCH, 64 * 7 * 7], &device);
-    bencher
-        .counter(ItemsCount::new(BATCH))
-        .bench_local(|| layer.forward(x.clone()).into_data());
+    forward(bencher, uniform([BATCH, 64 * 7 * 7], &device), |x| {
+        layer.forward(x)
+    });
 }
 
 /// The whole cnn forward pass.
@@ -137,8 +144,7 @@ fn fc1(bencher: Bencher) {
 fn cnn_forward(bencher: Bencher) {
     let device = chosen();
     let model = ImageSpec::fashion_normalised(Arch::Cnn).init(&device);
-    let x = uniform([BATCH, 1, 28, 28], &device);
-    bencher
-        .counter(ItemsCount::new(BATCH))
-        .bench_local(|| model.forward(x.clone()).into_data());
+    forward(bencher, uniform([BATCH, 1, 28, 28], &device), |x| {
+        model.forward(x)
+    });
 }

@@ -213,10 +213,20 @@ impl Cnn {
 /// reductions over a reshaped view, which burn-flex runs in 6.7 ms on `[128, 32, 28, 28]`
 /// against 11.9 ms for its pooling kernel (`cargo bench --bench layers -- pool`); with autodiff,
 /// the kernel's forward and backward is the faster (20 ms against 54 ms), so training and
-/// attacks keep it. Both take the largest of each window, so the values are identical.
+/// attacks keep it. Both take the largest of each window, so the values are identical. Any
+/// other window, stride, padding or an odd side goes to the kernel.
 pub fn pool(layer: &MaxPool2d, x: Tensor<4>) -> Tensor<4> {
     let [n, c, h, w] = x.dims();
-    if x.is_autodiff() || h % 2 != 0 || w % 2 != 0 || !crate::device::is_cpu(&x.device()) {
+    let two_by_two = layer.kernel_size == [2, 2]
+        && layer.stride == [2, 2]
+        && layer.dilation == [1, 1]
+        && matches!(layer.padding, PaddingConfig2d::Valid);
+    if !two_by_two
+        || x.is_autodiff()
+        || h % 2 != 0
+        || w % 2 != 0
+        || !crate::device::is_cpu(&x.device())
+    {
         return layer.forward(x);
     }
     let x: Tensor<4> = x.reshape([n * c * h / 2, 2, w / 2, 2]);
@@ -383,6 +393,9 @@ mod tests {
         // An odd side goes to the kernel (floor of the output size, as torch).
         let odd = Tensor::<4>::random([2, 3, 7, 9], Distribution::Default, &device);
         assert_eq!(pool(&layer, odd).dims(), [2, 3, 3, 4]);
+        // So does any other window: 3x3 stride 1 keeps a 14x14 input at 12x12.
+        let three = MaxPool2dConfig::new([3, 3]).with_strides([1, 1]).init();
+        assert_eq!(pool(&three, x).dims(), [3, 5, 12, 12]);
     }
 
     #[test]
