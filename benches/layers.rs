@@ -112,7 +112,8 @@ fn pool1_kernel(bencher: Bencher) {
     });
 }
 
-/// The pooling the cnn runs without autodiff ([`pool`]: reductions on the CPU).
+/// The pooling the cnn runs without autodiff ([`pool`]: reductions on the CPU, Burn's kernel
+/// elsewhere).
 #[divan::bench(sample_count = 20)]
 fn pool1(bencher: Bencher) {
     let layer = MaxPool2dConfig::new([2, 2]).init();

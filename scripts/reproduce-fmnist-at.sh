@@ -7,7 +7,8 @@
 # Writes runs/repro-at/MODE/{model.safetensors,metrics.jsonl,pgd20.json,pgd100.json,
 # autoattack.json,autoattack.tsv} and runs/repro-at/results.md. AutoAttack keeps its progress
 # in MODE/autoattack.state.json and PGD in MODE/pgdSTEPS.tsv, so an interrupted run continues
-# where it stopped; finished results are not recomputed.
+# where it stopped; results newer than their model are not recomputed (other EPS, LIMIT or
+# AA_LIMIT: use another OUT).
 #
 # Published anchor for a comparable network (Song, Shokri & Mittal 2019): PGD training
 # 90.9% clean / 68.1% PGD-20, TRADES 72.4% PGD-20.
@@ -50,7 +51,7 @@ for mode in $MODES; do
       --epochs "$EPOCHS" --train-limit "$TRAIN_LIMIT" --device "$DEVICE" --out "$run" "${resume[@]}"
   fi
   for steps in 20 100; do
-    [ -f "$run/pgd$steps.json" ] && continue
+    [ "$run/pgd$steps.json" -nt "$run/model.safetensors" ] && continue
     echo "== $mode: PGD-$steps, 5 restarts, $LIMIT test images"
     $bin attack --model "$run/model.safetensors" --attack pgd --norm linf --eps "$EPS" \
       --alpha "$(python3 -c "print(2.5 * $EPS / $steps)")" --steps "$steps" --restarts 5 \
@@ -58,7 +59,7 @@ for mode in $MODES; do
       --json > "$run/pgd$steps.json.partial"
     mv "$run/pgd$steps.json.partial" "$run/pgd$steps.json"
   done
-  [ -f "$run/autoattack.json" ] && continue
+  [ "$run/autoattack.json" -nt "$run/model.safetensors" ] && continue
   echo "== $mode: AutoAttack standard (no FAB-T), $AA_LIMIT test images"
   $bin evaluate --model "$run/model.safetensors" --norm linf --eps "$EPS" --version standard \
     --limit "$AA_LIMIT" --device "$DEVICE" --state "$run/autoattack.state.json" \
