@@ -76,21 +76,20 @@ fn backward(bencher: Bencher, x: Tensor<4>, f: impl Fn(Tensor<4>) -> Tensor<4>) 
 /// The first convolution: 1 -> 32 channels on 28x28.
 #[divan::bench(sample_count = 20)]
 fn conv1(bencher: Bencher) {
-    let device = chosen();
-    let layer = conv(1, 32, &device);
-    forward(bencher, uniform([BATCH, 1, 28, 28], &device), |x| {
-        layer.forward(x)
-    });
+    conv_forward(bencher, [1, 32], 28);
 }
 
 /// The second convolution: 32 -> 64 channels on 14x14.
 #[divan::bench(sample_count = 20)]
 fn conv2(bencher: Bencher) {
+    conv_forward(bencher, [32, 64], 14);
+}
+
+fn conv_forward(bencher: Bencher, [c_in, c_out]: [usize; 2], side: usize) {
     let device = chosen();
-    let layer = conv(32, 64, &device);
-    forward(bencher, uniform([BATCH, 32, 14, 14], &device), |x| {
-        layer.forward(x)
-    });
+    let layer = conv(c_in, c_out, &device);
+    let x = uniform([BATCH, c_in, side, side], &device);
+    forward(bencher, x, |x| layer.forward(x));
 }
 
 /// The second convolution forward and backward (gradients of the input and the weights).

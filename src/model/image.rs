@@ -214,8 +214,7 @@ impl Cnn {
 /// against 11.9 ms for its pooling kernel (`cargo bench --bench layers -- pool`); with autodiff,
 /// the kernel's forward and backward is the faster (17-20 ms against 54 ms, same day), so
 /// training and attacks keep it. Both take the largest of each window, so the values of finite
-/// inputs are identical. Any
-/// other window, stride, padding or an odd side goes to the kernel.
+/// inputs are identical. Any other window, stride, padding or an odd side goes to the kernel.
 pub fn pool(layer: &MaxPool2d, x: Tensor<4>) -> Tensor<4> {
     let [n, c, h, w] = x.dims();
     let two_by_two = layer.kernel_size == [2, 2]
