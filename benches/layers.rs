@@ -13,6 +13,7 @@ use burn::tensor::{Device, Distribution, Tensor};
 use divan::{Bencher, counter::ItemsCount};
 use rampart::certify::noise;
 use rampart::device;
+use rampart::model::conv::conv2d;
 use rampart::model::image::pool;
 use rampart::model::{Arch, ImageSpec};
 
@@ -73,23 +74,41 @@ fn backward(bencher: Bencher, x: Tensor<4>, f: impl Fn(Tensor<4>) -> Tensor<4>) 
     });
 }
 
-/// The first convolution: 1 -> 32 channels on 28x28.
+/// The first convolution, 1 -> 32 channels on 28x28, as the cnn runs it without autodiff
+/// ([`conv2d`]: Rampart's kernel on the CPU, Burn's elsewhere).
 #[divan::bench(sample_count = 20)]
 fn conv1(bencher: Bencher) {
-    conv_forward(bencher, [1, 32], 28);
+    conv_forward(bencher, [1, 32], 28, conv2d);
 }
 
-/// The second convolution: 32 -> 64 channels on 14x14.
+/// The second convolution, 32 -> 64 channels on 14x14, as the cnn runs it.
 #[divan::bench(sample_count = 20)]
 fn conv2(bencher: Bencher) {
-    conv_forward(bencher, [32, 64], 14);
+    conv_forward(bencher, [32, 64], 14, conv2d);
 }
 
-fn conv_forward(bencher: Bencher, [c_in, c_out]: [usize; 2], side: usize) {
+/// The first convolution through Burn's kernel.
+#[divan::bench(sample_count = 20)]
+fn conv1_kernel(bencher: Bencher) {
+    conv_forward(bencher, [1, 32], 28, |l, x| l.forward(x));
+}
+
+/// The second convolution through Burn's kernel.
+#[divan::bench(sample_count = 20)]
+fn conv2_kernel(bencher: Bencher) {
+    conv_forward(bencher, [32, 64], 14, |l, x| l.forward(x));
+}
+
+fn conv_forward(
+    bencher: Bencher,
+    [c_in, c_out]: [usize; 2],
+    side: usize,
+    f: fn(&Conv2d, Tensor<4>) -> Tensor<4>,
+) {
     let device = chosen();
     let layer = conv(c_in, c_out, &device);
     let x = uniform([BATCH, c_in, side, side], &device);
-    forward(bencher, x, |x| layer.forward(x));
+    forward(bencher, x, |x| f(&layer, x));
 }
 
 /// The second convolution forward and backward (gradients of the input and the weights).

@@ -6,6 +6,7 @@
 //!
 //! What attacks, smoothing and evaluation see is the one interface of [`crate::classifier`].
 
+pub mod conv;
 pub mod ensemble;
 pub mod fusion;
 pub mod image;
