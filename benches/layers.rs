@@ -111,13 +111,24 @@ fn conv_forward(
     forward(bencher, x, |x| f(&layer, x));
 }
 
-/// The second convolution forward and backward (gradients of the input and the weights).
+/// The second convolution forward and backward (gradients of the input, weights and bias), as
+/// the cnn runs it under autodiff ([`conv2d`]).
 #[divan::bench(sample_count = 10)]
 fn conv2_backward(bencher: Bencher) {
+    conv2_backward_with(bencher, conv2d);
+}
+
+/// The same through Burn's kernels.
+#[divan::bench(sample_count = 10)]
+fn conv2_backward_kernel(bencher: Bencher) {
+    conv2_backward_with(bencher, |l, x| l.forward(x));
+}
+
+fn conv2_backward_with(bencher: Bencher, f: fn(&Conv2d, Tensor<4>) -> Tensor<4>) {
     let device = chosen().autodiff();
     let layer = conv(32, 64, &device);
     backward(bencher, uniform([BATCH, 32, 14, 14], &device), |x| {
-        layer.forward(x)
+        f(&layer, x)
     });
 }
 

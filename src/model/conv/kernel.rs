@@ -1,0 +1,206 @@
+//! The convolution's host kernels on contiguous f32 slices: the forward product, the
+//! gradients of the weights and bias, and the weight flipped for the input's gradient. Every
+//! image is unfolded into `[C_in * K_h * K_w, H' * W']` and multiplied with `gemm`, the matrix
+//! product burn-flex itself uses.
+
+use rayon::prelude::*;
+
+use super::Geometry;
+
+/// Images per partial sum of the weight gradient: the partials are added in a fixed order, so
+/// the gradient does not depend on the number of threads.
+const CHUNK: usize = 16;
+
+/// The convolution of `x` `[N, C_in, H, W]` with `weight` `[C_out, C_in, K_h, K_w]`, plus
+/// `bias` `[C_out]`, as `[N, C_out, H', W']`. Images run in parallel with one unfolded buffer
+/// per task; a batch smaller than the thread pool parallelises each product instead.
+pub fn forward(x: &[f32], weight: &[f32], bias: Option<&[f32]>, g: &Geometry) -> Vec<f32> {
+    let plane = g.oh * g.ow;
+    let k = g.c_in * g.kh * g.kw;
+    let image = g.c_in * g.h * g.w;
+    let mut out = vec![0f32; g.n * g.c_out * plane];
+    let one = |col: &mut [f32], b: usize, dst: &mut [f32], parallelism| {
+        unfold(&x[b * image..][..image], g, col);
+        if let Some(bias) = bias {
+            for (row, &v) in dst.chunks_mut(plane).zip(bias) {
+                row.fill(v);
+            }
+        }
+        // SAFETY: `dst` is `[C_out, plane]`, `weight` `[C_out, k]` and `col` `[k, plane]`,
+        // all row-major and in bounds; no two calls share a `dst` or a `col`.
+        unsafe {
+            gemm::gemm(
+                g.c_out,
+                plane,
+                k,
+                dst.as_mut_ptr(),
+                1,
+                plane as isize,
+                bias.is_some(),
+                weight.as_ptr(),
+                1,
+                k as isize,
+                col.as_ptr(),
+                1,
+                plane as isize,
+                1.0,
+                1.0,
+                false,
+                false,
+                false,
+                parallelism,
+            );
+        }
+    };
+    if g.n >= rayon::current_num_threads() {
+        out.par_chunks_mut(g.c_out * plane)
+            .enumerate()
+            .for_each_init(
+                || vec![0f32; k * plane],
+                |col, (b, dst)| one(col, b, dst, gemm::Parallelism::None),
+            );
+    } else {
+        let mut col = vec![0f32; k * plane];
+        for (b, dst) in out.chunks_mut(g.c_out * plane).enumerate() {
+            one(&mut col, b, dst, gemm::Parallelism::Rayon(0));
+        }
+    }
+    out
+}
+
+/// Writes one image `[C_in, H, W]` unfolded into `col` `[C_in * K_h * K_w, H' * W']`: row
+/// `(c, i, j)`, column `(y, x)` holds input `(c, y + i - top, x + j - left)`, or 0 outside
+/// the input. `col` must hold zeros wherever this geometry reads outside the input (a fresh
+/// buffer, or one this function filled for the same geometry): those places are never written.
+pub fn unfold(x: &[f32], g: &Geometry, col: &mut [f32]) {
+    let plane = g.oh * g.ow;
+    for c in 0..g.c_in {
+        let xc = &x[c * g.h * g.w..][..g.h * g.w];
+        for i in 0..g.kh {
+            // Output rows whose input row y + i - top lies inside the input.
+            let y_lo = g.top.saturating_sub(i).min(g.oh);
+            let y_hi = (g.h + g.top).saturating_sub(i).min(g.oh);
+            for j in 0..g.kw {
+                let row = &mut col[((c * g.kh + i) * g.kw + j) * plane..][..plane];
+                // Output columns whose input column x + j - left lies inside the input.
+                let x_lo = g.left.saturating_sub(j).min(g.ow);
+                let x_hi = (g.w + g.left).saturating_sub(j).min(g.ow);
+                if y_lo >= y_hi || x_lo >= x_hi {
+                    continue;
+                }
+                if g.ow == g.w {
+                    shifted_plane(xc, g, i, j, [y_lo, y_hi], [x_lo, x_hi], row);
+                } else {
+                    for y in y_lo..y_hi {
+                        let src = (y + i - g.top) * g.w + x_lo + j - g.left;
+                        row[y * g.ow + x_lo..y * g.ow + x_hi]
+                            .copy_from_slice(&xc[src..src + x_hi - x_lo]);
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Row `(i, j)` of the unfold when output and input rows are equally wide: output element `p`
+/// reads input element `p + d` with one offset `d`, so rows `y_lo..y_hi` are one copy, after
+/// which the columns that wrapped into a neighbouring input row are zeroed.
+fn shifted_plane(
+    xc: &[f32],
+    g: &Geometry,
+    i: usize,
+    j: usize,
+    [y_lo, y_hi]: [usize; 2],
+    [x_lo, x_hi]: [usize; 2],
+    row: &mut [f32],
+) {
+    let w = g.w as isize;
+    let d = (i as isize - g.top as isize) * w + (j as isize - g.left as isize);
+    let start = ((y_lo * g.w) as isize).max(-d);
+    let end = ((y_hi * g.w) as isize).min(g.h as isize * w - d);
+    if start < end {
+        let (start, end) = (start as usize, end as usize);
+        let from = (start as isize + d) as usize;
+        row[start..end].copy_from_slice(&xc[from..from + end - start]);
+    }
+    for y in y_lo..y_hi {
+        row[y * g.w..y * g.w + x_lo].fill(0.0);
+        row[y * g.w + x_hi..(y + 1) * g.w].fill(0.0);
+    }
+}
+
+/// The gradients of the weight `[C_out, C_in * K_h * K_w]` and, when `bias` is set, of the bias
+/// `[C_out]`, from the input `x` `[N, C_in, H, W]` and the output's gradient `dy`
+/// `[N, C_out, H', W']`: `dW = sum_b dy_b unfold(x_b)^T`, `db = sum_b sum_p dy_b`.
+pub fn weight_grad(x: &[f32], dy: &[f32], g: &Geometry, bias: bool) -> (Vec<f32>, Vec<f32>) {
+    let plane = g.oh * g.ow;
+    let k = g.c_in * g.kh * g.kw;
+    let image = g.c_in * g.h * g.w;
+    let out_image = g.c_out * plane;
+    let partial = |chunk: usize| {
+        let mut dw = vec![0f32; g.c_out * k];
+        let mut db = vec![0f32; if bias { g.c_out } else { 0 }];
+        let mut col = vec![0f32; k * plane];
+        for b in chunk * CHUNK..((chunk + 1) * CHUNK).min(g.n) {
+            let dy_b = &dy[b * out_image..][..out_image];
+            unfold(&x[b * image..][..image], g, &mut col);
+            // SAFETY: `dw` is `[C_out, k]`, `dy_b` `[C_out, plane]` and `col` `[k, plane]`
+            // (read as its transpose), row-major and in bounds; `dw` is this task's own.
+            unsafe {
+                gemm::gemm(
+                    g.c_out,
+                    k,
+                    plane,
+                    dw.as_mut_ptr(),
+                    1,
+                    k as isize,
+                    true,
+                    dy_b.as_ptr(),
+                    1,
+                    plane as isize,
+                    col.as_ptr(),
+                    plane as isize,
+                    1,
+                    1.0,
+                    1.0,
+                    false,
+                    false,
+                    false,
+                    gemm::Parallelism::None,
+                );
+            }
+            for (d, row) in db.iter_mut().zip(dy_b.chunks(plane)) {
+                *d += row.iter().sum::<f32>();
+            }
+        }
+        (dw, db)
+    };
+    let partials: Vec<(Vec<f32>, Vec<f32>)> = (0..g.n.div_ceil(CHUNK))
+        .into_par_iter()
+        .map(partial)
+        .collect();
+    let mut partials = partials.into_iter();
+    let (mut dw, mut db) = partials.next().unwrap_or_default();
+    for (pw, pb) in partials {
+        dw.iter_mut().zip(pw).for_each(|(a, b)| *a += b);
+        db.iter_mut().zip(pb).for_each(|(a, b)| *a += b);
+    }
+    (dw, db)
+}
+
+/// The weight `[C_out, C_in, K_h, K_w]` as the input gradient's convolution reads it:
+/// `[C_in, C_out, K_h, K_w]` with both kernel axes reversed.
+pub fn flip_transpose(weight: &[f32], g: &Geometry) -> Vec<f32> {
+    let k = g.kh * g.kw;
+    let mut out = vec![0f32; weight.len()];
+    for o in 0..g.c_out {
+        for c in 0..g.c_in {
+            let src = &weight[(o * g.c_in + c) * k..][..k];
+            let dst = &mut out[(c * g.c_out + o) * k..][..k];
+            for (d, s) in dst.iter_mut().zip(src.iter().rev()) {
+                *d = *s;
+            }
+        }
+    }
+    out
+}
