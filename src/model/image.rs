@@ -268,7 +268,7 @@ fn linear(layer: &Linear, x: Tensor<2>, trace: &mut Vec<Probed>) -> Tensor<2> {
 
 /// The cnn's convolutions: 5x5, stride 1, padding 2.
 fn conv(layer: &Conv2d, x: Tensor<4>, trace: &mut Vec<Probed>) -> Tensor<4> {
-    let (z, probe) = probe(layer.forward(x.clone()));
+    let (z, probe) = probe(conv2d(layer, x.clone()));
     trace.push(Probed::Conv {
         input: x,
         probe,
