@@ -14,7 +14,7 @@ use divan::{Bencher, counter::ItemsCount};
 use rampart::certify::noise;
 use rampart::device;
 use rampart::model::conv::conv2d;
-use rampart::model::image::pool;
+use rampart::model::pool::max_pool2d;
 use rampart::model::{Arch, ImageSpec};
 
 const BATCH: usize = 128;
@@ -141,22 +141,30 @@ fn pool1_kernel(bencher: Bencher) {
     });
 }
 
-/// The pooling the cnn runs without autodiff ([`pool`]: reductions on the CPU, Burn's kernel
-/// elsewhere).
+/// The pooling as the cnn runs it without autodiff ([`max_pool2d`]: Rampart's kernel on the
+/// CPU, Burn's elsewhere).
 #[divan::bench(sample_count = 20)]
 fn pool1(bencher: Bencher) {
     let layer = MaxPool2dConfig::new([2, 2]).init();
     forward(bencher, uniform([BATCH, 32, 28, 28], &chosen()), |x| {
-        pool(&layer, x)
+        max_pool2d(&layer, x)
     });
 }
 
-/// The first pooling forward and backward (Burn's kernel, as training runs it).
+/// The first pooling forward and backward, as training runs it ([`max_pool2d`]).
 #[divan::bench(sample_count = 10)]
 fn pool1_backward(bencher: Bencher) {
     let layer = MaxPool2dConfig::new([2, 2]).init();
     let x = uniform([BATCH, 32, 28, 28], &chosen().autodiff());
-    backward(bencher, x, |x| pool(&layer, x));
+    backward(bencher, x, |x| max_pool2d(&layer, x));
+}
+
+/// The same through Burn's kernel.
+#[divan::bench(sample_count = 10)]
+fn pool1_backward_kernel(bencher: Bencher) {
+    let layer = MaxPool2dConfig::new([2, 2]).init();
+    let x = uniform([BATCH, 32, 28, 28], &chosen().autodiff());
+    backward(bencher, x, |x| layer.forward(x));
 }
 
 /// The first dense layer: 3136 -> 1024.

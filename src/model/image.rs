@@ -17,6 +17,7 @@ use serde::{Deserialize, Serialize};
 
 use super::MAX_CLASSES;
 use super::conv::conv2d;
+use super::pool::max_pool2d;
 
 /// Architectures of image networks.
 #[derive(
@@ -202,36 +203,12 @@ impl Cnn {
     /// What `fc2` reads, `[N, 1024]`.
     pub fn features(&self, x: Tensor<4>) -> Tensor<2> {
         let x = (x - self.mean) / self.std;
-        let x = pool(&self.pool, relu(conv2d(&self.conv1, x)));
-        let x = pool(&self.pool, relu(conv2d(&self.conv2, x)));
+        let x = max_pool2d(&self.pool, relu(conv2d(&self.conv1, x)));
+        let x = max_pool2d(&self.pool, relu(conv2d(&self.conv2, x)));
         // [N, 64, 7, 7] flattened in C, H, W order, as torch.flatten(x, 1).
         let x: Tensor<2> = x.flatten(1, 3);
         relu(self.fc1.forward(x))
     }
-}
-
-/// The cnn's 2x2 max pooling (stride 2). Without autodiff on the CPU it is two `max_dim`
-/// reductions over a reshaped view, which burn-flex runs in 6.7 ms on `[128, 32, 28, 28]`
-/// against 11.9 ms for its pooling kernel (`cargo bench --bench layers -- pool`); with autodiff,
-/// the kernel's forward and backward is the faster (17-20 ms against 54 ms, same day), so
-/// training and attacks keep it. Both take the largest of each window, so the values of finite
-/// inputs are identical. Any other window, stride, padding or an odd side goes to the kernel.
-pub fn pool(layer: &MaxPool2d, x: Tensor<4>) -> Tensor<4> {
-    let [n, c, h, w] = x.dims();
-    let two_by_two = layer.kernel_size == [2, 2]
-        && layer.stride == [2, 2]
-        && layer.dilation == [1, 1]
-        && matches!(layer.padding, PaddingConfig2d::Valid);
-    if !two_by_two
-        || x.is_autodiff()
-        || h % 2 != 0
-        || w % 2 != 0
-        || !crate::device::is_cpu(&x.device())
-    {
-        return layer.forward(x);
-    }
-    let x: Tensor<4> = x.reshape([n * c * h / 2, 2, w / 2, 2]);
-    x.max_dim(3).max_dim(1).reshape([n, c, h / 2, w / 2])
 }
 
 /// One layer of a probed forward pass (for per-example gradient norms): what the layer read,
@@ -291,8 +268,8 @@ impl Mlp {
 impl Cnn {
     fn forward_probed(&self, x: Tensor<4>, t: &mut Vec<Probed>) -> Tensor<2> {
         let x = (x - self.mean) / self.std;
-        let x = self.pool.forward(relu(conv(&self.conv1, x, t)));
-        let x = self.pool.forward(relu(conv(&self.conv2, x, t)));
+        let x = max_pool2d(&self.pool, relu(conv(&self.conv1, x, t)));
+        let x = max_pool2d(&self.pool, relu(conv(&self.conv2, x, t)));
         let x: Tensor<2> = x.flatten(1, 3);
         let x = relu(linear(&self.fc1, x, t));
         linear(&self.fc2, x, t)
@@ -380,30 +357,9 @@ mod tests {
     }
 
     #[test]
-    fn the_fast_pooling_equals_the_pooling_kernel() {
-        let device = Device::flex();
-        let layer = MaxPool2dConfig::new([2, 2]).init();
-        // Whole numbers in 0..4 after relu: many ties inside the windows.
-        let x =
-            Tensor::<4>::random([3, 5, 14, 14], Distribution::Uniform(-2.0, 4.0), &device).floor();
-        let x = relu(x);
-        let fast = pool(&layer, x.clone());
-        let kernel = layer.forward(x.clone().autodiff()).inner();
-        assert_eq!(fast.dims(), [3, 5, 7, 7]);
-        fast.into_data().assert_eq(&kernel.into_data(), true);
-        // An odd side goes to the kernel (floor of the output size, as torch).
-        let odd = Tensor::<4>::random([2, 3, 7, 9], Distribution::Default, &device);
-        assert_eq!(pool(&layer, odd).dims(), [2, 3, 3, 4]);
-        // So does any other window: 3x3 stride 1 keeps a 14x14 input at 12x12.
-        let three = MaxPool2dConfig::new([3, 3]).with_strides([1, 1]).init();
-        assert_eq!(pool(&three, x).dims(), [3, 5, 12, 12]);
-    }
-
-    #[test]
     fn the_cnn_gives_the_same_logits_with_and_without_autodiff() {
-        // Without autodiff the cnn runs `conv2d`'s kernel and the reduction pooling; with it,
-        // Burn's kernels. The convolutions add in another order, so the logits agree to float
-        // rounding, not bit for bit.
+        // The convolutions run one kernel without autodiff and an autodiff node around the same
+        // kernel with it; the logits agree to float rounding.
         let device = Device::flex();
         let net = ImageSpec::new(Arch::Cnn).init(&device);
         let x = Tensor::<4>::random([4, 1, 28, 28], Distribution::Default, &device);

@@ -8,8 +8,10 @@
 
 pub mod conv;
 pub mod ensemble;
+mod flex;
 pub mod fusion;
 pub mod image;
+pub mod pool;
 pub mod prune;
 
 pub use ensemble::{Ensemble, Strategy};

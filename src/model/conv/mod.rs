@@ -22,11 +22,13 @@
 mod autodiff;
 mod kernel;
 
+use burn::backend::Flex;
 use burn::backend::autodiff::Autodiff;
-use burn::backend::flex::{Flex, FlexTensor, Layout};
 use burn::nn::PaddingConfig2d;
 use burn::nn::conv::Conv2d;
-use burn::tensor::{Bytes, DType, Shape, Tensor};
+use burn::tensor::Tensor;
+
+use super::flex::{flex_f32, plain_f32, tracked_f32};
 
 /// `layer` applied to `x` `[N, C_in, H, W]`: this module's kernel where it applies, else Burn's.
 pub fn conv2d(layer: &Conv2d, x: Tensor<4>) -> Tensor<4> {
@@ -164,26 +166,6 @@ fn tracked_conv(
         t,
     );
     Some(Tensor::from_primitive::<Autodiff<Flex>>(y))
-}
-
-fn plain_f32<const D: usize>(t: Tensor<D>) -> Option<FlexTensor> {
-    let t = t.try_into_primitive::<Flex>().ok()?;
-    (t.dtype() == DType::F32).then(|| t.to_contiguous())
-}
-
-fn tracked_f32<const D: usize>(t: Tensor<D>) -> Option<autodiff::Tracked> {
-    let t = t.autodiff().try_into_primitive::<Autodiff<Flex>>().ok()?;
-    (t.primitive().dtype() == DType::F32).then_some(t)
-}
-
-/// A contiguous f32 flex tensor of `shape` holding `data`.
-fn flex_f32<const D: usize>(data: Vec<f32>, shape: [usize; D]) -> FlexTensor {
-    let shape = Shape::from(shape.to_vec());
-    FlexTensor::new(
-        Bytes::from_elems(data),
-        Layout::contiguous(shape),
-        DType::F32,
-    )
 }
 
 #[cfg(test)]
