@@ -26,31 +26,16 @@ pub fn forward(x: &[f32], weight: &[f32], bias: Option<&[f32]>, g: &Geometry) ->
                 row.fill(v);
             }
         }
-        // SAFETY: `dst` is `[C_out, plane]`, `weight` `[C_out, k]` and `col` `[k, plane]`,
-        // all row-major and in bounds; no two calls share a `dst` or a `col`.
-        unsafe {
-            gemm::gemm(
-                g.c_out,
-                plane,
-                k,
-                dst.as_mut_ptr(),
-                1,
-                plane as isize,
-                bias.is_some(),
-                weight.as_ptr(),
-                1,
-                k as isize,
-                col.as_ptr(),
-                1,
-                plane as isize,
-                1.0,
-                1.0,
-                false,
-                false,
-                false,
-                parallelism,
-            );
-        }
+        // `weight` `[C_out, k]` times `col` `[k, plane]` into `dst` `[C_out, plane]`.
+        product(
+            dst,
+            weight,
+            col,
+            [g.c_out, plane, k],
+            [plane, 1],
+            bias.is_some(),
+            parallelism,
+        );
     };
     if g.n >= rayon::current_num_threads() {
         out.par_chunks_mut(g.c_out * plane)
@@ -144,31 +129,18 @@ pub fn weight_grad(x: &[f32], dy: &[f32], g: &Geometry, bias: bool) -> (Vec<f32>
         for b in chunk * CHUNK..((chunk + 1) * CHUNK).min(g.n) {
             let dy_b = &dy[b * out_image..][..out_image];
             unfold(&x[b * image..][..image], g, &mut col);
-            // SAFETY: `dw` is `[C_out, k]`, `dy_b` `[C_out, plane]` and `col` `[k, plane]`
-            // (read as its transpose), row-major and in bounds; `dw` is this task's own.
-            unsafe {
-                gemm::gemm(
-                    g.c_out,
-                    k,
-                    plane,
-                    dw.as_mut_ptr(),
-                    1,
-                    k as isize,
-                    true,
-                    dy_b.as_ptr(),
-                    1,
-                    plane as isize,
-                    col.as_ptr(),
-                    plane as isize,
-                    1,
-                    1.0,
-                    1.0,
-                    false,
-                    false,
-                    false,
-                    gemm::Parallelism::None,
-                );
-            }
+            // `dy_b` `[C_out, plane]` times `col` `[k, plane]` read as its transpose, added to
+            // `dw` `[C_out, k]`.
+            let serial = gemm::Parallelism::None;
+            product(
+                &mut dw,
+                dy_b,
+                &col,
+                [g.c_out, k, plane],
+                [1, plane],
+                true,
+                serial,
+            );
             for (d, row) in db.iter_mut().zip(dy_b.chunks(plane)) {
                 *d += row.iter().sum::<f32>();
             }
@@ -203,4 +175,47 @@ pub fn flip_transpose(weight: &[f32], g: &Geometry) -> Vec<f32> {
         }
     }
     out
+}
+
+/// `dst = lhs rhs`, or `dst += lhs rhs` when `accumulate`, with `gemm`: `dst` `[m, n]` and `lhs`
+/// `[m, k]` row-major, `rhs` `[k, n]` with strides `[row, column]` (`[n, 1]` row-major, `[1, k]`
+/// a row-major `[n, k]` read as its transpose).
+fn product(
+    dst: &mut [f32],
+    lhs: &[f32],
+    rhs: &[f32],
+    [m, n, k]: [usize; 3],
+    [row, column]: [usize; 2],
+    accumulate: bool,
+    parallelism: gemm::Parallelism,
+) {
+    let last = |rows: usize, rs: usize, cols: usize, cs: usize| {
+        (rows.max(1) - 1) * rs + (cols.max(1) - 1) * cs + 1
+    };
+    assert!(dst.len() >= m * n && lhs.len() >= m * k && rhs.len() >= last(k, row, n, column));
+    // SAFETY: the assert keeps every element gemm reads or writes inside the three slices, and
+    // `dst` is borrowed mutably, so it overlaps neither input.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst.as_mut_ptr(),
+            1,
+            n as isize,
+            accumulate,
+            lhs.as_ptr(),
+            1,
+            k as isize,
+            rhs.as_ptr(),
+            column as isize,
+            row as isize,
+            1.0,
+            1.0,
+            false,
+            false,
+            false,
+            parallelism,
+        );
+    }
 }

@@ -105,7 +105,7 @@ fn geometry(layer: &Conv2d, x: &Tensor<4>) -> Option<Geometry> {
     let [n, c_in, h, w] = x.dims();
     let [c_out, per_group, kh, kw] = layer.weight.dims();
     let (padded_h, padded_w) = (h + top + bottom, w + left + right);
-    if per_group != c_in || padded_h < kh || padded_w < kw || n == 0 || c_out == 0 {
+    if per_group != c_in || padded_h < kh || padded_w < kw || n * c_in * c_out == 0 {
         return None;
     }
     Some(Geometry {
