@@ -358,8 +358,8 @@ mod tests {
 
     #[test]
     fn the_cnn_gives_the_same_logits_with_and_without_autodiff() {
-        // The convolutions run one kernel without autodiff and an autodiff node around the same
-        // kernel with it; the logits agree to float rounding.
+        // Without autodiff the convolutions and pooling run their kernels directly, with it
+        // inside autodiff nodes: the same arithmetic, so the same logits bit for bit.
         let device = Device::flex();
         let net = ImageSpec::new(Arch::Cnn).init(&device);
         let x = Tensor::<4>::random([4, 1, 28, 28], Distribution::Default, &device);

@@ -48,9 +48,17 @@ pub fn max_pool2d(layer: &MaxPool2d, x: Tensor<4>) -> Tensor<4> {
     y.unwrap_or_else(|| layer.forward(x))
 }
 
+#[cfg(test)]
+thread_local! {
+    /// How many times this thread ran [`forward`].
+    static RUNS: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
 /// The pooled `[N, C, H/2, W/2]` and, when `keep`, each output's winner in its window
 /// (0 top left, 1 top right, 2 bottom left, 3 bottom right).
 fn forward(x: &[f32], [n, c, h, w]: [usize; 4], keep: bool) -> (Vec<f32>, Vec<u8>) {
+    #[cfg(test)]
+    RUNS.with(|r| r.set(r.get() + 1));
     let (oh, ow) = (h / 2, w / 2);
     let mut y = vec![0f32; n * c * oh * ow];
     let mut arg = vec![0u8; if keep { y.len() } else { 0 }];
@@ -146,8 +154,16 @@ mod tests {
     /// Whole numbers 0..4 so that many windows hold ties, and a NaN in one window.
     fn ties(shape: [usize; 4], device: &Device) -> Tensor<4> {
         let x = Tensor::<4>::random(shape, Distribution::Uniform(0.0, 4.0), device).floor();
+        // One NaN in the first window; two in the next, where the last one wins (its gradient
+        // place shows which).
         let nan = Tensor::<4>::full([1, 1, 1, 1], f32::NAN, device);
-        x.slice_assign([0..1, 0..1, 1..2, 0..1], nan)
+        let two = Tensor::<4>::full([1, 1, 2, 1], f32::NAN, device);
+        let x = x.slice_assign([0..1, 0..1, 1..2, 0..1], nan);
+        if shape[3] >= 4 {
+            x.slice_assign([0..1, 0..1, 0..2, 3..4], two)
+        } else {
+            x
+        }
     }
 
     /// Equal element for element, a NaN equal to a NaN.
@@ -191,15 +207,24 @@ mod tests {
         }
     }
 
+    /// Whether `max_pool2d` ran this module's kernel on `x` (counted on this thread).
+    fn ours(layer: &MaxPool2d, x: Tensor<4>) -> bool {
+        let before = RUNS.with(|r| r.get());
+        let _ = max_pool2d(layer, x);
+        RUNS.with(|r| r.get()) > before
+    }
+
     #[test]
     fn the_kernel_takes_tracked_and_plain_flex_inputs() {
         let d = Device::flex();
+        let layer = MaxPool2dConfig::new([2, 2]).init();
         let x = Tensor::<4>::random([2, 3, 4, 6], Distribution::Default, &d);
-        assert!(plain_f32(x.clone()).is_some());
-        assert!(tracked_f32(x.clone().autodiff().require_grad()).is_some());
-        // A tracked input that runs without the graph (no gradient wanted) still pools.
-        let y = max_pool2d(&MaxPool2dConfig::new([2, 2]).init(), x.clone().autodiff());
-        assert_eq!(y.dims(), [2, 3, 2, 3]);
+        assert!(ours(&layer, x.clone()));
+        assert!(ours(&layer, x.clone().autodiff().require_grad()));
+        // Autodiff without a tracked input (no gradient wanted) pools here too.
+        assert!(ours(&layer, x.clone().autodiff()));
+        let odd = Tensor::<4>::random([2, 3, 7, 6], Distribution::Default, &d);
+        assert!(!ours(&layer, odd));
     }
 
     #[test]
@@ -210,6 +235,7 @@ mod tests {
         assert_eq!(max_pool2d(&layer, odd).dims(), [2, 3, 3, 4]);
         let three = MaxPool2dConfig::new([3, 3]).with_strides([1, 1]).init();
         let x = Tensor::<4>::random([3, 5, 14, 14], Distribution::Default, &d);
+        assert!(!ours(&three, x.clone()));
         let ours = max_pool2d(&three, x.clone());
         assert_eq!(ours.dims(), [3, 5, 12, 12]);
         ours.into_data()

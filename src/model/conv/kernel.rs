@@ -7,6 +7,13 @@ use rayon::prelude::*;
 
 use super::Geometry;
 
+#[cfg(test)]
+thread_local! {
+    /// How many times this thread ran [`forward`] (tests check that the kernel, not Burn's,
+    /// ran).
+    pub static RUNS: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
+
 /// Images per partial sum of the weight gradient: the partials are added in a fixed order, so
 /// the gradient does not depend on the number of threads.
 const CHUNK: usize = 16;
@@ -15,6 +22,8 @@ const CHUNK: usize = 16;
 /// `bias` `[C_out]`, as `[N, C_out, H', W']`. Images run in parallel with one unfolded buffer
 /// per task; a batch smaller than the thread pool parallelises each product instead.
 pub fn forward(x: &[f32], weight: &[f32], bias: Option<&[f32]>, g: &Geometry) -> Vec<f32> {
+    #[cfg(test)]
+    RUNS.with(|r| r.set(r.get() + 1));
     let plane = g.oh * g.ow;
     let k = g.c_in * g.kh * g.kw;
     let image = g.c_in * g.h * g.w;

@@ -104,8 +104,13 @@ fn geometry(layer: &Conv2d, x: &Tensor<4>) -> Option<Geometry> {
     };
     let [n, c_in, h, w] = x.dims();
     let [c_out, per_group, kh, kw] = layer.weight.dims();
-    let (padded_h, padded_w) = (h + top + bottom, w + left + right);
-    if per_group != c_in || padded_h < kh || padded_w < kw || n * c_in * c_out == 0 {
+    let padded_h = h.checked_add(top)?.checked_add(bottom)?;
+    let padded_w = w.checked_add(left)?.checked_add(right)?;
+    let bias_fits = layer.bias.as_ref().is_none_or(|b| b.dims() == [c_out]);
+    if per_group != c_in || padded_h < kh || padded_w < kw || !bias_fits {
+        return None;
+    }
+    if [n, c_in, c_out, kh, kw].contains(&0) {
         return None;
     }
     Some(Geometry {
