@@ -6,6 +6,7 @@
 //!   cargo bench --bench layers
 //!   RAMPART_BENCH_DEVICE=wgpu cargo bench --bench layers
 
+use burn::module::Module;
 use burn::nn::conv::{Conv2d, Conv2dConfig};
 use burn::nn::pool::MaxPool2dConfig;
 use burn::nn::{LinearConfig, PaddingConfig2d};
@@ -23,6 +24,7 @@ fn main() {
     // As the rampart binary: freed activations are reused, not unmapped (no page faults per
     // batch, which would otherwise add 20-35 ms to `pool1_backward`).
     device::keep_freed_tensors();
+    device::quiet_headless_vulkan();
     divan::main();
 }
 
@@ -128,6 +130,27 @@ fn conv2_backward_with(bencher: Bencher, f: fn(&Conv2d, Tensor<4>) -> Tensor<4>)
     let device = chosen().autodiff();
     let layer = conv(32, 64, &device);
     backward(bencher, uniform([BATCH, 32, 14, 14], &device), |x| {
+        f(&layer, x)
+    });
+}
+
+/// The first convolution forward and the input's gradient alone, as attacks run it (the
+/// weights are constants there).
+#[divan::bench(sample_count = 10)]
+fn conv1_input_backward(bencher: Bencher) {
+    conv1_input_backward_with(bencher, conv2d);
+}
+
+/// The same through Burn's kernels.
+#[divan::bench(sample_count = 10)]
+fn conv1_input_backward_kernel(bencher: Bencher) {
+    conv1_input_backward_with(bencher, |l, x| l.forward(x));
+}
+
+fn conv1_input_backward_with(bencher: Bencher, f: fn(&Conv2d, Tensor<4>) -> Tensor<4>) {
+    let device = chosen().autodiff();
+    let layer = conv(1, 32, &device).no_grad();
+    backward(bencher, uniform([BATCH, 1, 28, 28], &device), |x| {
         f(&layer, x)
     });
 }

@@ -64,6 +64,9 @@ def main():
         timings = [(name, timed(f, args.samples)) for name, f in rows]
     timings.append(("conv2_backward",
                     timed(backward(conv2, x2.clone().requires_grad_()), args.samples)))
+    frozen = torch.nn.Conv2d(1, 32, 5, padding=2).requires_grad_(False)
+    timings.append(("conv1_input_backward",
+                    timed(backward(frozen, x1.clone().requires_grad_()), args.samples)))
     timings.append(("pool1_backward",
                     timed(backward(lambda x: F.max_pool2d(x, 2), xp.clone().requires_grad_()),
                           args.samples)))

@@ -161,6 +161,27 @@ pub fn keep_freed_tensors() {
     }
 }
 
+/// Keeps Mesa's Vulkan device-selection layer (`VK_LAYER_MESA_device_select`) from printing
+/// "error: XDG_RUNTIME_DIR is invalid or not set in the environment." four times whenever wgpu
+/// looks for adapters on a machine with no desktop session (servers, containers, CI): the layer
+/// tries to reach a Wayland display to learn which GPU the desktop uses. With no session
+/// (`XDG_RUNTIME_DIR` unset) and none of the layer's own settings given (`NODEVICE_SELECT`,
+/// `MESA_VK_DEVICE_SELECT`, `DRI_PRIME`), it is switched off with `NODEVICE_SELECT=1`; wgpu
+/// still lists every adapter and Rampart picks among them itself. Call it first thing in
+/// `main`, before any thread starts.
+pub fn quiet_headless_vulkan() {
+    let set = |name: &str| std::env::var_os(name).is_some_and(|v| !v.is_empty());
+    let headless = !set("XDG_RUNTIME_DIR");
+    let chosen = ["NODEVICE_SELECT", "MESA_VK_DEVICE_SELECT", "DRI_PRIME"]
+        .iter()
+        .any(|name| set(name));
+    if headless && !chosen {
+        // SAFETY: called before any thread starts, so nothing reads the environment
+        // concurrently.
+        unsafe { std::env::set_var("NODEVICE_SELECT", "1") };
+    }
+}
+
 /// The device named by environment variable `var` (`flex`, `wgpu` or `auto`; unset or anything
 /// else: flex). For benchmarks: `RAMPART_BENCH_DEVICE=wgpu cargo bench`.
 pub fn from_env(var: &str) -> Result<Chosen, String> {

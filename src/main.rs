@@ -1,4 +1,5 @@
 fn main() -> std::process::ExitCode {
     rampart::device::keep_freed_tensors();
+    rampart::device::quiet_headless_vulkan();
     rampart::cli::main()
 }

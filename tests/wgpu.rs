@@ -358,3 +358,24 @@ fn integrated_gradients_and_deletion_curves_on_wgpu_match_flex() {
     close(&f(&a.1), &f(&b.1), "deletion curves");
     close(&f(&a.2), &f(&b.2), "insertion curves");
 }
+
+/// On a machine with no desktop session (servers, CI), opening wgpu prints nothing but
+/// Rampart's own lines: Mesa's device-selection layer would otherwise print "error:
+/// XDG_RUNTIME_DIR is invalid or not set" four times per command (`device::quiet_headless_vulkan`).
+#[test]
+fn a_headless_machine_sees_no_spurious_errors() {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_rampart"))
+        .args(["eval", "--model", common::reference_path().to_str().unwrap()])
+        .args(["--device", "wgpu", "--limit", "2"])
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .env_remove("XDG_RUNTIME_DIR")
+        .env_remove("NODEVICE_SELECT")
+        .env_remove("MESA_VK_DEVICE_SELECT")
+        .env_remove("DRI_PRIME")
+        .output()
+        .expect("run rampart");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(stderr.starts_with("device: wgpu"), "{stderr}");
+    assert!(!stderr.contains("error"), "{stderr}");
+}
