@@ -76,22 +76,36 @@ fn forward(x: &[f32], [n, c, h, w]: [usize; 4], keep: bool) -> (Vec<f32>, Vec<u8
 /// One plane `[H, W]` pooled into `y` `[H/2, W/2]`.
 fn plane(x: &[f32], w: usize, y: &mut [f32], mut arg: Option<&mut [u8]>) {
     let ow = w / 2;
-    for (r, (rows, out)) in x.chunks(2 * w).zip(y.chunks_mut(ow)).enumerate() {
+    for (r, (rows, out)) in x.chunks_exact(2 * w).zip(y.chunks_exact_mut(ow)).enumerate() {
         let (top, bottom) = rows.split_at(w);
-        for (j, o) in out.iter_mut().enumerate() {
-            let window = [top[2 * j], top[2 * j + 1], bottom[2 * j], bottom[2 * j + 1]];
-            let (mut best, mut at) = (window[0], 0u8);
-            for (k, &v) in window.iter().enumerate().skip(1) {
-                if v > best || v.is_nan() {
-                    (best, at) = (v, k as u8);
+        let windows = top.chunks_exact(2).zip(bottom.chunks_exact(2));
+        match arg.as_deref_mut() {
+            Some(arg) => {
+                let arg = &mut arg[r * ow..][..ow];
+                for ((o, a), (t, b)) in out.iter_mut().zip(arg).zip(windows) {
+                    (*o, *a) = winner([t[0], t[1], b[0], b[1]]);
                 }
             }
-            *o = best;
-            if let Some(arg) = arg.as_deref_mut() {
-                arg[r * ow + j] = at;
+            None => {
+                for (o, (t, b)) in out.iter_mut().zip(windows) {
+                    *o = winner([t[0], t[1], b[0], b[1]]).0;
+                }
             }
         }
     }
+}
+
+/// The largest of a window and its place, without branches (random data would mispredict
+/// them): the first largest in row-major order, or the last NaN.
+#[inline(always)]
+fn winner(window: [f32; 4]) -> (f32, u8) {
+    let (mut best, mut at) = (window[0], 0u8);
+    for (k, &v) in window.iter().enumerate().skip(1) {
+        let take = (v > best) | v.is_nan();
+        best = if take { v } else { best };
+        at = if take { k as u8 } else { at };
+    }
+    (best, at)
 }
 
 /// The gradient `[N, C, H, W]` of the input: each output's gradient at its winner, 0 elsewhere.
