@@ -1,7 +1,7 @@
 //! The convolution as one node of Burn's autodiff graph on flex: the forward is
 //! [`kernel::forward`], and the backward gives
-//! - the input's gradient as the convolution of the output's gradient with the weight flipped
-//!   and transposed ([`Geometry::transposed`]), through the same kernel;
+//! - the input's gradient from [`kernel::input_grad`] (the weight's transpose times the output's
+//!   gradient, folded back onto the input);
 //! - the weight's and bias's gradients from [`kernel::weight_grad`];
 //!
 //! each only when its tensor is tracked (an attack needs the input's, training the weights').
@@ -24,17 +24,16 @@ pub type Tracked = FloatTensor<Autodiff<Flex, NoCheckpointing>>;
 struct ConvBackward;
 
 impl Backward<Flex, 3> for ConvBackward {
-    /// The input and weight (contiguous), the geometry and its transpose.
-    type State = (FlexTensor, FlexTensor, Geometry, Geometry);
+    /// The input and weight (contiguous) and the geometry.
+    type State = (FlexTensor, FlexTensor, Geometry);
 
     fn backward(self, ops: Ops<Self::State, 3>, grads: &mut Gradients, _: &mut Checkpointer) {
         let [node_x, node_w, node_b] = ops.parents;
         let dy = grads.consume::<Flex>(&ops.node).to_contiguous();
-        let (x, w, g, t) = ops.state;
+        let (x, w, g) = ops.state;
         let dy_data: &[f32] = dy.storage();
         if let Some(node) = node_x {
-            let wt = kernel::flip_transpose(w.storage(), &g);
-            let dx = kernel::forward(dy_data, &wt, None, &t);
+            let dx = kernel::input_grad(dy_data, w.storage(), &g);
             grads.register::<Flex>(node.id, flex_f32(dx, [g.n, g.c_in, g.h, g.w]));
         }
         if node_w.is_some() || node_b.is_some() {
@@ -51,8 +50,8 @@ impl Backward<Flex, 3> for ConvBackward {
 }
 
 /// The convolution of `x` with `weight` plus `bias` (all f32 on flex, contiguous or not), as a
-/// node whose backward is [`ConvBackward`]; `t` is `g.transposed()`.
-pub fn conv2d(x: Tracked, weight: Tracked, bias: Tracked, g: Geometry, t: Geometry) -> Tracked {
+/// node whose backward is [`ConvBackward`].
+pub fn conv2d(x: Tracked, weight: Tracked, bias: Tracked, g: Geometry) -> Tracked {
     let prep = ConvBackward
         .prepare::<NoCheckpointing>([x.node(), weight.node(), bias.node()])
         .compute_bound()
@@ -63,7 +62,7 @@ pub fn conv2d(x: Tracked, weight: Tracked, bias: Tracked, g: Geometry, t: Geomet
     let y = kernel::forward(xp.storage(), wp.storage(), Some(bp.storage()), &g);
     let y = flex_f32(y, [g.n, g.c_out, g.oh, g.ow]);
     match prep {
-        OpsKind::Tracked(prep) => prep.finish((xp, wp, g, t), y),
+        OpsKind::Tracked(prep) => prep.finish((xp, wp, g), y),
         OpsKind::UnTracked(prep) => prep.finish(y),
     }
 }

@@ -1,7 +1,7 @@
-//! The convolution's host kernels on contiguous f32 slices: the forward product, the
-//! gradients of the weights and bias, and the weight flipped for the input's gradient. Every
-//! image is unfolded into `[C_in * K_h * K_w, H' * W']` and multiplied with `gemm`, the matrix
-//! product burn-flex itself uses.
+//! The convolution's host kernels on contiguous f32 slices: the forward product and the
+//! gradients of the input, weights and bias. Every image is unfolded into
+//! `[C_in * K_h * K_w, H' * W']` (or, for the input's gradient, such a matrix is folded back)
+//! around one `gemm`, the matrix product burn-flex itself uses.
 
 use rayon::prelude::*;
 
@@ -127,6 +127,77 @@ fn shifted_plane(
     }
 }
 
+/// The gradient `[N, C_in, H, W]` of the input from the output's gradient `dy`
+/// `[N, C_out, H', W']`: per image, `cols = W^T dy_b` `[C_in * K_h * K_w, H' * W']`, folded back
+/// onto the input (the adjoint of [`unfold`]). The intermediate has `C_in` rows per kernel
+/// place where unfolding `dy` would have `C_out`: 32 times smaller for the cnn's first layer.
+pub fn input_grad(dy: &[f32], weight: &[f32], g: &Geometry) -> Vec<f32> {
+    let plane = g.oh * g.ow;
+    let k = g.c_in * g.kh * g.kw;
+    let image = g.c_in * g.h * g.w;
+    let out_image = g.c_out * plane;
+    let wt = transpose(weight, g.c_out, k);
+    let mut dx = vec![0f32; g.n * image];
+    let one = |cols: &mut [f32], b: usize, dst: &mut [f32], parallelism| {
+        // `wt` `[k, C_out]` times `dy_b` `[C_out, plane]` into `cols` `[k, plane]`.
+        let dy_b = &dy[b * out_image..][..out_image];
+        product(cols, &wt, dy_b, [k, plane, g.c_out], [plane, 1], false, parallelism);
+        fold(cols, g, dst);
+    };
+    if g.n >= rayon::current_num_threads() {
+        dx.par_chunks_mut(image).enumerate().for_each_init(
+            || vec![0f32; k * plane],
+            |cols, (b, dst)| one(cols, b, dst, gemm::Parallelism::None),
+        );
+    } else {
+        let mut cols = vec![0f32; k * plane];
+        for (b, dst) in dx.chunks_mut(image).enumerate() {
+            one(&mut cols, b, dst, gemm::Parallelism::Rayon(0));
+        }
+    }
+    dx
+}
+
+/// Adds `cols` `[C_in * K_h * K_w, H' * W']` onto one image `dx` `[C_in, H, W]`: column
+/// `(y, x)` of row `(c, i, j)` goes to input `(c, y + i - top, x + j - left)` when that lies
+/// inside the input (the places [`unfold`] reads).
+fn fold(cols: &[f32], g: &Geometry, dx: &mut [f32]) {
+    let plane = g.oh * g.ow;
+    for c in 0..g.c_in {
+        let dxc = &mut dx[c * g.h * g.w..][..g.h * g.w];
+        for i in 0..g.kh {
+            let y_lo = g.top.saturating_sub(i).min(g.oh);
+            let y_hi = (g.h + g.top).saturating_sub(i).min(g.oh);
+            for j in 0..g.kw {
+                let row = &cols[((c * g.kh + i) * g.kw + j) * plane..][..plane];
+                let x_lo = g.left.saturating_sub(j).min(g.ow);
+                let x_hi = (g.w + g.left).saturating_sub(j).min(g.ow);
+                if x_lo >= x_hi {
+                    continue;
+                }
+                for y in y_lo..y_hi {
+                    let src = &row[y * g.ow + x_lo..y * g.ow + x_hi];
+                    let at = (y + i - g.top) * g.w + x_lo + j - g.left;
+                    for (d, s) in dxc[at..at + src.len()].iter_mut().zip(src) {
+                        *d += s;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// A row-major `[rows, cols]` matrix transposed to `[cols, rows]`.
+fn transpose(m: &[f32], rows: usize, cols: usize) -> Vec<f32> {
+    let mut t = vec![0f32; rows * cols];
+    for (r, row) in m.chunks_exact(cols).take(rows).enumerate() {
+        for (c, &v) in row.iter().enumerate() {
+            t[c * rows + r] = v;
+        }
+    }
+    t
+}
+
 /// The gradients of the weight `[C_out, C_in * K_h * K_w]` and, when `bias` is set, of the bias
 /// `[C_out]`, from the input `x` `[N, C_in, H, W]` and the output's gradient `dy`
 /// `[N, C_out, H', W']`: `dW = sum_b dy_b unfold(x_b)^T`, `db = sum_b sum_p dy_b`.
@@ -171,23 +242,6 @@ pub fn weight_grad(x: &[f32], dy: &[f32], g: &Geometry, bias: bool) -> (Vec<f32>
         db.iter_mut().zip(pb).for_each(|(a, b)| *a += b);
     }
     (dw, db)
-}
-
-/// The weight `[C_out, C_in, K_h, K_w]` as the input gradient's convolution reads it:
-/// `[C_in, C_out, K_h, K_w]` with both kernel axes reversed.
-pub fn flip_transpose(weight: &[f32], g: &Geometry) -> Vec<f32> {
-    let k = g.kh * g.kw;
-    let mut out = vec![0f32; weight.len()];
-    for o in 0..g.c_out {
-        for c in 0..g.c_in {
-            let src = &weight[(o * g.c_in + c) * k..][..k];
-            let dst = &mut out[(c * g.c_out + o) * k..][..k];
-            for (d, s) in dst.iter_mut().zip(src.iter().rev()) {
-                *d = *s;
-            }
-        }
-    }
-    out
 }
 
 /// `dst = lhs rhs`, or `dst += lhs rhs` when `accumulate`, with `gemm`: `dst` `[m, n]` and `lhs`

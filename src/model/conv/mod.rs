@@ -10,14 +10,15 @@
 //! - row `(c, i, j)` of an unfolded image is the input plane `c` shifted by `(i - top, j - left)`,
 //!   one copy per row when the output is as wide as the input (the cnn's "same" padding);
 //! - each image's product lands in its `[C_out, H' * W']` block of the output, bias first;
-//! - the input's gradient is the same kernel on the output's gradient with the weight flipped
-//!   and transposed, the weight's is one product per image summed in fixed chunks of images
-//!   (the same result on any number of threads).
+//! - the input's gradient is one product per image, the weight's transpose times the output's
+//!   gradient, folded back onto the input (its intermediate has `C_in` rows per kernel place,
+//!   where unfolding the output's gradient would have `C_out`); the weight's is one product per
+//!   image summed in fixed chunks of images (the same result on any number of threads).
 //!
 //! Values equal Burn's up to the order of the float additions (tested, forward and gradients).
 //! Anything else (a GPU, groups, stride or dilation other than 1, "same" padding computed by
-//! Burn, padding as wide as the kernel under autodiff, gradient checkpointing, another dtype)
-//! goes to Burn's kernel through [`Conv2d::forward`].
+//! Burn, gradient checkpointing, another dtype) goes to Burn's kernel through
+//! [`Conv2d::forward`].
 
 mod autodiff;
 mod kernel;
@@ -63,32 +64,6 @@ struct Geometry {
     left: usize,
     oh: usize,
     ow: usize,
-}
-
-impl Geometry {
-    /// The convolution that gives the input's gradient: from `[N, C_out, H', W']` to
-    /// `[N, C_in, H, W]` with the flipped, transposed weight and padding `K - 1 - p` on each
-    /// side; `None` when some padding is as wide as the kernel (the gradient would need a crop).
-    fn transposed(&self) -> Option<Geometry> {
-        let bottom = (self.oh + self.kh - 1).checked_sub(self.h + self.top)?;
-        let right = (self.ow + self.kw - 1).checked_sub(self.w + self.left)?;
-        if self.top.max(bottom) >= self.kh || self.left.max(right) >= self.kw {
-            return None;
-        }
-        Some(Geometry {
-            n: self.n,
-            c_in: self.c_out,
-            h: self.oh,
-            w: self.ow,
-            c_out: self.c_in,
-            kh: self.kh,
-            kw: self.kw,
-            top: self.kh - 1 - self.top,
-            left: self.kw - 1 - self.left,
-            oh: self.h,
-            ow: self.w,
-        })
-    }
 }
 
 /// The geometry of `layer` on `x` when this module's kernel can run it; `None` sends the call
@@ -161,14 +136,12 @@ fn tracked_conv(
     bias: Option<Tensor<1>>,
     g: Geometry,
 ) -> Option<Tensor<4>> {
-    let t = g.transposed()?;
     let bias = bias.unwrap_or_else(|| Tensor::zeros([g.c_out], &x.device()));
     let y = autodiff::conv2d(
         tracked_f32(x)?,
         tracked_f32(weight)?,
         tracked_f32(bias)?,
         g,
-        t,
     );
     Some(Tensor::from_primitive::<Autodiff<Flex>>(y))
 }
