@@ -18,6 +18,8 @@ const BATCH: usize = 256;
 const STEPS: usize = 20;
 
 fn main() {
+    // SAFETY: before any thread starts.
+    unsafe { rampart::device::quiet_headless_vulkan() };
     divan::main();
 }
 

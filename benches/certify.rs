@@ -11,6 +11,8 @@ use rampart::device;
 use rampart::model::{Arch, ImageSpec};
 
 fn main() {
+    // SAFETY: before any thread starts.
+    unsafe { rampart::device::quiet_headless_vulkan() };
     divan::main();
 }
 

@@ -24,7 +24,8 @@ fn main() {
     // As the rampart binary: freed activations are reused, not unmapped (no page faults per
     // batch, which would otherwise add 20-35 ms to `pool1_backward`).
     device::keep_freed_tensors();
-    device::quiet_headless_vulkan();
+    // SAFETY: before any thread starts.
+    unsafe { device::quiet_headless_vulkan() };
     divan::main();
 }
 

@@ -16,6 +16,8 @@ use rampart::privacy::dpsgd::{DpSgd, private_step};
 const BATCH: usize = 128;
 
 fn main() {
+    // SAFETY: before any thread starts.
+    unsafe { rampart::device::quiet_headless_vulkan() };
     divan::main();
 }
 

@@ -165,19 +165,28 @@ pub fn keep_freed_tensors() {
 /// "error: XDG_RUNTIME_DIR is invalid or not set in the environment." four times whenever wgpu
 /// looks for adapters on a machine with no desktop session (servers, containers, CI): the layer
 /// tries to reach a Wayland display to learn which GPU the desktop uses. With no session
-/// (`XDG_RUNTIME_DIR` unset) and none of the layer's own settings given (`NODEVICE_SELECT`,
-/// `MESA_VK_DEVICE_SELECT`, `DRI_PRIME`), it is switched off with `NODEVICE_SELECT=1`; wgpu
-/// still lists every adapter and Rampart picks among them itself. Call it first thing in
-/// `main`, before any thread starts.
-pub fn quiet_headless_vulkan() {
+/// (`XDG_RUNTIME_DIR` and `WAYLAND_DISPLAY` unset) and none of the layer's own settings given
+/// (`NODEVICE_SELECT`, `MESA_VK_DEVICE_SELECT[_FORCE_DEFAULT_DEVICE]`, `DRI_PRIME`), it is
+/// switched off with `NODEVICE_SELECT=1`; wgpu still lists every adapter and Rampart picks
+/// among them itself.
+///
+/// # Safety
+///
+/// It sets an environment variable, so no other thread may be running: call it first thing in
+/// `main`.
+pub unsafe fn quiet_headless_vulkan() {
     let set = |name: &str| std::env::var_os(name).is_some_and(|v| !v.is_empty());
-    let headless = !set("XDG_RUNTIME_DIR");
-    let chosen = ["NODEVICE_SELECT", "MESA_VK_DEVICE_SELECT", "DRI_PRIME"]
-        .iter()
-        .any(|name| set(name));
+    let headless = !set("XDG_RUNTIME_DIR") && !set("WAYLAND_DISPLAY");
+    let chosen = [
+        "NODEVICE_SELECT",
+        "MESA_VK_DEVICE_SELECT",
+        "MESA_VK_DEVICE_SELECT_FORCE_DEFAULT_DEVICE",
+        "DRI_PRIME",
+    ]
+    .iter()
+    .any(|name| set(name));
     if headless && !chosen {
-        // SAFETY: called before any thread starts, so nothing reads the environment
-        // concurrently.
+        // SAFETY: the caller guarantees that no other thread is running.
         unsafe { std::env::set_var("NODEVICE_SELECT", "1") };
     }
 }

@@ -1,5 +1,6 @@
 fn main() -> std::process::ExitCode {
     rampart::device::keep_freed_tensors();
-    rampart::device::quiet_headless_vulkan();
+    // SAFETY: first thing in `main`, before any thread starts.
+    unsafe { rampart::device::quiet_headless_vulkan() };
     rampart::cli::main()
 }

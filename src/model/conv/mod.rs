@@ -85,7 +85,7 @@ fn geometry(layer: &Conv2d, x: &Tensor<4>) -> Option<Geometry> {
     if per_group != c_in || padded_h < kh || padded_w < kw || !bias_fits {
         return None;
     }
-    if [n, c_in, c_out, kh, kw].contains(&0) {
+    if [n, c_in, h, w, c_out, kh, kw].contains(&0) {
         return None;
     }
     Some(Geometry {

@@ -54,6 +54,8 @@ fn cases() -> Vec<(PaddingConfig2d, [usize; 2], bool, [usize; 4])> {
         // kernel as large as the padded input (one output place).
         (pad(3, 3, 3, 3), [3, 3], true, [2, 2, 4, 4]),
         (pad(1, 1, 1, 1), [5, 5], true, [3, 2, 3, 3]),
+        // Wider than the input with unequal left and right padding (7 columns from 4).
+        (pad(0, 3, 1, 1), [2, 2], true, [2, 3, 5, 4]),
     ]
 }
 
@@ -154,6 +156,11 @@ fn what_the_kernel_cannot_run_goes_to_burn() {
     let same = Conv2dConfig::new([2, 4], [3, 3])
         .with_padding(PaddingConfig2d::Same)
         .init(&d);
+    // An empty plane, even with padding that would give outputs, is left to Burn.
+    let padded = layer([2, 4], [3, 3], pad(3, 3, 3, 3), true, &d);
+    for empty in [[2, 2, 0, 4], [2, 2, 4, 0]] {
+        assert!(geometry(&padded, &Tensor::zeros(empty, &d)).is_none());
+    }
     for layer in [&strided, &grouped, &same] {
         assert!(!ours(layer, x.clone()));
         conv2d(layer, x.clone())
