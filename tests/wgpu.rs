@@ -365,7 +365,11 @@ fn integrated_gradients_and_deletion_curves_on_wgpu_match_flex() {
 #[test]
 fn a_headless_machine_sees_no_spurious_errors() {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_rampart"))
-        .args(["eval", "--model", common::reference_path().to_str().unwrap()])
+        .args([
+            "eval",
+            "--model",
+            common::reference_path().to_str().unwrap(),
+        ])
         .args(["--device", "wgpu", "--limit", "2"])
         .current_dir(env!("CARGO_MANIFEST_DIR"))
         .env_remove("XDG_RUNTIME_DIR")

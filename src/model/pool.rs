@@ -76,7 +76,11 @@ fn forward(x: &[f32], [n, c, h, w]: [usize; 4], keep: bool) -> (Vec<f32>, Vec<u8
 /// One plane `[H, W]` pooled into `y` `[H/2, W/2]`.
 fn plane(x: &[f32], w: usize, y: &mut [f32], mut arg: Option<&mut [u8]>) {
     let ow = w / 2;
-    for (r, (rows, out)) in x.chunks_exact(2 * w).zip(y.chunks_exact_mut(ow)).enumerate() {
+    for (r, (rows, out)) in x
+        .chunks_exact(2 * w)
+        .zip(y.chunks_exact_mut(ow))
+        .enumerate()
+    {
         let (top, bottom) = rows.split_at(w);
         let windows = top.chunks_exact(2).zip(bottom.chunks_exact(2));
         match arg.as_deref_mut() {

@@ -142,7 +142,15 @@ pub fn input_grad(dy: &[f32], weight: &[f32], g: &Geometry) -> Vec<f32> {
     let one = |cols: &mut [f32], b: usize, dst: &mut [f32], parallelism| {
         // `wt` `[k, C_out]` times `dy_b` `[C_out, plane]` into `cols` `[k, plane]`.
         let dy_b = &dy[b * out_image..][..out_image];
-        product(cols, &wt, dy_b, [k, plane, g.c_out], [plane, 1], false, parallelism);
+        product(
+            cols,
+            &wt,
+            dy_b,
+            [k, plane, g.c_out],
+            [plane, 1],
+            false,
+            parallelism,
+        );
         fold(cols, g, dst);
     };
     if g.n >= rayon::current_num_threads() {

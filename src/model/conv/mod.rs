@@ -137,12 +137,7 @@ fn tracked_conv(
     g: Geometry,
 ) -> Option<Tensor<4>> {
     let bias = bias.unwrap_or_else(|| Tensor::zeros([g.c_out], &x.device()));
-    let y = autodiff::conv2d(
-        tracked_f32(x)?,
-        tracked_f32(weight)?,
-        tracked_f32(bias)?,
-        g,
-    );
+    let y = autodiff::conv2d(tracked_f32(x)?, tracked_f32(weight)?, tracked_f32(bias)?, g);
     Some(Tensor::from_primitive::<Autodiff<Flex>>(y))
 }
 
