@@ -320,3 +320,57 @@ fn sharded_attacks_merge_and_an_interrupted_one_resumes() {
     let err = failed(&attack(p, &["--shard-index", "1", "--shard-count", "3"]));
     assert!(err.contains("--per-example"), "{err}");
 }
+
+/// The shipped cluster recipes (`deploy/`) run a certification Rampart accepts: the Indexed
+/// Job's arguments parse as `rampart certify` with its index filled in, its shard count is its
+/// number of completions, the merge is a Job of its own file (applied after the shards, not
+/// beside them), and the Slurm array has as many tasks as it has shards.
+#[test]
+fn the_deploy_recipes_parse_and_agree() {
+    use clap::Parser;
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy");
+    let job = std::fs::read_to_string(root.join("kubernetes/certify-indexed-job.yaml")).unwrap();
+    assert!(
+        !job.contains("\n---"),
+        "one Job per file: the merge must not start with the shards"
+    );
+    let value = |key: &str| -> String {
+        let line = job
+            .lines()
+            .find(|l| l.trim_start().starts_with(key))
+            .unwrap();
+        let v = line.trim_start()[key.len()..].trim();
+        v.split_whitespace().next().unwrap().to_string()
+    };
+    let completions = value("completions:");
+    let args: Vec<String> = job
+        .lines()
+        .skip_while(|l| l.trim() != "args:")
+        .skip(1)
+        .map_while(|l| l.trim().strip_prefix("- "))
+        .map(|a| a.replace("$(JOB_COMPLETION_INDEX)", "3"))
+        .collect();
+    assert_eq!(args[0], "certify");
+    assert!(
+        args.contains(&format!("--shard-count={completions}")),
+        "{args:?}"
+    );
+    let parsed = rampart::cli::Cli::try_parse_from(std::iter::once("rampart".into()).chain(args));
+    assert!(parsed.is_ok(), "{:?}", parsed.err().map(|e| e.to_string()));
+
+    let merge = std::fs::read_to_string(root.join("kubernetes/certify-merge-job.yaml")).unwrap();
+    assert!(merge.contains("rampart merge") && merge.contains("/results/shard-*.tsv"));
+
+    let slurm = std::fs::read_to_string(root.join("slurm/certify-array.sh")).unwrap();
+    let shards = slurm
+        .lines()
+        .find_map(|l| l.strip_prefix("SHARDS=${SHARDS:-"))
+        .and_then(|l| l.split('}').next())
+        .unwrap();
+    let last: usize = shards.parse::<usize>().unwrap() - 1;
+    assert!(
+        slurm.contains(&format!("#SBATCH --array=0-{last}\n")),
+        "{slurm}"
+    );
+    assert!(slurm.contains("--shard-count \"$SHARDS\"") && slurm.contains("afterok"));
+}

@@ -8,7 +8,7 @@
 #SBATCH --array=0-7
 #SBATCH --cpus-per-task=2
 #SBATCH --mem=4G
-#SBATCH --output=results/slurm-%A_%a.out
+#SBATCH --output=results/slurm-%A_%a.out   # the default; submitting through this script uses $RESULTS
 set -euo pipefail
 SHARDS=${SHARDS:-8}            # = the array's size
 MODEL=${MODEL:-models/fmnist-cnn.safetensors}
@@ -18,8 +18,9 @@ mkdir -p "$RESULTS"
 
 if [ -z "${SLURM_ARRAY_TASK_ID:-}" ]; then
   # Not inside the array: submit it, and the merge to run once every task has succeeded.
-  array=$(sbatch --parsable --array="0-$((SHARDS - 1))" "$0")
-  sbatch --dependency="afterok:$array" --job-name=rampart-merge --wrap \
+  array=$(sbatch --parsable --array="0-$((SHARDS - 1))" --output="$RESULTS/slurm-%A_%a.out" "$0")
+  sbatch --dependency="afterok:$array" --job-name=rampart-merge \
+    --output="$RESULTS/slurm-merge-%j.out" --wrap \
     "$BIN merge --out $RESULTS/certify.tsv $RESULTS/shard-*.tsv --json > $RESULTS/certify.json"
   exit 0
 fi
