@@ -299,9 +299,10 @@ impl<'a, T: Task<D>, const D: usize> Run<'a, T, D> {
             // One read-back every 20 batches for the running figures.
             let running = (b % 20 == 19 || b + 1 == batches).then(|| {
                 let seen = seen.max(1) as f64;
+                let [loss, hits] = read_sums(&loss_sum, &correct);
                 Running {
-                    loss: loss_sum.clone().into_scalar::<f32>() as f64 / seen,
-                    accuracy: correct.clone().into_scalar::<f32>() as f64 / seen,
+                    loss: loss / seen,
+                    accuracy: hits / seen,
                     examples_per_sec: seen / started.elapsed().as_secs_f64(),
                 }
             });
@@ -315,9 +316,10 @@ impl<'a, T: Task<D>, const D: usize> Run<'a, T, D> {
             )?;
         }
         let n = seen.max(1);
+        let [loss, hits] = read_sums(&loss_sum, &correct);
         let stats = Stats {
-            loss: loss_sum.into_scalar::<f32>() as f64 / n as f64,
-            accuracy: correct.into_scalar::<f32>() as f64 / n as f64,
+            loss: loss / n as f64,
+            accuracy: hits / n as f64,
             lr,
             examples_per_sec: n as f64 / started.elapsed().as_secs_f64(),
         };
@@ -577,4 +579,13 @@ fn refuse_earlier_run(cfg: &TrainConfig) -> Result<(), TrainError> {
         }
     }
     Ok(())
+}
+
+/// The epoch's loss and hit sums (`[1]` each, on the device) in one read-back.
+fn read_sums(loss: &Tensor<1>, hits: &Tensor<1>) -> [f64; 2] {
+    let both = Tensor::cat(vec![loss.clone(), hits.clone()], 0).into_data();
+    match both.convert::<f32>().try_to_vec::<f32>().as_deref() {
+        Ok([loss, hits]) => [*loss as f64, *hits as f64],
+        _ => [f64::NAN; 2],
+    }
 }
