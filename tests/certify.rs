@@ -476,32 +476,34 @@ fn sharded_certification_merges_into_the_unsharded_run() {
     // A shard needs its index, from the flag or the scheduler.
     let err = common::failed(&certify(&["--out", "x.tsv", "--shard-count", "3"]));
     assert!(err.contains("--shard-index"), "{err}");
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_rampart"))
-        .args([
-            "certify",
-            "--model",
-            m,
-            "--limit",
-            "7",
-            "--sigma",
-            "0.25",
-            "--n0",
-            "20",
-            "--n",
-            "200",
-            "--device",
-            "flex",
-            "--out",
-            "k.tsv",
-            "--shard-count",
-            "3",
-        ])
-        .env("JOB_COMPLETION_INDEX", "1")
-        .current_dir(dir.path())
-        .output()
-        .unwrap();
-    common::ok(&out);
+    // Kubernetes's and Slurm's variables name the shard; a bad one is named back.
+    let scheduled = |out: &str, var: &str, value: &str| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_rampart"))
+            .args(["certify", "--model", m, "--limit", "7", "--sigma", "0.25"])
+            .args([
+                "--n0",
+                "20",
+                "--n",
+                "200",
+                "--device",
+                "flex",
+                "--shard-count",
+                "3",
+            ])
+            .args(["--out", out])
+            .env_remove("JOB_COMPLETION_INDEX")
+            .env_remove("SLURM_ARRAY_TASK_ID")
+            .env(var, value)
+            .current_dir(dir.path())
+            .output()
+            .unwrap()
+    };
+    common::ok(&scheduled("k.tsv", "JOB_COMPLETION_INDEX", "1"));
     assert_eq!(read("k.tsv").lines().count(), 3);
+    common::ok(&scheduled("s.tsv", "SLURM_ARRAY_TASK_ID", "1"));
+    assert_eq!(strip(read("s.tsv")), strip(read("k.tsv")));
+    let err = common::failed(&scheduled("b.tsv", "SLURM_ARRAY_TASK_ID", "one"));
+    assert!(err.contains("$SLURM_ARRAY_TASK_ID is \"one\""), "{err}");
     // An interrupted run resumes: a partial TSV with three whole rows and a torn fourth, and
     // its description, give the full run's rows, only four examples certified again.
     let full = read("full.tsv");
