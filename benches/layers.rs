@@ -118,19 +118,28 @@ fn conv_forward(
 /// the cnn runs it under autodiff ([`conv2d`]).
 #[divan::bench(sample_count = 10)]
 fn conv2_backward(bencher: Bencher) {
-    conv2_backward_with(bencher, conv2d);
+    conv_backward(bencher, [32, 64], 14, false, conv2d);
 }
 
 /// The same through Burn's kernels.
 #[divan::bench(sample_count = 10)]
 fn conv2_backward_kernel(bencher: Bencher) {
-    conv2_backward_with(bencher, |l, x| l.forward(x));
+    conv_backward(bencher, [32, 64], 14, false, |l, x| l.forward(x));
 }
 
-fn conv2_backward_with(bencher: Bencher, f: fn(&Conv2d, Tensor<4>) -> Tensor<4>) {
+/// `f` forward and backward on a `[c_in, c_out]` layer over `side`-square inputs under
+/// autodiff; the weights tracked (training) or constants (`frozen`: attacks).
+fn conv_backward(
+    bencher: Bencher,
+    [c_in, c_out]: [usize; 2],
+    side: usize,
+    frozen: bool,
+    f: fn(&Conv2d, Tensor<4>) -> Tensor<4>,
+) {
     let device = chosen().autodiff();
-    let layer = conv(32, 64, &device);
-    backward(bencher, uniform([BATCH, 32, 14, 14], &device), |x| {
+    let layer = conv(c_in, c_out, &device);
+    let layer = if frozen { layer.no_grad() } else { layer };
+    backward(bencher, uniform([BATCH, c_in, side, side], &device), |x| {
         f(&layer, x)
     });
 }
@@ -139,21 +148,13 @@ fn conv2_backward_with(bencher: Bencher, f: fn(&Conv2d, Tensor<4>) -> Tensor<4>)
 /// weights are constants there).
 #[divan::bench(sample_count = 10)]
 fn conv1_input_backward(bencher: Bencher) {
-    conv1_input_backward_with(bencher, conv2d);
+    conv_backward(bencher, [1, 32], 28, true, conv2d);
 }
 
 /// The same through Burn's kernels.
 #[divan::bench(sample_count = 10)]
 fn conv1_input_backward_kernel(bencher: Bencher) {
-    conv1_input_backward_with(bencher, |l, x| l.forward(x));
-}
-
-fn conv1_input_backward_with(bencher: Bencher, f: fn(&Conv2d, Tensor<4>) -> Tensor<4>) {
-    let device = chosen().autodiff();
-    let layer = conv(1, 32, &device).no_grad();
-    backward(bencher, uniform([BATCH, 1, 28, 28], &device), |x| {
-        f(&layer, x)
-    });
+    conv_backward(bencher, [1, 32], 28, true, |l, x| l.forward(x));
 }
 
 /// Burn's 2x2 max-pooling kernel on the first convolution's output.
