@@ -46,6 +46,12 @@ fi
 
 # Only lavapipe runs here: minimal autotuning keeps the first conv kernels from taking minutes.
 export CUBECL_AUTOTUNE_LEVEL="${CUBECL_AUTOTUNE_LEVEL:-minimal}"
+# The tests that open wgpu inside the test process, with no desktop session, would print Mesa's
+# device-select layer's "XDG_RUNTIME_DIR is invalid" lines: off, as the binary does itself
+# (`device::quiet_headless_vulkan`; tests/wgpu.rs checks the binary without this variable).
+if [ -z "${XDG_RUNTIME_DIR:-}" ] && [ -z "${WAYLAND_DISPLAY:-}" ]; then
+  export NODEVICE_SELECT="${NODEVICE_SELECT:-1}"
+fi
 
 cargo build --release --locked --all-targets
 # Lints as errors (a cold check of the dependencies adds about 3 minutes on 2 cores).
