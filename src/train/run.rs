@@ -277,6 +277,8 @@ impl<'a, T: Task<D>, const D: usize> Run<'a, T, D> {
         let started = Instant::now();
         let mut loss_sum = Tensor::<1>::zeros([1], &self.device);
         let mut correct = Tensor::<1>::zeros([1], &self.device);
+        // The loss and hit sums as last read back (none without batches).
+        let mut sums = [0.0f64; 2];
         let mut lr = cfg.lr_at(index, 0.0);
         let mut seen = 0usize;
         let stepper = Stepper {
@@ -296,10 +298,12 @@ impl<'a, T: Task<D>, const D: usize> Run<'a, T, D> {
                 correct = correct + hits;
                 seen += rows.len();
             }
-            // One read-back every 20 batches for the running figures.
+            // One read-back every 20 batches for the running figures (the last one also
+            // gives the epoch's).
             let running = (b % 20 == 19 || b + 1 == batches).then(|| {
                 let seen = seen.max(1) as f64;
-                let [loss, hits] = read_sums(&loss_sum, &correct);
+                sums = read_sums(&loss_sum, &correct);
+                let [loss, hits] = sums;
                 Running {
                     loss: loss / seen,
                     accuracy: hits / seen,
@@ -316,7 +320,7 @@ impl<'a, T: Task<D>, const D: usize> Run<'a, T, D> {
             )?;
         }
         let n = seen.max(1);
-        let [loss, hits] = read_sums(&loss_sum, &correct);
+        let [loss, hits] = sums;
         let stats = Stats {
             loss: loss / n as f64,
             accuracy: hits / n as f64,

@@ -46,20 +46,32 @@ pub fn forward(x: &[f32], weight: &[f32], bias: Option<&[f32]>, g: &Geometry) ->
             parallelism,
         );
     };
-    if g.n >= rayon::current_num_threads() {
-        out.par_chunks_mut(g.c_out * plane)
-            .enumerate()
-            .for_each_init(
-                || vec![0f32; k * plane],
-                |col, (b, dst)| one(col, b, dst, gemm::Parallelism::None),
-            );
+    per_image(&mut out, g.c_out * plane, k * plane, one);
+    out
+}
+
+/// Runs `one(scratch, b, block, parallelism)` for every image `b` and its `block` of `out`
+/// (`block` elements each), with a zeroed scratch buffer of `scratch` elements per task:
+/// images in parallel, or, for a batch smaller than the thread pool, one after another with
+/// each product parallelised.
+fn per_image(
+    out: &mut [f32],
+    block: usize,
+    scratch: usize,
+    one: impl Fn(&mut [f32], usize, &mut [f32], gemm::Parallelism) + Sync,
+) {
+    let images = out.len() / block.max(1);
+    if images >= rayon::current_num_threads() {
+        out.par_chunks_mut(block).enumerate().for_each_init(
+            || vec![0f32; scratch],
+            |buffer, (b, dst)| one(buffer, b, dst, gemm::Parallelism::None),
+        );
     } else {
-        let mut col = vec![0f32; k * plane];
-        for (b, dst) in out.chunks_mut(g.c_out * plane).enumerate() {
-            one(&mut col, b, dst, gemm::Parallelism::Rayon(0));
+        let mut buffer = vec![0f32; scratch];
+        for (b, dst) in out.chunks_mut(block).enumerate() {
+            one(&mut buffer, b, dst, gemm::Parallelism::Rayon(0));
         }
     }
-    out
 }
 
 /// Writes one image `[C_in, H, W]` unfolded into `col` `[C_in * K_h * K_w, H' * W']`: row
@@ -153,17 +165,7 @@ pub fn input_grad(dy: &[f32], weight: &[f32], g: &Geometry) -> Vec<f32> {
         );
         fold(cols, g, dst);
     };
-    if g.n >= rayon::current_num_threads() {
-        dx.par_chunks_mut(image).enumerate().for_each_init(
-            || vec![0f32; k * plane],
-            |cols, (b, dst)| one(cols, b, dst, gemm::Parallelism::None),
-        );
-    } else {
-        let mut cols = vec![0f32; k * plane];
-        for (b, dst) in dx.chunks_mut(image).enumerate() {
-            one(&mut cols, b, dst, gemm::Parallelism::Rayon(0));
-        }
-    }
+    per_image(&mut dx, image, k * plane, one);
     dx
 }
 
