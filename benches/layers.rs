@@ -47,14 +47,25 @@ fn conv(c_in: usize, c_out: usize, device: &Device) -> Conv2d {
         .init(device)
 }
 
-/// Keyed Gaussian noise for 128 samples of 28x28 (one certification batch).
+/// Keyed Gaussian noise for 128 samples of 28x28 (one certification batch), as certification
+/// draws it (one kernel pass on the CPU).
 #[divan::bench(sample_count = 20)]
 fn noise_batch(bencher: Bencher) {
+    noise_with(bencher, noise::gaussian);
+}
+
+/// The same noise as element-wise tensor operations (the path of devices other than the CPU).
+#[divan::bench(sample_count = 20)]
+fn noise_batch_tensor(bencher: Bencher) {
+    noise_with(bencher, noise::gaussian_tensor);
+}
+
+fn noise_with(bencher: Bencher, draw: fn(&[u64], [usize; 4], f64, &Device) -> Tensor<4>) {
     let device = chosen();
     let keys: Vec<u64> = (0..BATCH as u64).map(|j| noise::key(7, j)).collect();
     bencher
         .counter(ItemsCount::new(BATCH))
-        .bench_local(|| noise::gaussian(&keys, [BATCH, 1, 28, 28], 0.25, &device).into_data());
+        .bench_local(|| draw(&keys, [BATCH, 1, 28, 28], 0.25, &device).into_data());
 }
 
 /// Times `f` on `x` (no autodiff), reading the result back as a caller would.

@@ -16,20 +16,43 @@ fn values(t: Tensor<2>) -> Vec<f32> {
     t.into_data().try_to_vec::<f32>().unwrap()
 }
 
+/// The largest difference between `got` `[rows, dims]` and the host reference for `keys`.
+fn worst_against_host(got: Vec<f32>, keys: &[u64], dims: usize, sigma: f64) -> f64 {
+    let host = noise::gaussian_host(keys, dims, sigma);
+    assert_eq!(got.len(), keys.len() * dims);
+    got.iter()
+        .zip(host.iter().flatten())
+        .map(|(a, b)| (*a as f64 - b).abs())
+        .fold(0.0, f64::max)
+}
+
 #[test]
 fn the_tensor_noise_is_its_host_reference() {
     let d = Device::flex();
     // 49 coordinates: an odd count, so the last pair is cut in half.
     let k = keys(3, 0..6);
-    let t = noise::gaussian(&k, [6, 1, 7, 7], 0.3, &d).reshape([6, 49]);
-    let host = noise::gaussian_host(&k, 49, 0.3);
-    let got = values(t);
-    let worst = got
-        .iter()
-        .zip(host.iter().flatten())
-        .map(|(a, b)| (*a as f64 - b).abs())
-        .fold(0.0, f64::max);
+    let t = noise::gaussian_tensor(&k, [6, 1, 7, 7], 0.3, &d).reshape([6, 49]);
+    let worst = worst_against_host(values(t), &k, 49, 0.3);
     assert!(worst < 2e-6, "tensor and host noise differ by {worst}");
+}
+
+/// The CPU's one-pass kernel (what `gaussian` runs on flex) computes the same function, for
+/// widths that fill its blocks of eight pairs exactly, partly, or not at all, and one pair cut
+/// in half.
+#[test]
+fn the_cpu_noise_is_its_host_reference() {
+    let d = Device::flex();
+    let k = keys(5, 0..7);
+    for dims in [1, 2, 15, 16, 17, 49, 784] {
+        let t = noise::gaussian(&k, [7, dims], 0.3, &d);
+        let worst = worst_against_host(values(t), &k, dims, 0.3);
+        assert!(
+            worst < 2e-6,
+            "{dims} coordinates: CPU and host noise differ by {worst}"
+        );
+    }
+    let none = noise::gaussian(&k, [7, 0], 0.3, &d);
+    assert_eq!(none.dims(), [7, 0]);
 }
 
 #[test]

@@ -1,8 +1,10 @@
 //! Counter-based Gaussian noise for smoothing: the noise of coordinate e of Monte Carlo sample
 //! j of example i in a stage is a fixed function of (seed, stage, i, j, e), so counts do not
 //! depend on how samples are grouped into forward passes, and the noise of a whole forward
-//! batch is drawn in one pass of element-wise tensor operations on the device (no generator
-//! state, no re-seeding, no host work but one 64-bit key per row).
+//! batch is drawn in one pass (no generator state, no re-seeding): element-wise tensor
+//! operations on a GPU, with no host work but one 64-bit key per row, and one vectorised
+//! kernel over the rows on the CPU, where those operations would each make a pass and an
+//! allocation (`cargo bench --bench layers`: `noise_batch` against `noise_batch_tensor`).
 //!
 //! The construction, in the manner of counter-based generators (Salmon et al., "Parallel
 //! random numbers: as easy as 1, 2, 3", SC 2011):
@@ -24,6 +26,7 @@
 use burn::tensor::{DType, Device, Int, Tensor, TensorData};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
+use rayon::prelude::*;
 
 /// The golden-ratio increment of SplitMix64.
 const GOLDEN: u64 = 0x9e37_79b9_7f4a_7c15;
@@ -85,8 +88,27 @@ fn lanes(keys: &[u64], pairs: usize, device: &Device) -> Tensor<2, Int> {
 }
 
 /// Gaussian noise N(0, σ²) of `shape` (`shape[0]` = `keys.len()` rows): row r is the noise of
-/// the sample with key `keys[r]`, its coordinates in row-major order.
+/// the sample with key `keys[r]`, its coordinates in row-major order. On the CPU one pass of
+/// [`gaussian_cpu`] writes it; elsewhere [`gaussian_tensor`]'s element-wise operations run on
+/// the device (fused by Burn's fusion on a GPU).
 pub fn gaussian<const D: usize>(
+    keys: &[u64],
+    shape: [usize; D],
+    sigma: f64,
+    device: &Device,
+) -> Tensor<D> {
+    if !crate::device::is_cpu(device) {
+        return gaussian_tensor(keys, shape, sigma, device);
+    }
+    assert_eq!(shape[0], keys.len(), "one key per row");
+    let dims: usize = shape[1..].iter().product();
+    let z = gaussian_cpu(keys, dims, sigma as f32);
+    Tensor::from_data(TensorData::new(z, shape), (device, DType::F32))
+}
+
+/// [`gaussian`] as element-wise tensor operations on `device` (about 30 of them: integer
+/// hashing, Box-Muller), for devices other than the CPU.
+pub fn gaussian_tensor<const D: usize>(
     keys: &[u64],
     shape: [usize; D],
     sigma: f64,
@@ -115,6 +137,49 @@ pub fn gaussian<const D: usize>(
         z.narrow(1, 0, dims)
     };
     z.reshape(shape)
+}
+
+/// [`gaussian_tensor`]'s noise, `[keys.len(), dims]` row-major, in one pass on the CPU: rows
+/// in parallel, the hash per lane, then Box-Muller eight pairs at a time with `wide`'s vector
+/// `ln`, `sqrt` and `sin_cos` (Agner Fog's VCL polynomials), in the tensor path's order of f32
+/// operations. The values agree with the tensor path to the rounding of those functions.
+pub fn gaussian_cpu(keys: &[u64], dims: usize, sigma: f32) -> Vec<f32> {
+    let mut z = vec![0f32; keys.len() * dims];
+    if dims == 0 {
+        return z;
+    }
+    let pairs = dims.div_ceil(2);
+    z.par_chunks_mut(dims).zip(keys).for_each_init(
+        || vec![[0f32; 2]; pairs.next_multiple_of(8)],
+        |polar, (row, &k)| box_muller_row(k, sigma, polar, row),
+    );
+    z
+}
+
+/// One row of [`gaussian_cpu`]: `polar` (scratch, a multiple of 8 pairs) receives (u1, u2) per
+/// pair, then (r cos θ, r sin θ), of which `row` takes its first `row.len()` values.
+fn box_muller_row(k: u64, sigma: f32, polar: &mut [[f32; 2]], row: &mut [f32]) {
+    use wide::f32x8;
+    let pairs = row.len().div_ceil(2);
+    for (m, p) in polar.iter_mut().enumerate() {
+        let (a, b) = (host_lane(k, 2 * m as u32), host_lane(k, 2 * m as u32 + 1));
+        // As in [`gaussian_tensor`]: u1 keeps all 32 bits, u2 the top 24.
+        let u1 = ((a >> 9) as f32 + ((a & 511) as f32 + 0.5) / 512.0) / 8_388_608.0;
+        let u2 = ((b >> 8) as f32 + 0.5) / 16_777_216.0;
+        *p = [u1, u2];
+    }
+    for block in polar.chunks_exact_mut(8) {
+        let u1 = f32x8::new(std::array::from_fn(|i| block[i][0]));
+        let u2 = f32x8::new(std::array::from_fn(|i| block[i][1]));
+        let r = (u1.ln() * f32x8::splat(-2.0)).sqrt() * f32x8::splat(sigma);
+        let (sin, cos) = (u2 * f32x8::splat(std::f32::consts::TAU)).sin_cos();
+        let (x, y) = ((r * cos).to_array(), (r * sin).to_array());
+        for (i, p) in block.iter_mut().enumerate() {
+            *p = [x[i], y[i]];
+        }
+    }
+    let flat = polar[..pairs].as_flattened();
+    row.copy_from_slice(&flat[..row.len()]);
 }
 
 /// Lane `c` of the row with key `k`, on the host: h(h(c ⊕ k0) ⊕ k1), as [`lanes`] computes it.
