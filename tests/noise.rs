@@ -36,23 +36,29 @@ fn the_tensor_noise_is_its_host_reference() {
     assert!(worst < 2e-6, "tensor and host noise differ by {worst}");
 }
 
-/// The CPU's one-pass kernel (what `gaussian` runs on flex) computes the same function, for
-/// widths that fill its blocks of eight pairs exactly, partly, or not at all, and one pair cut
-/// in half.
+/// The CPU's one-pass kernel computes the same function, for widths that fill its blocks of
+/// eight pairs exactly, partly, or not at all, and one pair cut in half; `gaussian` runs it on
+/// flex (the same bits), also for one coordinate per row, no coordinates, or no rows.
 #[test]
 fn the_cpu_noise_is_its_host_reference() {
     let d = Device::flex();
     let k = keys(5, 0..7);
     for dims in [1, 2, 15, 16, 17, 49, 784] {
-        let t = noise::gaussian(&k, [7, dims], 0.3, &d);
-        let worst = worst_against_host(values(t), &k, dims, 0.3);
+        let z = noise::gaussian_cpu(&k, dims, 0.3);
+        assert_eq!(values(noise::gaussian(&k, [7, dims], 0.3, &d)), z);
+        let worst = worst_against_host(z, &k, dims, 0.3);
         assert!(
             worst < 2e-6,
             "{dims} coordinates: CPU and host noise differ by {worst}"
         );
     }
-    let none = noise::gaussian(&k, [7, 0], 0.3, &d);
-    assert_eq!(none.dims(), [7, 0]);
+    let column = noise::gaussian(&k, [7], 0.3, &d).into_data();
+    assert_eq!(
+        column.try_to_vec::<f32>().unwrap(),
+        noise::gaussian_cpu(&k, 1, 0.3)
+    );
+    assert_eq!(noise::gaussian(&k, [7, 0], 0.3, &d).dims(), [7, 0]);
+    assert_eq!(noise::gaussian(&[], [0, 784], 0.3, &d).dims(), [0, 784]);
 }
 
 #[test]

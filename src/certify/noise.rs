@@ -97,17 +97,21 @@ pub fn gaussian<const D: usize>(
     sigma: f64,
     device: &Device,
 ) -> Tensor<D> {
+    assert_eq!(shape[0], keys.len(), "one key per row");
+    let dims: usize = shape[1..].iter().product();
+    if dims == 0 {
+        return Tensor::zeros(shape, device);
+    }
     if !crate::device::is_cpu(device) {
         return gaussian_tensor(keys, shape, sigma, device);
     }
-    assert_eq!(shape[0], keys.len(), "one key per row");
-    let dims: usize = shape[1..].iter().product();
     let z = gaussian_cpu(keys, dims, sigma as f32);
     Tensor::from_data(TensorData::new(z, shape), (device, DType::F32))
 }
 
 /// [`gaussian`] as element-wise tensor operations on `device` (about 30 of them: integer
-/// hashing, Box-Muller), for devices other than the CPU.
+/// hashing, Box-Muller), for devices other than the CPU. Rows must have at least one
+/// coordinate.
 pub fn gaussian_tensor<const D: usize>(
     keys: &[u64],
     shape: [usize; D],
@@ -150,18 +154,19 @@ pub fn gaussian_cpu(keys: &[u64], dims: usize, sigma: f32) -> Vec<f32> {
     }
     let pairs = dims.div_ceil(2);
     z.par_chunks_mut(dims).zip(keys).for_each_init(
-        || vec![[0f32; 2]; pairs.next_multiple_of(8)],
+        || vec![[1f32, 0.5]; pairs.next_multiple_of(8)],
         |polar, (row, &k)| box_muller_row(k, sigma, polar, row),
     );
     z
 }
 
-/// One row of [`gaussian_cpu`]: `polar` (scratch, a multiple of 8 pairs) receives (u1, u2) per
-/// pair, then (r cos θ, r sin θ), of which `row` takes its first `row.len()` values.
+/// One row of [`gaussian_cpu`]: `polar` (scratch, a multiple of 8 pairs, its padding any
+/// uniforms in (0, 1]) receives (u1, u2) per pair, then (r cos θ, r sin θ), of which `row` takes
+/// its first `row.len()` values.
 fn box_muller_row(k: u64, sigma: f32, polar: &mut [[f32; 2]], row: &mut [f32]) {
     use wide::f32x8;
     let pairs = row.len().div_ceil(2);
-    for (m, p) in polar.iter_mut().enumerate() {
+    for (m, p) in polar[..pairs].iter_mut().enumerate() {
         let (a, b) = (host_lane(k, 2 * m as u32), host_lane(k, 2 * m as u32 + 1));
         // As in [`gaussian_tensor`]: u1 keeps all 32 bits, u2 the top 24.
         let u1 = ((a >> 9) as f32 + ((a & 511) as f32 + 0.5) / 512.0) / 8_388_608.0;
