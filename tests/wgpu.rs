@@ -166,6 +166,9 @@ fn a_small_certification_on_wgpu_agrees_with_flex() {
     let keys: Vec<u64> = (0..64).map(|j| certify::noise::key(base, j)).collect();
     let on = |d: &Device| vec(certify::noise::gaussian(&keys, [64, 784], 0.25, d));
     close(&on(&flex), &on(&gpu), "noise");
+    // Rows without coordinates: zeros of that shape on both (no zero-length narrow).
+    let empty = |d: &Device| certify::noise::gaussian(&keys[..2], [2, 0], 0.25, d).dims();
+    assert_eq!((empty(&flex), empty(&gpu)), ([2, 0], [2, 0]));
     // Sound smoothing's lattice noise is integer arithmetic: the same bits on both.
     let lattice = certify::noise::Lattice::new(0.25, 255);
     let grid = |d: &Device| vec(lattice.sample(&keys, [64, 784], d));
