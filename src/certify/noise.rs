@@ -154,15 +154,15 @@ pub fn gaussian_cpu(keys: &[u64], dims: usize, sigma: f32) -> Vec<f32> {
     }
     let pairs = dims.div_ceil(2);
     z.par_chunks_mut(dims).zip(keys).for_each_init(
-        || vec![[1f32, 0.5]; pairs.next_multiple_of(8)],
+        || vec![[0f32; 2]; pairs.next_multiple_of(8)],
         |polar, (row, &k)| box_muller_row(k, sigma, polar, row),
     );
     z
 }
 
-/// One row of [`gaussian_cpu`]: `polar` (scratch, a multiple of 8 pairs, its padding any
-/// uniforms in (0, 1]) receives (u1, u2) per pair, then (r cos θ, r sin θ), of which `row` takes
-/// its first `row.len()` values.
+/// One row of [`gaussian_cpu`]: `polar` (scratch, a multiple of 8 pairs) receives (u1, u2) per
+/// pair (its padding fixed uniforms, so no lane takes the log of a previous row's output), then
+/// (r cos θ, r sin θ), of which `row` takes its first `row.len()` values.
 fn box_muller_row(k: u64, sigma: f32, polar: &mut [[f32; 2]], row: &mut [f32]) {
     use wide::f32x8;
     let pairs = row.len().div_ceil(2);
@@ -173,6 +173,7 @@ fn box_muller_row(k: u64, sigma: f32, polar: &mut [[f32; 2]], row: &mut [f32]) {
         let u2 = ((b >> 8) as f32 + 0.5) / 16_777_216.0;
         *p = [u1, u2];
     }
+    polar[pairs..].fill([1.0, 0.5]);
     for block in polar.chunks_exact_mut(8) {
         let u1 = f32x8::new(std::array::from_fn(|i| block[i][0]));
         let u2 = f32x8::new(std::array::from_fn(|i| block[i][1]));
