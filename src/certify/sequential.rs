@@ -10,8 +10,9 @@
 //! next. The stopped image gets the certificate its lower bound gives (abstain below 1/2); the
 //! last stage decides the rest. By Bonferroni over the K stages each certificate is wrong with
 //! probability at most α (computed exactly in this module's tests), as with fixed n (Horváth
-//! et al., ICLR 2022, and Voráček 2024 make the same argument with tighter sequences). Its radius stops at what the goal needs, so it
-//! can be smaller than fixed n's; certified accuracy at the goal's radii is what it keeps.
+//! et al., ICLR 2022, and Voráček 2024 make the same argument with tighter sequences). Its
+//! radius stops at what the goal needs, so it can be smaller than fixed n's; certified accuracy
+//! at the goal's radii is what it keeps.
 //!
 //! The stages draw the same samples as fixed-n CERTIFY (the noise is keyed by sample index):
 //! an image that reaches the last stage has seen exactly its n samples.
